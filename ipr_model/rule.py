@@ -1,0 +1,120 @@
+"""The IPR routing rule: a pure function of predicted quality and estimated cost.
+
+For a prompt and its candidate models (narrowed by ``allowed``):
+
+- ``ipr`` (default): r = max q - tau * (max q - min q)
+- ``dynamic_max`` (IPR's deployed form): r = (1 - tau) * max q - delta
+
+Feasible F = {m : q_m >= r}; choose argmin over F of cost; ties go to the higher q, then to the
+lexicographically smaller model id. The best predicted model is always feasible, so F is never empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+
+from ipr_model.errors import RoutingInputError
+
+Variant = Literal["ipr", "dynamic_max"]
+VARIANTS: tuple[str, ...] = ("ipr", "dynamic_max")
+
+
+@dataclass(frozen=True)
+class Choice:
+    index: int
+    threshold: float
+
+
+def check_tolerance(tau: float) -> float:
+    tau = float(tau)
+    if not (0.0 <= tau <= 1.0) or np.isnan(tau):
+        raise RoutingInputError(f"tolerance must be in [0, 1], got {tau}")
+    return tau
+
+
+def allowed_mask(model_ids: Sequence[str], allowed: Sequence[str] | None) -> np.ndarray:
+    """Boolean mask over ``model_ids``; ``None`` or empty allows every model."""
+    if not allowed:
+        return np.ones(len(model_ids), dtype=bool)
+    known = set(model_ids)
+    unknown = sorted(set(allowed) - known)
+    if unknown:
+        raise RoutingInputError(
+            f"unknown model(s) in allowed_models: {', '.join(unknown)}; known: {', '.join(model_ids)}"
+        )
+    wanted = set(allowed)
+    return np.array([m in wanted for m in model_ids], dtype=bool)
+
+
+def route_batch(
+    quality: np.ndarray,
+    cost: np.ndarray,
+    tau: float | np.ndarray,
+    model_ids: Sequence[str],
+    allowed: np.ndarray | None = None,
+    variant: Variant = "ipr",
+    delta: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Route n prompts at once.
+
+    quality, cost: [n, m]; tau: scalar or [n]; allowed: [m] or [n, m] boolean (None: all).
+    Returns (chosen model index [n], threshold r [n]).
+    """
+    q = np.asarray(quality, dtype=np.float64)
+    c = np.asarray(cost, dtype=np.float64)
+    if q.ndim != 2 or q.shape != c.shape or q.shape[1] != len(model_ids):
+        raise ValueError(
+            f"quality and cost must both be [n, {len(model_ids)}], got {q.shape} and {c.shape}"
+        )
+    if variant not in VARIANTS:
+        raise RoutingInputError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if delta < 0:
+        raise RoutingInputError(f"delta must be >= 0, got {delta}")
+    n, m = q.shape
+    t = np.broadcast_to(np.asarray(tau, dtype=np.float64), (n,))
+    if np.any((t < 0) | (t > 1)) or np.any(np.isnan(t)):
+        raise RoutingInputError("tolerance must be in [0, 1]")
+    mask = np.ones((n, m), dtype=bool) if allowed is None else np.broadcast_to(allowed, (n, m))
+    if not mask.any(axis=1).all():
+        raise RoutingInputError("no candidate model left for a prompt")
+
+    q_max = np.where(mask, q, -np.inf).max(axis=1)
+    if variant == "ipr":
+        q_min = np.where(mask, q, np.inf).min(axis=1)
+        r = q_max - t * (q_max - q_min)
+    else:
+        r = (1.0 - t) * q_max - delta
+    feasible = mask & (q >= r[:, None])
+    # The best model must stay feasible even under floating-point rounding of r.
+    feasible |= mask & (q == q_max[:, None])
+
+    c_f = np.where(feasible, c, np.inf)
+    cheapest = feasible & (c_f == c_f.min(axis=1, keepdims=True))
+    q_c = np.where(cheapest, q, -np.inf)
+    best = cheapest & (q_c == q_c.max(axis=1, keepdims=True))
+    # Lexicographic id order breaks the last ties.
+    rank = np.empty(m, dtype=np.int64)
+    rank[np.argsort(np.asarray(model_ids, dtype=object), kind="stable")] = np.arange(m)
+    chosen = np.where(best, rank[None, :], m).argmin(axis=1)
+    return chosen, r
+
+
+def route(
+    quality: Sequence[float],
+    cost: Sequence[float],
+    tau: float,
+    model_ids: Sequence[str],
+    allowed: Sequence[str] | None = None,
+    variant: Variant = "ipr",
+    delta: float = 0.0,
+) -> Choice:
+    """Route one prompt; ``allowed`` names model ids (unknown ones are an error)."""
+    check_tolerance(tau)
+    mask = allowed_mask(model_ids, allowed)
+    idx, r = route_batch(
+        np.asarray([quality]), np.asarray([cost]), tau, model_ids, mask, variant, delta
+    )
+    return Choice(index=int(idx[0]), threshold=float(r[0]))

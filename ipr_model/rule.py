@@ -85,6 +85,9 @@ def route_batch(
     if variant == "ipr":
         q_min = np.where(mask, q, np.inf).min(axis=1)
         r = q_max - t * (q_max - q_min)
+        # At tau = 1 every candidate is feasible: q_max - (q_max - q_min) can round one ulp above
+        # q_min (e.g. 0.9350724237877682 and 0.05624275855897737), which would drop the cheapest.
+        r = np.where(t >= 1.0, q_min, r)
     else:
         r = (1.0 - t) * q_max - delta
     feasible = mask & (q >= r[:, None])

@@ -1,0 +1,29 @@
+"""Event contracts of the IPR router: pydantic models, the codec, the JSON Schemas (`json/`)."""
+
+from schemas.codec import SchemaError, decode, encode
+from schemas.events import (
+    EVENTS,
+    DeadLetter,
+    Event,
+    ModelResponse,
+    ModelUpdate,
+    PromptRequest,
+    QualityFeedback,
+    RoutedPrompt,
+    RoutingDecision,
+)
+
+__all__ = [
+    "EVENTS",
+    "DeadLetter",
+    "Event",
+    "ModelResponse",
+    "ModelUpdate",
+    "PromptRequest",
+    "QualityFeedback",
+    "RoutedPrompt",
+    "RoutingDecision",
+    "SchemaError",
+    "decode",
+    "encode",
+]

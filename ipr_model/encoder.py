@@ -1,0 +1,144 @@
+"""Serving-side text encoder: the frozen sentence encoder exported by :mod:`ipr_model.export`.
+
+Runs on numpy + onnxruntime + tokenizers only (never torch or transformers), from a
+self-contained folder::
+
+    model.onnx       input_ids, attention_mask[, token_type_ids] -> sentence_embedding [batch, dim]
+                     (mean pooling and L2 normalisation are inside the graph)
+    tokenizer.json   the source model's tokenizer
+    encoder.json     name, max_length, dim, inputs, ...
+
+Texts longer than ``max_length`` tokens (special tokens included) are truncated, keeping the head.
+Loading is explicit (``OnnxEncoder.load``); importing this module loads nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from ipr_model.errors import ArtifactError
+
+ENCODER_FILES = ("model.onnx", "tokenizer.json", "encoder.json")
+TOKENIZER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def configure_tokenizer(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
+    """Truncate to ``max_length`` tokens keeping the head; pad to the longest text of a batch."""
+    tokenizer.enable_truncation(max_length, direction="right")
+    pad = tokenizer.padding or {}
+    tokenizer.enable_padding(
+        pad_id=pad.get("pad_id", 0),
+        pad_type_id=pad.get("pad_type_id", 0),
+        pad_token=pad.get("pad_token", "[PAD]"),
+        length=None,
+    )
+    return tokenizer
+
+
+class OnnxEncoder:
+    """Sentence encoder: ``encode(texts)`` -> float32 [n, dim], each row of unit norm."""
+
+    def __init__(
+        self, session: ort.InferenceSession, tokenizer: Tokenizer, config: dict, path: Path
+    ):
+        self._session = session
+        self._tokenizer = tokenizer
+        self._config = config
+        self.path = path
+        # Feed the graph only the inputs it declares.
+        self._inputs = [i.name for i in session.get_inputs()]
+        self._output = session.get_outputs()[0].name
+
+    @classmethod
+    def load(cls, directory: Path | str, intra_op_threads: int | None = None) -> OnnxEncoder:
+        """Load an encoder folder. ``intra_op_threads`` defaults to ``os.cpu_count()``."""
+        directory = Path(directory)
+        for name in ENCODER_FILES:
+            if not (directory / name).is_file():
+                present = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+                raise ArtifactError(
+                    f"Could not find {name} in {directory} (an encoder folder holds "
+                    f"{', '.join(ENCODER_FILES)}; found: {present or 'nothing'})"
+                )
+        try:
+            config = json.loads((directory / "encoder.json").read_text())
+            max_length, dim = int(config["max_length"]), int(config["dim"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ArtifactError(
+                f"{directory / 'encoder.json'} is not a valid encoder config "
+                f"(expected JSON with 'max_length' and 'dim'): {e!r}"
+            ) from e
+
+        tokenizer = configure_tokenizer(
+            Tokenizer.from_file(str(directory / "tokenizer.json")), max_length
+        )
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.intra_op_num_threads = intra_op_threads or os.cpu_count() or 1
+        opts.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(
+                str(directory / "model.onnx"), opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime raises its own untyped errors
+            raise ArtifactError(f"Could not load {directory / 'model.onnx'}: {e}") from e
+        unknown = {i.name for i in session.get_inputs()} - set(TOKENIZER_INPUTS)
+        if unknown:
+            raise ArtifactError(
+                f"{directory / 'model.onnx'} declares inputs {sorted(unknown)}; "
+                f"expected a subset of {list(TOKENIZER_INPUTS)}"
+            )
+        out_dim = session.get_outputs()[0].shape[-1]
+        if isinstance(out_dim, int) and out_dim != dim:
+            raise ArtifactError(
+                f"{directory}: encoder.json says dim={dim} but model.onnx outputs {out_dim}"
+            )
+        return cls(session, tokenizer, config, directory)
+
+    @property
+    def dim(self) -> int:
+        return int(self._config["dim"])
+
+    @property
+    def max_length(self) -> int:
+        return int(self._config["max_length"])
+
+    @property
+    def name(self) -> str:
+        return str(self._config.get("name", self.path.name))
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self._inputs)
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Embed ``texts``: float32 [len(texts), dim], L2-normalised, in the order given.
+
+        Texts are sorted by length before batching (less padding), then put back in order.
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode expects a list of texts, got a single str")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = self._encode_batch([texts[i] for i in idx])
+        return out
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(texts)
+        arrays = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        feed = {name: arrays[name] for name in self._inputs}
+        return self._session.run([self._output], feed)[0]

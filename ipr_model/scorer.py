@@ -1,0 +1,135 @@
+"""Serving: load a verified artifact directory and score prompts (numpy, onnxruntime, tokenizers).
+
+``Scorer.score(texts)`` runs the encoder once on the batch and every adapter on the embeddings, and
+returns the calibrated predicted quality and the estimated cost of every model for every prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ipr_model.adapters import Adapter
+from ipr_model.artifacts import ENCODER_DIR, Manifest, model_dir, read_manifest
+from ipr_model.calibration import Calibration
+from ipr_model.costs import CostModel, prompt_tokens
+from ipr_model.errors import ArtifactError, RoutingInputError
+from ipr_model.rule import Variant, allowed_mask, check_tolerance, route_batch
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    id: str
+    family: str
+    cost: CostModel
+    calibration: Calibration
+    adapter: Adapter
+
+    @classmethod
+    def load(cls, root: Path, model_id: str) -> "ModelCard":
+        d = root / model_dir(model_id)
+        try:
+            card = json.loads((d / "card.json").read_text())
+            return cls(
+                id=card["id"],
+                family=card.get("family", ""),
+                cost=CostModel.from_dict(card["cost"]),
+                calibration=Calibration.from_dict(card["calibration"]),
+                adapter=Adapter.load(d / "adapter.npz"),
+            )
+        except (KeyError, TypeError, ValueError, OSError) as e:
+            raise ArtifactError(f"{d}: cannot load model {model_id!r}: {e}") from None
+
+
+@dataclass(frozen=True)
+class Scores:
+    quality: np.ndarray  # [n, m] calibrated predicted quality
+    cost: np.ndarray  # [n, m] estimated USD
+    embeddings: np.ndarray  # [n, d]
+
+
+@dataclass(frozen=True)
+class Decision:
+    model_id: str
+    threshold: float
+    tolerance: float
+    predicted_quality: dict[str, float]
+    estimated_cost_usd: dict[str, float]
+
+
+class Scorer:
+    def __init__(self, manifest: Manifest, encoder, cards: list[ModelCard]):
+        self.manifest = manifest
+        self.encoder = encoder
+        self.cards = cards
+        self.model_ids = [c.id for c in cards]
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @classmethod
+    def load(cls, root: str | Path, verify: bool = True) -> "Scorer":
+        from ipr_model.encoder import OnnxEncoder
+
+        manifest = read_manifest(root, verify=verify)
+        encoder = OnnxEncoder.load(manifest.root / ENCODER_DIR)
+        cards = [ModelCard.load(manifest.root, m) for m in manifest.models]
+        for c in cards:
+            if c.adapter.dim != encoder.dim:
+                raise ArtifactError(
+                    f"{root}: adapter of {c.id!r} expects {c.adapter.dim}-d embeddings, "
+                    f"the encoder gives {encoder.dim}-d"
+                )
+        return cls(manifest, encoder, cards)
+
+    def score_embeddings(self, emb: np.ndarray, texts: Sequence[str]) -> Scores:
+        tokens = prompt_tokens(list(texts))
+        q = np.stack([c.calibration(c.adapter.raw(emb)) for c in self.cards], axis=1)
+        cost = np.stack([c.cost.estimate(tokens) for c in self.cards], axis=1)
+        return Scores(quality=q, cost=cost, embeddings=emb)
+
+    def score(self, texts: Sequence[str]) -> Scores:
+        for i, t in enumerate(texts):
+            if not t or not t.strip():
+                raise RoutingInputError(f"prompt {i} is empty: expected non-empty text")
+        return self.score_embeddings(self.encoder.encode(list(texts)), texts)
+
+    def decide(
+        self,
+        scores: Scores,
+        tolerances: Sequence[float],
+        allowed: Sequence[Sequence[str] | None] | None = None,
+        variant: Variant = "ipr",
+        delta: float = 0.0,
+    ) -> list[Decision]:
+        """Apply the rule per prompt (each with its own tolerance and allowed models)."""
+        n = len(tolerances)
+        taus = np.array([check_tolerance(t) for t in tolerances])
+        masks = np.stack(
+            [allowed_mask(self.model_ids, (allowed[i] if allowed else None)) for i in range(n)]
+        )
+        chosen, thr = route_batch(
+            scores.quality, scores.cost, taus, self.model_ids, masks, variant, delta
+        )
+        out = []
+        for i in range(n):
+            ids = [m for m, ok in zip(self.model_ids, masks[i]) if ok]
+            out.append(
+                Decision(
+                    model_id=self.model_ids[chosen[i]],
+                    threshold=float(thr[i]),
+                    tolerance=float(taus[i]),
+                    predicted_quality={
+                        m: float(scores.quality[i, j]) for j, m in enumerate(self.model_ids) if m in ids
+                    },
+                    estimated_cost_usd={
+                        m: float(scores.cost[i, j]) for j, m in enumerate(self.model_ids) if m in ids
+                    },
+                )
+            )
+        return out

@@ -1,0 +1,250 @@
+"""The event contracts: one pydantic model per Kafka event (DESIGN.md, "Topics and events").
+
+Every event rejects unknown fields, bounds every string, list and map (limits in
+`schemas.limits`), refuses NaN and infinities, and carries `schema_version`. Timestamps are epoch
+seconds as floats.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import time
+from typing import Annotated, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
+
+from schemas import limits as L
+
+# A string with at least one non-whitespace character (`pattern` is searched, not anchored).
+_NON_BLANK = r"\S"
+
+PromptId = Annotated[
+    str, StringConstraints(min_length=1, max_length=L.MAX_ID_CHARS, pattern=_NON_BLANK)
+]
+ModelId = Annotated[
+    str, StringConstraints(min_length=1, max_length=L.MAX_ID_CHARS, pattern=_NON_BLANK)
+]
+Tenant = Annotated[
+    str, StringConstraints(min_length=1, max_length=L.MAX_ID_CHARS, pattern=_NON_BLANK)
+]
+Label = Annotated[
+    str, StringConstraints(min_length=1, max_length=L.MAX_LABEL_CHARS, pattern=_NON_BLANK)
+]
+PromptText = Annotated[
+    str, StringConstraints(min_length=1, max_length=L.MAX_TEXT_CHARS, pattern=_NON_BLANK)
+]
+ErrorText = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_ERROR_CHARS)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+Timestamp = Annotated[float, Field(ge=0.0, description="epoch seconds")]
+ModelList = Annotated[list[ModelId], Field(min_length=1, max_length=L.MAX_MODELS)]
+
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_METADATA_KEY_CHARS)]
+MetadataValue = (
+    StrictBool
+    | StrictInt
+    | StrictFloat
+    | Annotated[str, StringConstraints(max_length=L.MAX_METADATA_VALUE_CHARS)]
+)
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=L.MAX_METADATA_KEYS)]
+QualityMap = Annotated[dict[ModelId, Probability], Field(min_length=1, max_length=L.MAX_MODELS)]
+CostMap = Annotated[dict[ModelId, NonNegative], Field(min_length=1, max_length=L.MAX_MODELS)]
+
+
+class Event(BaseModel):
+    """Base of every event: strict about shape, versioned."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    schema_version: Literal[1] = L.SCHEMA_VERSION
+
+
+class PromptRequest(Event):
+    """A prompt to route. Topic `prompts.in`, key `prompt_id`."""
+
+    prompt_id: PromptId
+    text: PromptText
+    tolerance: Probability | None = Field(
+        default=None, description="τ in [0,1]: 0 = best predicted model, 1 = cheapest"
+    )
+    tenant: Tenant | None = None
+    allowed_models: ModelList | None = Field(
+        default=None, description="restrict the candidates to these model ids"
+    )
+    metadata: Metadata = Field(default_factory=dict)
+    sent_at: Timestamp | None = Field(
+        default=None, description="when the producer sent it (for end-to-end latency)"
+    )
+
+
+class _Routed(Event):
+    """Fields shared by RoutedPrompt and RoutingDecision."""
+
+    prompt_id: PromptId
+    tenant: Tenant | None = None
+    allowed_models: ModelList | None = None
+    sent_at: Timestamp | None = None
+    model_id: ModelId = Field(description="the chosen model")
+    tolerance: Probability = Field(description="the τ used")
+    threshold: float = Field(description="r: models with predicted quality >= r were feasible")
+    predicted_quality: QualityMap
+    estimated_cost_usd: CostMap
+    router_version: Label = Field(description="version of the model artifact that routed it")
+    routing_latency_ms: NonNegative
+    routed_at: Timestamp
+
+    @model_validator(mode="after")
+    def _chosen_model_was_scored(self) -> Self:
+        if self.model_id not in self.predicted_quality:
+            raise ValueError(f"model_id {self.model_id!r} has no predicted_quality")
+        if self.model_id not in self.estimated_cost_usd:
+            raise ValueError(f"model_id {self.model_id!r} has no estimated_cost_usd")
+        if self.allowed_models is not None and self.model_id not in self.allowed_models:
+            raise ValueError(f"model_id {self.model_id!r} is not in allowed_models")
+        return self
+
+
+class RoutedPrompt(_Routed):
+    """A request with the router's choice. Topic `prompts.routed.<model>`, key `prompt_id`."""
+
+    text: PromptText
+    metadata: Metadata = Field(default_factory=dict)
+
+    def to_decision(
+        self, *, reason: str | None = None, variant: str | None = None
+    ) -> RoutingDecision:
+        """The audit record of this routing: everything but the text and the metadata."""
+        fields = self.model_dump(exclude={"text", "metadata"})
+        return RoutingDecision(**fields, reason=reason, variant=variant)
+
+
+class RoutingDecision(_Routed):
+    """Audit record of one routing (a RoutedPrompt without text). Topic `router.decisions`."""
+
+    reason: Label | None = None
+    variant: Label | None = Field(default=None, description='the rule, e.g. "ipr", "dynamic_max"')
+
+
+class DeadLetter(Event):
+    """An input that could not be processed, with the reason. Topic `prompts.dlq`, original key.
+
+    `error_kind` is a short machine-readable reason, e.g. "invalid_json", "validation",
+    "too_large", "unknown_model". `raw` holds at most MAX_DLQ_RAW_BYTES of the original value:
+    as text when those bytes are UTF-8, otherwise base64 (`raw_encoding` says which).
+    """
+
+    source_topic: Annotated[str, StringConstraints(min_length=1, max_length=249)]
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+    key: Annotated[str, StringConstraints(max_length=L.MAX_KEY_CHARS)] | None = None
+    error: ErrorText
+    error_kind: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    raw: Annotated[str, StringConstraints(max_length=L.MAX_DLQ_RAW_CHARS)]
+    raw_encoding: Literal["utf-8", "base64"] = "utf-8"
+    raw_size: Annotated[int, Field(ge=0, description="size of the original value in bytes")]
+    raw_truncated: bool
+    at: Timestamp
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        source_topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | str | None,
+        value: bytes | None,
+        error: str | BaseException,
+        error_kind: str,
+        at: float | None = None,
+    ) -> DeadLetter:
+        """A dead letter from a consumed record, truncating what is too long to keep."""
+        value = value or b""
+        kept = value[: L.MAX_DLQ_RAW_BYTES]
+        raw_encoding: Literal["utf-8", "base64"] = "utf-8"
+        try:
+            # final=False drops a multi-byte character cut in half by the truncation.
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            raw = decoder.decode(kept, final=len(kept) == len(value))
+        except UnicodeDecodeError:
+            raw, raw_encoding = base64.b64encode(kept).decode("ascii"), "base64"
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", errors="replace")
+        message = str(error) if not isinstance(error, BaseException) else (
+            f"{type(error).__name__}: {error}"
+        )
+        return cls(
+            source_topic=source_topic,
+            partition=partition,
+            offset=offset,
+            key=None if key is None else key[: L.MAX_KEY_CHARS],
+            error=(message or "unknown error")[: L.MAX_ERROR_CHARS],
+            error_kind=error_kind,
+            raw=raw,
+            raw_encoding=raw_encoding,
+            raw_size=len(value),
+            raw_truncated=len(kept) < len(value),
+            at=time.time() if at is None else at,
+        )
+
+    def raw_bytes(self) -> bytes:
+        """The kept bytes of the original value."""
+        if self.raw_encoding == "base64":
+            return base64.b64decode(self.raw)
+        return self.raw.encode("utf-8")
+
+
+class ModelResponse(Event):
+    """A model's answer (or its failure). Topic `responses.out`, key `prompt_id`."""
+
+    prompt_id: PromptId
+    model_id: ModelId
+    text: Annotated[str, StringConstraints(max_length=L.MAX_RESPONSE_CHARS)]
+    tokens_in: Annotated[int, Field(ge=0)]
+    tokens_out: Annotated[int, Field(ge=0)]
+    cost_usd: NonNegative
+    latency_ms: NonNegative
+    error: ErrorText | None = None
+    router_version: Label | None = None
+
+
+class QualityFeedback(Event):
+    """A quality label for one answer. Topic `feedback.quality`, key `prompt_id`."""
+
+    prompt_id: PromptId
+    model_id: ModelId
+    quality: Probability
+    source: Label = Field(description='who judged it, e.g. "user", "judge:<model>", "dataset"')
+    task: Label | None = None
+
+
+class ModelUpdate(Event):
+    """A new model artifact is ready; routers hot-swap to it. Topic `router.control`."""
+
+    version: Label
+    location: Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_LOCATION_CHARS)]
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="sha256 of the artifact's manifest"
+    )
+    models: ModelList
+
+
+EVENTS: tuple[type[Event], ...] = (
+    PromptRequest,
+    RoutedPrompt,
+    RoutingDecision,
+    DeadLetter,
+    ModelResponse,
+    QualityFeedback,
+    ModelUpdate,
+)

@@ -1,0 +1,26 @@
+"""Size limits of the event contracts, in one place.
+
+Every bound an event enforces is a constant here, so a deployment that needs other limits changes
+one file (and regenerates the JSON Schemas with `python -m schemas.generate`).
+"""
+
+SCHEMA_VERSION = 1
+
+MAX_TEXT_CHARS = 32_000  # prompt text
+MAX_RESPONSE_CHARS = 200_000  # a model's answer
+MAX_ID_CHARS = 200  # prompt_id, model_id, tenant
+MAX_MODELS = 64  # allowed_models, and the per-model score maps
+MAX_METADATA_KEYS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 1_024
+MAX_LABEL_CHARS = 100  # router_version, variant, source, task, version
+MAX_ERROR_CHARS = 2_000
+MAX_LOCATION_CHARS = 2_000
+MAX_KEY_CHARS = 1_024  # a dead letter's original key
+
+# A dead letter keeps at most this many bytes of the raw value; base64 grows it by 4/3.
+MAX_DLQ_RAW_BYTES = 16 * 1024
+MAX_DLQ_RAW_CHARS = 4 * ((MAX_DLQ_RAW_BYTES + 2) // 3)
+
+# `decode` refuses larger payloads before parsing them (Kafka's default message.max.bytes is ~1 MB).
+MAX_EVENT_BYTES = 1_048_576

@@ -1,0 +1,483 @@
+"""A local Apache Kafka without Docker: one KRaft node (broker + controller) on loopback ports.
+
+The jars come from Maven Central through `streams/kafka/pom.xml` (Kafka pinned there) into
+`$IPR_CACHE_DIR` (default `~/.cache/ipr-router`), once. Needs `java` (17+) and, for the first
+download, `mvn`. Set `IPR_KAFKA_BOOTSTRAP=host:port` to use an existing cluster instead.
+
+    with kafka_bootstrap() as bootstrap:      # IPR_KAFKA_BOOTSTRAP, or a LocalKafka
+        ...
+
+BrokerError (RuntimeError)   java/mvn missing, the download failed, or the broker did not start
+                             (the message ends with the tail of the broker's log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+KAFKA_VERSION = "3.9.1"  # keep in step with streams/kafka/pom.xml
+POM = Path(__file__).parent / "kafka" / "pom.xml"
+ENV_BOOTSTRAP = "IPR_KAFKA_BOOTSTRAP"
+ENV_CACHE_DIR = "IPR_CACHE_DIR"
+_MARKER = ".complete"
+
+T = TypeVar("T")
+
+
+class BrokerError(RuntimeError):
+    """The local broker could not be provisioned, started or reached."""
+
+
+# ---------------------------------------------------------------------------------------- jars
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "ipr-router")
+
+
+def ensure_jars(cache_dir: Path | str | None = None) -> Path:
+    """The directory holding Kafka's runtime jars, downloading them with Maven the first time.
+
+    Maven writes into a temporary directory that is renamed into place, then a marker holding the
+    pom's sha256 is written: a half download is never used, and a changed pom downloads again.
+    """
+    home = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = home / f"kafka-{KAFKA_VERSION}"
+    libs, marker = root / "libs", root / _MARKER
+    pom_sha = hashlib.sha256(POM.read_bytes()).hexdigest()
+    if _marker_ok(marker, pom_sha) and libs.is_dir():
+        return libs
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be downloading the same jars
+        if _marker_ok(marker, pom_sha) and libs.is_dir():
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError(
+                f"Maven (`mvn`) is needed once to download Kafka {KAFKA_VERSION}'s jars into "
+                f"{libs}; install it, or set {ENV_BOOTSTRAP} to an existing Kafka"
+            )
+        tmp = Path(tempfile.mkdtemp(prefix="libs.tmp-", dir=root))
+        try:
+            log.info("downloading Kafka %s jars into %s", KAFKA_VERSION, libs)
+            cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+                   "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
+                tail = (done.stdout + done.stderr).strip()[-3000:]
+                raise BrokerError(f"`{' '.join(cmd)}` failed (exit {done.returncode}):\n{tail}")
+            marker.unlink(missing_ok=True)
+            shutil.rmtree(libs, ignore_errors=True)
+            tmp.rename(libs)
+            marker.write_text(pom_sha + "\n")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return libs
+
+
+def _marker_ok(marker: Path, pom_sha: str) -> bool:
+    try:
+        return marker.read_text().strip() == pom_sha
+    except OSError:
+        return False
+
+
+# -------------------------------------------------------------------------------------- broker
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, base64url without padding, not starting with '-'."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, even when an event loop is running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            error.append(exc)
+
+    t = threading.Thread(target=target, name="ipr-broker-sync")
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+class LocalKafka:
+    """One Apache Kafka node in KRaft combined mode, in a temporary directory.
+
+    `with LocalKafka() as kafka: kafka.bootstrap` -> "127.0.0.1:PORT". `stop()` terminates the
+    JVM (SIGTERM, then SIGKILL) and removes the directory; it also runs at interpreter exit.
+    """
+
+    def __init__(
+        self,
+        *,
+        partitions: int = 4,
+        cache_dir: Path | str | None = None,
+        heap: str = "512m",
+        start_timeout: float = 60.0,
+        extra_properties: dict[str, str] | None = None,
+    ) -> None:
+        self.partitions = partitions
+        self.cache_dir = cache_dir
+        self.heap = heap
+        self.start_timeout = start_timeout
+        self.extra_properties = dict(extra_properties or {})
+        self.workdir: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.startup_seconds: float | None = None
+        self._port: int | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        if self._port is None:
+            raise BrokerError("LocalKafka is not started")
+        return f"127.0.0.1:{self._port}"
+
+    @property
+    def log_file(self) -> Path | None:
+        return None if self.workdir is None else self.workdir / "kafka.log"
+
+    def __enter__(self) -> LocalKafka:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalKafka:
+        if self.process is not None:
+            return self
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerError(f"`java` (17+) is needed for the local Kafka; or set {ENV_BOOTSTRAP}")
+        libs = ensure_jars(self.cache_dir)
+        began = time.monotonic()
+        for attempt in range(3):  # a free port can be taken between our probe and Kafka's bind
+            try:
+                self._start_once(java, libs)
+                break
+            except BrokerError:
+                in_use = "Address already in use" in self._log_tail()
+                self.stop()
+                if not in_use or attempt == 2:
+                    raise
+                log.warning("port taken while the local Kafka started; retrying")
+        self.startup_seconds = time.monotonic() - began
+        atexit.register(self.stop)
+        log.info("local Kafka up at %s in %.1f s", self.bootstrap, self.startup_seconds)
+        return self
+
+    def _start_once(self, java: str, libs: Path) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="ipr-kafka-"))
+        self._port, controller_port = _free_port(), _free_port()
+        props = self.workdir / "server.properties"
+        props.write_text(self._server_properties(controller_port))
+        log4j = self.workdir / "log4j.properties"
+        log4j.write_text(_LOG4J.format(log_file=self.workdir / "kafka.log"))
+        classpath = str(libs / "*")
+        jvm = [java, f"-Dlog4j.configuration=file:{log4j}", "-Djava.awt.headless=true"]
+        fmt = subprocess.run(
+            [*jvm, "-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", classpath,
+             "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
+            capture_output=True, text=True, check=False,
+        )
+        if fmt.returncode != 0:
+            tail = (fmt.stdout + fmt.stderr)[-3000:]
+            raise BrokerError(f"formatting Kafka storage failed:\n{tail}")
+        out = open(self.workdir / "stdout.log", "wb")
+        self.process = subprocess.Popen(
+            [*jvm, f"-Xmx{self.heap}", "-XX:+UseG1GC", "-cp", classpath, "kafka.Kafka", str(props)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: Ctrl-C in a terminal is ours to forward
+        )
+        out.close()
+        self._wait_ready()
+
+    def _server_properties(self, controller_port: int) -> str:
+        assert self.workdir is not None
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self._port},CONTROLLER://127.0.0.1:{controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self._port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.workdir / "data"),
+            "num.partitions": str(self.partitions),
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+            "delete.topic.enable": "true",
+            **self.extra_properties,
+        }
+        return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None and self._port is not None
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerError(
+                    f"Kafka exited with code {self.process.returncode} while starting\n"
+                    + self._log_tail()
+                )
+            if _port_open(self._port):
+                try:
+                    if _run_sync(asyncio.wait_for(_broker_count(self.bootstrap), 10)) > 0:
+                        return
+                except Exception as exc:  # noqa: BLE001 - not ready yet; retried until the deadline
+                    log.debug("local Kafka not ready: %r", exc)
+            time.sleep(0.2)
+        raise BrokerError(
+            f"Kafka did not answer a metadata request within {self.start_timeout:.0f} s\n"
+            + self._log_tail()
+        )
+
+    def _log_tail(self, chars: int = 4000) -> str:
+        if self.workdir is None:
+            return ""
+        parts = []
+        for name in ("stdout.log", "kafka.log"):
+            path = self.workdir / name
+            if path.exists():
+                text = path.read_text(errors="replace")[-chars:]
+                if text.strip():
+                    parts.append(f"--- {path} (tail) ---\n{text}")
+        return "\n".join(parts)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        atexit.unregister(self.stop)
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("local Kafka (pid %d) ignored SIGTERM; killing it", proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+        self._port = None
+
+
+_LOG4J = """\
+log4j.rootLogger=WARN, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={log_file}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+"""
+
+
+def _port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+async def _broker_count(bootstrap: str) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        return len((await admin.describe_cluster())["brokers"])
+    finally:
+        await admin.close()
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+async def create_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int = 4,
+    replication: int = 1,
+    timeout: float = 30.0,
+) -> None:
+    """Create the topics that do not exist yet and wait until every partition has a leader."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+    names = list(names)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(n, num_partitions=partitions, replication_factor=replication) for n in names]
+        )
+        for topic, code, *_ in response.topic_errors:
+            if code and for_code(code) is not TopicAlreadyExistsError:
+                raise BrokerError(f"creating topic {topic!r} failed: {for_code(code).__name__}")
+        deadline = time.monotonic() + timeout
+        while True:
+            described = await admin.describe_topics(names)
+            pending = [
+                t["topic"] for t in described
+                if t["error_code"] or not t["partitions"]
+                or any(p["leader"] < 0 for p in t["partitions"])
+            ]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(f"topics without leaders after {timeout:.0f} s: {pending}")
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+
+
+def create_topics_sync(bootstrap: str, names: Iterable[str], partitions: int = 4) -> None:
+    """`create_topics` for sync callers."""
+    _run_sync(create_topics(bootstrap, names, partitions))
+
+
+@contextlib.contextmanager
+def kafka_bootstrap(partitions: int = 4) -> Iterator[str]:
+    """`IPR_KAFKA_BOOTSTRAP` if set (an existing cluster), else a LocalKafka for the block."""
+    existing = os.environ.get(ENV_BOOTSTRAP)
+    if existing:
+        yield existing
+        return
+    with LocalKafka(partitions=partitions) as kafka:
+        yield kafka.bootstrap
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+def run_forever(
+    state_file: Path | str,
+    *,
+    partitions: int = 4,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run a LocalKafka in the foreground until SIGTERM/SIGINT (`ipr broker start`).
+
+    While it runs, `state_file` holds JSON {"bootstrap", "pid", "broker_pid", "workdir"}; it is
+    removed on exit. Raises BrokerError if the broker dies on its own.
+    """
+    state_file = Path(state_file)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    kafka = LocalKafka(partitions=partitions)
+    try:
+        kafka.start()
+        assert kafka.process is not None
+        state = {"bootstrap": kafka.bootstrap, "pid": os.getpid(),
+                 "broker_pid": kafka.process.pid, "workdir": str(kafka.workdir)}
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state_file.with_name(state_file.name + ".tmp")
+        tmp.write_text(json.dumps(state) + "\n")
+        tmp.replace(state_file)
+        if on_ready is not None:
+            on_ready(kafka.bootstrap)
+        while not stop.wait(0.5):
+            if kafka.process.poll() is not None:
+                raise BrokerError(
+                    f"Kafka exited with code {kafka.process.returncode}\n" + kafka._log_tail()
+                )
+    finally:
+        kafka.stop()
+        with contextlib.suppress(OSError):
+            if json.loads(state_file.read_text()).get("pid") == os.getpid():
+                state_file.unlink()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def stop_from_state(state_file: Path | str, timeout: float = 30.0) -> bool:
+    """Stop the broker that `run_forever` recorded in `state_file`. False if none was running."""
+    state_file = Path(state_file)
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return False
+    pid, broker_pid = int(state["pid"]), int(state["broker_pid"])
+    if not _alive(pid) and not _alive(broker_pid):
+        state_file.unlink(missing_ok=True)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)  # run_forever stops the JVM and cleans up
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (_alive(pid) or _alive(broker_pid)):
+        time.sleep(0.2)
+    for p in (pid, broker_pid):
+        if _alive(p):
+            log.warning("process %d did not stop within %.0f s; killing it", p, timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+    if state.get("workdir"):
+        shutil.rmtree(state["workdir"], ignore_errors=True)
+    state_file.unlink(missing_ok=True)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0); reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    return True

@@ -1,0 +1,39 @@
+"""Kafka topic names (DESIGN.md, "Topics and events"). Names only: no Faust, no connection."""
+
+from __future__ import annotations
+
+import re
+
+PROMPTS_IN = "prompts.in"
+PROMPTS_DLQ = "prompts.dlq"
+ROUTER_DECISIONS = "router.decisions"
+RESPONSES_OUT = "responses.out"
+FEEDBACK_QUALITY = "feedback.quality"
+ROUTER_CONTROL = "router.control"
+ROUTED_PREFIX = "prompts.routed."
+
+CONTROL_KEY = "artifacts"  # the key of every ModelUpdate on ROUTER_CONTROL
+
+ALL_FIXED = (
+    PROMPTS_IN, PROMPTS_DLQ, ROUTER_DECISIONS, RESPONSES_OUT, FEEDBACK_QUALITY, ROUTER_CONTROL
+)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_MAX_TOPIC_CHARS = 249  # Kafka's limit
+
+
+def model_topic(model_id: str) -> str:
+    """`prompts.routed.<model>`: every character of the id outside [A-Za-z0-9._-] becomes "_".
+
+    Distinct ids can share a topic ("a/b" and "a:b" both map to "prompts.routed.a_b"); the
+    worker of a topic checks `model_id` in each RoutedPrompt.
+    """
+    if not model_id:
+        raise ValueError("model_id must not be empty")
+    topic = ROUTED_PREFIX + _UNSAFE.sub("_", model_id)
+    if len(topic) > _MAX_TOPIC_CHARS:
+        raise ValueError(
+            f"topic for model_id {model_id!r} has {len(topic)} chars,"
+            f" Kafka allows {_MAX_TOPIC_CHARS}"
+        )
+    return topic

@@ -1,0 +1,128 @@
+"""The exported encoder: parity with torch, pinned outputs, truncation, torch-free serving."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ipr_model.errors import ArtifactError
+from ipr_model.export import MAX_ABS_DIFF, MIN_COSINE
+
+pytestmark = pytest.mark.model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_export_parity_within_bounds(exported_encoder):
+    folder, figures = exported_encoder
+    assert figures["texts"] >= 8
+    assert figures["max_abs_diff"] <= MAX_ABS_DIFF
+    assert figures["min_cosine"] >= MIN_COSINE
+    config = json.loads((folder / "encoder.json").read_text())
+    assert config["validation"]["max_abs_diff"] == figures["max_abs_diff"]
+    assert config["max_length"] == 256
+    assert config["pooling"] == "mean" and config["normalize"] is True
+    assert config["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert len(config["source_sha256"]) == 64
+
+
+def test_output_dim_and_unit_norm(encoder):
+    texts = ["What is 2 + 2?", "", "x" * 5000, "東京タワー 🚀", "def f(): pass"]
+    out = encoder.encode(texts)
+    assert encoder.dim == 384
+    assert out.shape == (5, 384) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_pinned_canonical_values(encoder):
+    """all-MiniLM-L6-v2's embeddings; a change here means the encoder drifted."""
+    a, b, c = encoder.encode(
+        ["What is 2 + 2?", "How do I reverse a list in Python?", "What is two plus two?"]
+    )
+    np.testing.assert_allclose(a[:3], [-0.0005, 0.0095, 0.0064], atol=1e-4)
+    np.testing.assert_allclose(b[:3], [-0.0024, 0.0786, 0.0793], atol=1e-4)
+    assert float(a @ c) == pytest.approx(0.8410, abs=1e-4)
+    assert float(a @ b) == pytest.approx(0.0727, abs=1e-4)
+
+
+def test_matches_sentence_transformers(encoder):
+    """The whole serving path agrees with the published pipeline, max_seq_length included."""
+    from sentence_transformers import SentenceTransformer
+
+    from ipr_model.export import VALIDATION_TEXTS, default_source
+
+    st = SentenceTransformer(str(default_source()), device="cpu")
+    assert st.max_seq_length == encoder.max_length
+    expected = st.encode(VALIDATION_TEXTS, normalize_embeddings=True)
+    np.testing.assert_allclose(encoder.encode(VALIDATION_TEXTS), expected, atol=MAX_ABS_DIFF)
+
+
+def test_truncation_keeps_the_head(encoder):
+    words = "the cat sat on a mat and the dog ran to the house".split()
+    long_words = [words[i % len(words)] for i in range(2000)]
+    long_text = " ".join(long_words)
+    # each word is one token: [CLS] + 254 words + [SEP] = 256 tokens
+    head = " ".join(long_words[:254])
+    other_tail = head + " " + " ".join(["quantum chromodynamics"] * 500)
+    shorter = " ".join(long_words[:200])
+    e_long, e_head, e_tail, e_short = encoder.encode([long_text, head, other_tail, shorter])
+    np.testing.assert_allclose(e_long, e_head, atol=1e-5)
+    np.testing.assert_allclose(e_tail, e_head, atol=1e-5)
+    assert float(e_short @ e_head) < 0.99999  # the head really is what counts
+
+
+def test_batching_and_order_do_not_change_vectors(encoder):
+    texts = [f"prompt number {i} " + "word " * (i * 7 % 50) for i in range(20)]
+    together = encoder.encode(texts, batch_size=6)
+    alone = np.stack([encoder.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_missing_file_is_named(exported_encoder, tmp_path):
+    folder, _ = exported_encoder
+    from ipr_model.encoder import OnnxEncoder
+
+    (tmp_path / "model.onnx").symlink_to(folder / "model.onnx")
+    (tmp_path / "encoder.json").write_text((folder / "encoder.json").read_text())
+    with pytest.raises(ArtifactError, match=r"Could not find tokenizer.json in .*"):
+        OnnxEncoder.load(tmp_path)
+
+
+def test_serving_imports_neither_torch_nor_transformers(exported_encoder):
+    folder, _ = exported_encoder
+    code = (
+        "import sys\n"
+        "from ipr_model.encoder import OnnxEncoder\n"
+        "import ipr_model.embed_cache\n"
+        f"out = OnnxEncoder.load({str(folder)!r}).encode(['What is 2 + 2?'])\n"
+        "assert out.shape == (1, 384), out.shape\n"
+        "heavy = ('torch', 'transformers', 'sentence_transformers')\n"
+        "bad = [m for m in heavy if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_validation_error_names_the_difference_and_the_bound(exported_encoder, monkeypatch):
+    from transformers import AutoModel, AutoTokenizer
+
+    from ipr_model import export
+    from ipr_model.errors import ExportError
+
+    folder, _ = exported_encoder
+    source = export.default_source()
+    wrapper = export._pooled_module(AutoModel.from_pretrained(source, local_files_only=True))
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    inputs = ["input_ids", "attention_mask", "token_type_ids"]
+    assert export._validate(folder, wrapper, tokenizer, inputs, 256)["min_cosine"] >= MIN_COSINE
+    monkeypatch.setattr(export, "MAX_ABS_DIFF", 1e-12)
+    with pytest.raises(ExportError, match=r"max abs diff \S+ > bound 1e-12"):
+        export._validate(folder, wrapper, tokenizer, inputs, 256)

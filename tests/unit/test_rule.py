@@ -1,0 +1,115 @@
+"""The IPR routing rule: hand-worked tables and properties on random matrices."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ipr_model.errors import RoutingInputError
+from ipr_model.rule import route, route_batch
+
+IDS = ["a", "b", "c"]
+Q = [0.9, 0.5, 0.7]
+C = [3.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "quality, cost, tau, ids, allowed, variant, delta, want, threshold",
+    [
+        # tau = 0: the best predicted model, whatever it costs
+        (Q, C, 0.0, IDS, None, "ipr", 0.0, 0, 0.9),
+        # tau = 1: every model is feasible, the cheapest wins
+        (Q, C, 1.0, IDS, None, "ipr", 0.0, 1, 0.5),
+        # r = 0.9 - 0.5 * 0.4 = 0.7: a and c feasible, c is cheaper
+        (Q, C, 0.5, IDS, None, "ipr", 0.0, 2, 0.7),
+        # r = 0.9 - 0.25 * 0.4 = 0.8: only a
+        (Q, C, 0.25, IDS, None, "ipr", 0.0, 0, 0.8),
+        # equal cost: the higher predicted quality
+        ([0.6, 0.8, 0.5], [1.0, 1.0, 5.0], 1.0, IDS, None, "ipr", 0.0, 1, 0.5),
+        # equal cost and quality: the lexicographically smaller id ("a" at index 1)
+        ([0.7, 0.7, 0.9], [1.0, 1.0, 5.0], 1.0, ["b", "a", "c"], None, "ipr", 0.0, 1, 0.7),
+        # allowed narrows the candidates: best allowed at tau 0, cheapest allowed at tau 1
+        (Q, C, 0.0, IDS, ["b", "c"], "ipr", 0.0, 2, 0.7),
+        (Q, C, 1.0, IDS, ["a", "c"], "ipr", 0.0, 2, 0.7),
+        # threshold from the allowed models only: r = 0.9 - 0.5 * (0.9 - 0.7) = 0.8
+        (Q, C, 0.5, IDS, ["a", "c"], "ipr", 0.0, 0, 0.8),
+        # dynamic max: r = (1 - 0.25) * 0.8 - 0.05 = 0.55: a and c feasible, c cheaper
+        ([0.8, 0.5, 0.6], C, 0.25, IDS, None, "dynamic_max", 0.05, 2, 0.55),
+        # dynamic max without margin: r = 0.9 * 0.8 = 0.72: only a
+        ([0.8, 0.5, 0.6], C, 0.1, IDS, None, "dynamic_max", 0.0, 0, 0.72),
+        # regression: q_max - (q_max - q_min) rounds one ulp above q_min for this pair
+        ([0.9350724237877682, 0.05624275855897737], [2.0, 1.0], 1.0, ["x", "y"], None,
+         "ipr", 0.0, 1, 0.05624275855897737),
+    ],
+)
+def test_route_table(quality, cost, tau, ids, allowed, variant, delta, want, threshold):
+    choice = route(quality, cost, tau, ids, allowed=allowed, variant=variant, delta=delta)
+    assert choice.index == want
+    assert choice.threshold == pytest.approx(threshold, abs=1e-12)
+
+
+def test_unknown_allowed_model_raises():
+    with pytest.raises(RoutingInputError, match="zzz"):
+        route(Q, C, 0.5, IDS, allowed=["a", "zzz"])
+
+
+@pytest.mark.parametrize("tau", [1.5, -0.1, math.nan])
+def test_tolerance_out_of_range_raises(tau):
+    with pytest.raises(RoutingInputError, match="tolerance"):
+        route(Q, C, tau, IDS)
+
+
+def test_negative_delta_and_unknown_variant_raise():
+    with pytest.raises(RoutingInputError):
+        route(Q, C, 0.5, IDS, variant="dynamic_max", delta=-0.1)
+    with pytest.raises(RoutingInputError):
+        route(Q, C, 0.5, IDS, variant="nope")
+
+
+# ---- properties on random matrices -------------------------------------------------------------
+
+unit = st.floats(0.0, 1.0, allow_nan=False)
+price = st.floats(0.0, 10.0, allow_nan=False)
+
+
+@st.composite
+def problems(draw):
+    n = draw(st.integers(1, 5))
+    m = draw(st.integers(1, 6))
+    # few distinct values so that ties are common
+    pool_q = draw(st.lists(unit, min_size=1, max_size=4))
+    pool_c = draw(st.lists(price, min_size=1, max_size=4))
+    q = np.array([[draw(st.sampled_from(pool_q)) for _ in range(m)] for _ in range(n)])
+    c = np.array([[draw(st.sampled_from(pool_c)) for _ in range(m)] for _ in range(n)])
+    mask = np.array(draw(st.lists(st.booleans(), min_size=m, max_size=m)))
+    mask[draw(st.integers(0, m - 1))] = True
+    ids = [f"m{j:02d}" for j in draw(st.permutations(range(m)))]
+    return q, c, mask, ids
+
+
+@settings(max_examples=300, deadline=None)
+@given(problems(), st.sampled_from(["ipr", "dynamic_max"]), st.floats(0.0, 0.2))
+def test_properties(problem, variant, delta):
+    q, c, mask, ids = problem
+    n = len(q)
+    rows = np.arange(n)
+    q_allowed = np.where(mask, q, -np.inf)
+    c_allowed = np.where(mask, c, np.inf)
+
+    best, _ = route_batch(q, c, 0.0, ids, mask, variant, delta if variant == "ipr" else 0.0)
+    assert np.all(q[rows, best] == q_allowed.max(axis=1))
+
+    cheap, _ = route_batch(q, c, 1.0, ids, mask, variant, delta)
+    assert np.all(c[rows, cheap] == c_allowed.min(axis=1))
+
+    prev = np.full(n, np.inf)
+    for tau in np.linspace(0.0, 1.0, 21):
+        idx, r = route_batch(q, c, tau, ids, mask, variant, delta)
+        assert mask[idx].all()  # only allowed models
+        chosen_q = q[rows, idx]
+        assert np.all((chosen_q >= r) | (chosen_q == q_allowed.max(axis=1)))  # feasible
+        cost = c[rows, idx]
+        assert np.all(cost <= prev)  # estimated cost never rises with tau
+        prev = cost

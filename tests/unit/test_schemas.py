@@ -1,0 +1,250 @@
+import base64
+import json
+
+import orjson
+import pytest
+
+from schemas import (
+    EVENTS,
+    DeadLetter,
+    ModelResponse,
+    ModelUpdate,
+    PromptRequest,
+    QualityFeedback,
+    RoutedPrompt,
+    RoutingDecision,
+    SchemaError,
+    decode,
+    encode,
+)
+from schemas import generate
+from schemas.limits import MAX_DLQ_RAW_BYTES, MAX_EVENT_BYTES, MAX_METADATA_KEYS, MAX_TEXT_CHARS
+from streams.topics import model_topic
+
+
+def request(**overrides):
+    fields = {"prompt_id": "p-1", "text": "What is 2+2?"} | overrides
+    return orjson.dumps(fields)
+
+
+def routed(**overrides):
+    fields = dict(
+        prompt_id="p-1",
+        text="What is 2+2?",
+        metadata={"user": "u1", "n": 3},
+        model_id="small",
+        tolerance=0.3,
+        threshold=0.61,
+        predicted_quality={"small": 0.7, "large": 0.8},
+        estimated_cost_usd={"small": 0.0001, "large": 0.002},
+        router_version="2025-01-01.1",
+        routing_latency_ms=4.2,
+        routed_at=1_700_000_000.5,
+        sent_at=1_700_000_000.1,
+    )
+    return RoutedPrompt(**(fields | overrides))
+
+
+EXAMPLES = [
+    PromptRequest(
+        prompt_id="p-1",
+        text="Summarise this.",
+        tolerance=0.25,
+        tenant="acme",
+        allowed_models=["a", "b"],
+        metadata={"s": "x", "i": 1, "f": 0.5, "b": True},
+        sent_at=1.5,
+    ),
+    routed(),
+    routed().to_decision(reason="cheapest feasible", variant="ipr"),
+    DeadLetter.build(
+        source_topic="prompts.in", partition=2, offset=17, key=b"p-9",
+        value=b"{not json", error="bad", error_kind="invalid_json", at=2.0,
+    ),
+    ModelResponse(
+        prompt_id="p-1", model_id="small", text="4", tokens_in=7, tokens_out=1,
+        cost_usd=0.00001, latency_ms=120.0, router_version="v1",
+    ),
+    QualityFeedback(prompt_id="p-1", model_id="small", quality=1.0, source="judge", task="math"),
+    ModelUpdate(version="v2", location="/artifacts/v2", sha256="ab" * 32, models=["a", "b"]),
+]
+
+
+def test_json_schema_files_match_the_models():
+    expected = generate.render()
+    on_disk = {p.name: p.read_text(encoding="utf-8") for p in generate.JSON_DIR.glob("*.json")}
+    assert set(on_disk) == {f"{e.__name__}.json" for e in EVENTS}
+    stale = sorted(name for name in expected if on_disk.get(name) != expected[name])
+    assert not stale, f"out of date, run `python -m schemas.generate`: {stale}"
+
+
+def test_every_event_has_an_example():
+    assert {type(e) for e in EXAMPLES} == set(EVENTS)
+
+
+@pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: type(e).__name__)
+def test_round_trip(event):
+    data = encode(event)
+    assert isinstance(data, bytes)
+    back = decode(type(event), data)
+    assert back == event
+    assert orjson.loads(data)["schema_version"] == 1
+
+
+@pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: type(e).__name__)
+def test_unknown_fields_are_rejected(event):
+    payload = orjson.loads(encode(event)) | {"surprise": 1}
+    with pytest.raises(SchemaError) as err:
+        decode(type(event), orjson.dumps(payload))
+    assert err.value.kind == "validation"
+    assert "surprise" in str(err.value)
+
+
+def test_other_schema_versions_are_rejected():
+    with pytest.raises(SchemaError, match="schema_version"):
+        decode(PromptRequest, request(schema_version=2))
+
+
+@pytest.mark.parametrize("tolerance", [2, -0.1, 1.0000001])
+def test_tolerance_outside_unit_interval_is_rejected(tolerance):
+    with pytest.raises(SchemaError, match="tolerance"):
+        decode(PromptRequest, request(tolerance=tolerance))
+
+
+@pytest.mark.parametrize("tolerance", [0, 0.5, 1])
+def test_tolerance_bounds_are_accepted(tolerance):
+    assert decode(PromptRequest, request(tolerance=tolerance)).tolerance == tolerance
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t "])
+def test_empty_text_is_rejected(text):
+    with pytest.raises(SchemaError, match="text: "):
+        decode(PromptRequest, request(text=text))
+
+
+def test_text_over_the_limit_is_rejected_at_the_limit_accepted():
+    assert len(decode(PromptRequest, request(text="x" * MAX_TEXT_CHARS)).text) == MAX_TEXT_CHARS
+    with pytest.raises(SchemaError, match="text"):
+        decode(PromptRequest, request(text="x" * (MAX_TEXT_CHARS + 1)))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"prompt_id": ""},
+        {"prompt_id": "x" * 201},
+        {"allowed_models": []},
+        {"allowed_models": [""]},
+        {"allowed_models": [f"m{i}" for i in range(65)]},
+        {"metadata": {f"k{i}": i for i in range(MAX_METADATA_KEYS + 1)}},
+        {"metadata": {"nested": {"a": 1}}},
+        {"metadata": {"list": [1]}},
+        {"tenant": 5},
+    ],
+    ids=str,
+)
+def test_bounds_are_enforced(overrides):
+    with pytest.raises(SchemaError) as err:
+        decode(PromptRequest, request(**overrides))
+    assert err.value.kind == "validation"
+
+
+def test_metadata_keeps_value_types():
+    req = decode(PromptRequest, request(metadata={"s": "1", "i": 1, "f": 1.5, "b": False}))
+    assert req.metadata == {"s": "1", "i": 1, "f": 1.5, "b": False}
+    assert [type(v) for v in req.metadata.values()] == [str, int, float, bool]
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"", "empty"),
+        (None, "empty"),
+        (b"{not json", "invalid_json"),
+        (b"\xff\xfe\x00", "invalid_json"),
+        (b"[1, 2]", "validation"),
+        (b"x" * (MAX_EVENT_BYTES + 1), "too_large"),
+    ],
+)
+def test_decode_errors_say_what_kind(data, kind):
+    with pytest.raises(SchemaError) as err:
+        decode(PromptRequest, data)
+    assert err.value.kind == kind
+    assert str(err.value).startswith("PromptRequest: ")
+
+
+def test_decode_errors_do_not_echo_the_input():
+    secret = "my password is hunter2"
+    with pytest.raises(SchemaError) as err:
+        decode(PromptRequest, request(text=secret, tolerance=3))
+    assert "hunter2" not in str(err.value)
+
+
+def test_routed_prompt_must_choose_a_scored_allowed_model():
+    with pytest.raises(ValueError, match="predicted_quality"):
+        routed(model_id="other")
+    with pytest.raises(ValueError, match="allowed_models"):
+        routed(allowed_models=["large"])
+
+
+def test_decision_is_the_routed_prompt_without_text():
+    decision = routed().to_decision(variant="ipr")
+    assert isinstance(decision, RoutingDecision)
+    assert "text" not in decision.model_dump() and "metadata" not in decision.model_dump()
+    assert decision.model_id == "small" and decision.predicted_quality["large"] == 0.8
+    assert decision.variant == "ipr"
+
+
+def test_quality_feedback_and_model_update_bounds():
+    with pytest.raises(SchemaError, match="quality"):
+        decode(QualityFeedback, orjson.dumps(
+            {"prompt_id": "p", "model_id": "m", "quality": 1.5, "source": "user"}))
+    with pytest.raises(SchemaError, match="sha256"):
+        decode(ModelUpdate, orjson.dumps(
+            {"version": "v", "location": "/x", "sha256": "XYZ", "models": ["a"]}))
+
+
+def test_dead_letter_keeps_utf8_as_text_and_truncates():
+    value = "é".encode() * MAX_DLQ_RAW_BYTES  # 2 bytes each: twice the bound
+    dl = DeadLetter.build(source_topic="prompts.in", partition=0, offset=5, key="k",
+                          value=value, error=ValueError("boom"), error_kind="too_large", at=1.0)
+    assert dl.raw_encoding == "utf-8" and dl.raw_truncated and dl.raw_size == len(value)
+    assert dl.raw_bytes() == value[:MAX_DLQ_RAW_BYTES]
+    assert dl.error == "ValueError: boom"
+    assert decode(DeadLetter, encode(dl)) == dl
+
+
+def test_dead_letter_keeps_binary_as_base64():
+    value = bytes(range(256)) * 2
+    dl = DeadLetter.build(source_topic="prompts.in", partition=1, offset=0, key=None,
+                          value=value, error="x", error_kind="invalid_json", at=1.0)
+    assert dl.raw_encoding == "base64" and not dl.raw_truncated
+    assert base64.b64decode(dl.raw) == value == dl.raw_bytes()
+
+
+@pytest.mark.parametrize(
+    ("model_id", "topic"),
+    [
+        ("gpt-4o-mini", "prompts.routed.gpt-4o-mini"),
+        ("meta/llama-3.1:8b", "prompts.routed.meta_llama-3.1_8b"),
+        ("claude 3.5 sonnet", "prompts.routed.claude_3.5_sonnet"),
+        ("Mixtral_8x7B.v2", "prompts.routed.Mixtral_8x7B.v2"),
+        ("modèle", "prompts.routed.mod_le"),
+    ],
+)
+def test_model_topic(model_id, topic):
+    assert model_topic(model_id) == topic
+
+
+def test_model_topic_rejects_empty_and_too_long_ids():
+    with pytest.raises(ValueError):
+        model_topic("")
+    with pytest.raises(ValueError, match="249"):
+        model_topic("m" * 240)
+
+
+def test_generated_files_are_valid_json_schema_documents():
+    for name, text in generate.render().items():
+        doc = json.loads(text)
+        assert doc["additionalProperties"] is False, name
+        assert doc["properties"]["schema_version"]["const"] == 1, name

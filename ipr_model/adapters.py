@@ -94,23 +94,25 @@ def train_adapters(
     train_mask = (folds[None, :] != torch.arange(k)[:, None]).float()  # [K, n]
 
     if init is None:
-        w1 = torch.randn(m, k, d, h) * (2.0 / d) ** 0.5
+        w1 = torch.randn(d, m, k, h) * (2.0 / d) ** 0.5
         b1 = torch.zeros(m, k, h)
         w2 = torch.randn(m, k, h) * (1.0 / h) ** 0.5
         prior = y.mean(dim=1).clamp(0.02, 0.98)
         b2 = torch.log(prior / (1 - prior))[:, None].repeat(1, k)
     else:
-        w1, b1, w2, b2 = (torch.from_numpy(np.stack([getattr(a, f) for a in init]).copy())
-                          for f in ("w1", "b1", "w2", "b2"))
+        w1 = torch.from_numpy(np.stack([a.w1 for a in init], axis=0)).permute(2, 0, 1, 3).contiguous()
+        b1, w2, b2 = (torch.from_numpy(np.stack([getattr(a, f) for a in init]).copy())
+                      for f in ("b1", "w2", "b2"))
     params = [p.requires_grad_() for p in (w1, b1, w2, b2)]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     denom = train_mask.sum(dim=1)[None, :]  # [1, K]
 
     def forward(train: bool) -> "torch.Tensor":
-        hid = torch.relu(torch.einsum("nd,mkdh->mknh", x, w1) + b1[:, :, None, :])
+        # One matmul for every member of every model: [n, d] @ [d, M*K*H].
+        hid = torch.relu((x @ w1.view(d, -1)).view(n, m, k, h) + b1)
         if train and cfg.dropout > 0:
             hid = torch.nn.functional.dropout(hid, cfg.dropout)
-        return torch.einsum("mknh,mkh->mkn", hid, w2) + b2[:, :, None]  # logits [M, K, n]
+        return ((hid * w2).sum(dim=3) + b2).permute(1, 2, 0)  # logits [M, K, n]
 
     target = y[:, None, :].expand(m, k, n)
     for epoch in range(cfg.epochs):
@@ -127,8 +129,15 @@ def train_adapters(
     with torch.no_grad():
         prob = torch.sigmoid(forward(False))  # [M, K, n]
         oof = prob.gather(1, folds[None, None, :].expand(m, 1, n))[:, 0, :].T.numpy()
+        w1_models = w1.detach().permute(1, 2, 0, 3).numpy()  # [M, K, d, H]
     adapters = [
-        Adapter(*(p.detach()[j].numpy().astype(np.float32) for p in params)) for j in range(m)
+        Adapter(
+            w1_models[j].astype(np.float32),
+            b1.detach()[j].numpy().astype(np.float32),
+            w2.detach()[j].numpy().astype(np.float32),
+            b2.detach()[j].numpy().astype(np.float32),
+        )
+        for j in range(m)
     ]
     return adapters, oof.astype(np.float64)
 

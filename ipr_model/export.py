@@ -249,3 +249,29 @@ def _validate(out_dir: Path, wrapper, hf_tokenizer, inputs: list[str], max_lengt
             f"< bound {MIN_COSINE}"
         )
     return figures
+
+
+def cached_export(source: Path | None = None, max_length: int = DEFAULT_MAX_LENGTH) -> Path:
+    """The validated export of ``source``, made once per (weights sha256, max_length) in the user's
+    cache dir and reused: the same ONNX bytes keep the embedding cache warm across trainings."""
+    import shutil
+    import tempfile
+
+    from ipr_model.embed_cache import default_root
+
+    src = Path(source) if source is not None else default_source()
+    key = hashlib.sha256(f"{sha256_file(_weights_file(src))}:{max_length}".encode()).hexdigest()
+    target = default_root().parent / "encoders" / key[:16]
+    if (target / "encoder.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    try:
+        export_encoder(tmp, source, max_length)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race: use its export
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -6,43 +6,17 @@ returns the calibrated predicted quality and the estimated cost of every model f
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ipr_model.adapters import Adapter
-from ipr_model.artifacts import ENCODER_DIR, Manifest, model_dir, read_manifest
-from ipr_model.calibration import Calibration
-from ipr_model.costs import CostModel, prompt_tokens
+from ipr_model.artifacts import ENCODER_DIR, Manifest, read_manifest
+from ipr_model.cards import ModelCard
+from ipr_model.costs import prompt_tokens
 from ipr_model.errors import ArtifactError, RoutingInputError
 from ipr_model.rule import Variant, allowed_mask, check_tolerance, route_batch
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    id: str
-    family: str
-    cost: CostModel
-    calibration: Calibration
-    adapter: Adapter
-
-    @classmethod
-    def load(cls, root: Path, model_id: str) -> "ModelCard":
-        d = root / model_dir(model_id)
-        try:
-            card = json.loads((d / "card.json").read_text())
-            return cls(
-                id=card["id"],
-                family=card.get("family", ""),
-                cost=CostModel.from_dict(card["cost"]),
-                calibration=Calibration.from_dict(card["calibration"]),
-                adapter=Adapter.load(d / "adapter.npz"),
-            )
-        except (KeyError, TypeError, ValueError, OSError) as e:
-            raise ArtifactError(f"{d}: cannot load model {model_id!r}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -59,6 +33,16 @@ class Decision:
     tolerance: float
     predicted_quality: dict[str, float]
     estimated_cost_usd: dict[str, float]
+
+
+def predict(
+    cards: Sequence[ModelCard], emb: np.ndarray, texts: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted quality and estimated cost [n, m] of every card's model for every prompt."""
+    tokens = prompt_tokens(list(texts))
+    q = np.stack([c.quality(emb) for c in cards], axis=1)
+    cost = np.stack([c.cost.estimate(tokens) for c in cards], axis=1)
+    return q, cost
 
 
 class Scorer:
@@ -88,9 +72,7 @@ class Scorer:
         return cls(manifest, encoder, cards)
 
     def score_embeddings(self, emb: np.ndarray, texts: Sequence[str]) -> Scores:
-        tokens = prompt_tokens(list(texts))
-        q = np.stack([c.calibration(c.adapter.raw(emb)) for c in self.cards], axis=1)
-        cost = np.stack([c.cost.estimate(tokens) for c in self.cards], axis=1)
+        q, cost = predict(self.cards, emb, texts)
         return Scores(quality=q, cost=cost, embeddings=emb)
 
     def score(self, texts: Sequence[str]) -> Scores:

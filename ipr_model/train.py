@@ -3,7 +3,6 @@ models, and write a verified artifact directory. ``add_model`` trains one more a
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -12,65 +11,62 @@ from typing import Callable
 
 import numpy as np
 
-from ipr_model.adapters import Adapter, AdapterConfig, config_dict, train_adapters
-from ipr_model.artifacts import (
-    ENCODER_DIR,
-    Manifest,
-    model_dir,
-    read_manifest,
-    write_json,
-    write_manifest,
-)
+from ipr_model.adapters import AdapterConfig, config_dict, train_adapters
+from ipr_model.artifacts import ENCODER_DIR, Manifest, read_manifest, write_manifest
 from ipr_model.calibration import fit_isotonic
+from ipr_model.cards import ModelCard
 from ipr_model.costs import fit_cost_model, prompt_tokens
-from ipr_model.datasets import Dataset, ModelInfo
+from ipr_model.datasets import Dataset
 from ipr_model.errors import ArtifactError
 
-log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def embed(encoder_dir: Path, texts: list[str], progress: Progress | None = None) -> np.ndarray:
+    """Embeddings of ``texts`` by the encoder in ``encoder_dir``, through the on-disk cache."""
     from ipr_model.embed_cache import EmbeddingCache, encode_cached, encoder_key
     from ipr_model.encoder import OnnxEncoder
 
     enc = OnnxEncoder.load(encoder_dir)
-    cache = EmbeddingCache(encoder_key(encoder_dir))
     cb = (lambda done: progress("encode", done, len(texts))) if progress else None
-    return encode_cached(enc, texts, cache, progress=cb)
+    with EmbeddingCache(encoder_key(encoder_dir, enc.max_length)) as cache:
+        return encode_cached(enc, texts, cache, progress=cb)
 
 
-def fit_model_files(
-    root: Path,
-    infos: list[ModelInfo],
-    adapters: list[Adapter],
-    oof: np.ndarray,
-    quality: np.ndarray,
-    tokens: np.ndarray,
-    cost: np.ndarray,
-    cfg: AdapterConfig,
-) -> None:
-    """Write adapter.npz and card.json of each model (calibration on out-of-fold predictions)."""
-    for j, (info, adapter) in enumerate(zip(infos, adapters)):
-        d = root / model_dir(info.id)
-        d.mkdir(parents=True, exist_ok=True)
-        adapter.save(d / "adapter.npz")
+def fit_cards(
+    emb: np.ndarray,
+    train_set: Dataset,
+    model_ids: list[str] | None = None,
+    cfg: AdapterConfig = AdapterConfig(),
+    progress: Progress | None = None,
+) -> list[ModelCard]:
+    """Fit adapter, calibration (on out-of-fold predictions) and cost model of each model."""
+    ids = model_ids or train_set.model_ids
+    cols = [train_set.model_ids.index(m) for m in ids]
+    quality = train_set.quality[:, cols]
+    cb = (lambda e: progress("train", e, cfg.epochs)) if progress else None
+    adapters, oof = train_adapters(emb, quality, cfg, progress=cb)
+    tokens = prompt_tokens(train_set.prompts)
+    cards = []
+    for j, (model_id, adapter) in enumerate(zip(ids, adapters)):
+        info = train_set.model(model_id)
         cal = fit_isotonic(oof[:, j], quality[:, j])
-        write_json(
-            d / "card.json",
-            {
-                "id": info.id,
-                "family": info.family,
-                "cost": fit_cost_model(info, tokens, cost[:, j]).to_dict(),
-                "calibration": cal.to_dict(),
-                "adapter": config_dict(cfg),
-                "train": {
-                    "prompts": int(len(quality)),
-                    "mean_quality": float(quality[:, j].mean()),
-                    "oof_brier": float(np.mean((cal(oof[:, j]) - quality[:, j]) ** 2)),
-                },
-            },
+        figures = {
+            "prompts": int(len(quality)),
+            "mean_quality": float(quality[:, j].mean()),
+            "oof_brier": float(np.mean((cal(oof[:, j]) - quality[:, j]) ** 2)),
+        }
+        cards.append(
+            ModelCard(
+                id=model_id,
+                family=info.family,
+                cost=fit_cost_model(info, tokens, train_set.cost[:, cols[j]]),
+                calibration=cal,
+                adapter=adapter,
+                info={"adapter_config": config_dict(cfg), "train": figures},
+            )
         )
+    return cards
 
 
 def train(
@@ -80,7 +76,8 @@ def train(
     cfg: AdapterConfig = AdapterConfig(),
     progress: Progress | None = None,
 ) -> Manifest:
-    """Train every model's adapter on ``train_set`` and write a new artifact directory at ``out``."""
+    """Train every model's adapter on ``train_set`` and write a new artifact directory at ``out``
+    (built beside it and renamed into place: a reader never sees a half-written directory)."""
     from ipr_model.export import cached_export
 
     out = Path(out)
@@ -89,14 +86,11 @@ def train(
     try:
         shutil.copytree(cached_export(encoder_source), tmp / ENCODER_DIR)
         emb = embed(tmp / ENCODER_DIR, train_set.prompts, progress)
-        cb = (lambda e: progress("train", e, cfg.epochs)) if progress else None
-        adapters, oof = train_adapters(emb, train_set.quality, cfg, progress=cb)
-        fit_model_files(
-            tmp, train_set.models, adapters, oof, train_set.quality,
-            prompt_tokens(train_set.prompts), train_set.cost, cfg,
+        for card in fit_cards(emb, train_set, cfg=cfg, progress=progress):
+            card.save(tmp)
+        write_manifest(
+            tmp, train_set.model_ids, {"dataset": train_set.name, "train_prompts": len(train_set)}
         )
-        manifest_extra = {"dataset": train_set.name, "train_prompts": len(train_set)}
-        write_manifest(tmp, train_set.model_ids, manifest_extra)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
@@ -118,20 +112,15 @@ def add_model(
 ) -> Manifest:
     """Train one more model's adapter into an existing artifact directory.
 
-    Only two files are added (the model's adapter and card) and the manifest is rewritten; every
-    file already in the manifest keeps its bytes."""
+    Two files are added (the model's adapter and card) and the manifest is rewritten; every file
+    already in the manifest keeps its bytes."""
     old = read_manifest(root)
     if model_id in old.models:
         raise ArtifactError(f"{root}: model {model_id!r} is already in the artifacts")
-    info = train_set.model(model_id)
-    j = train_set.model_ids.index(model_id)
+    train_set.model(model_id)  # a clear error when the dataset lacks it
     emb = embed(Path(root) / ENCODER_DIR, train_set.prompts, progress)
-    cb = (lambda e: progress("train", e, cfg.epochs)) if progress else None
-    adapters, oof = train_adapters(emb, train_set.quality[:, [j]], cfg, progress=cb)
-    fit_model_files(
-        Path(root), [info], adapters, oof, train_set.quality[:, [j]],
-        prompt_tokens(train_set.prompts), train_set.cost[:, [j]], cfg,
-    )
+    (card,) = fit_cards(emb, train_set, [model_id], cfg, progress)
+    card.save(Path(root))
     extra = {k: v for k, v in old.data.items() if k not in _MANAGED}
     write_manifest(Path(root), old.models + [model_id], extra, parent=old.version)
     return read_manifest(root)

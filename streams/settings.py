@@ -1,0 +1,82 @@
+"""One settings class per service, read from the environment with the ``IPR_`` prefix.
+
+Faust would read unprefixed variables such as ``BROKER_URL`` by itself; every value it needs is
+passed to ``faust.App`` explicitly from here instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.topics import (
+    FEEDBACK_QUALITY,
+    PROMPTS_DLQ,
+    PROMPTS_IN,
+    RESPONSES_OUT,
+    ROUTER_CONTROL,
+    ROUTER_DECISIONS,
+)
+
+
+def _env(name: str) -> AliasChoices:
+    """Shared Kafka settings keep their ``IPR_`` name whatever the service's own prefix."""
+    return AliasChoices(name, f"IPR_{name.upper()}")
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IPR_", extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap: str = Field(validation_alias=_env('kafka_bootstrap'), default=
+        "127.0.0.1:9092", description="Kafka bootstrap servers (IPR_KAFKA_BOOTSTRAP)"
+    )
+    topic_partitions: int = Field(validation_alias=_env('topic_partitions'), default=4, ge=1, description="partitions of created topics (IPR_TOPIC_PARTITIONS)")
+    prompts_in: str = Field(validation_alias=_env('prompts_in'), default=PROMPTS_IN, description="IPR_PROMPTS_IN")
+    prompts_dlq: str = Field(validation_alias=_env('prompts_dlq'), default=PROMPTS_DLQ, description="IPR_PROMPTS_DLQ")
+    decisions: str = Field(validation_alias=_env('decisions'), default=ROUTER_DECISIONS, description="IPR_DECISIONS")
+    responses: str = Field(validation_alias=_env('responses'), default=RESPONSES_OUT, description="IPR_RESPONSES")
+    feedback: str = Field(validation_alias=_env('feedback'), default=FEEDBACK_QUALITY, description="IPR_FEEDBACK")
+    control: str = Field(validation_alias=_env('control'), default=ROUTER_CONTROL, description="IPR_CONTROL")
+
+
+class RouterSettings(KafkaSettings):
+    """The router service (``ipr router``)."""
+
+    model_config = SettingsConfigDict(env_prefix="IPR_ROUTER_", extra="ignore", populate_by_name=True)
+
+    artifacts: Path = Field(Path("artifacts/zeroeval"), description="IPR_ROUTER_ARTIFACTS")
+    app_id: str = Field("ipr-router", description="Faust app id = consumer group (IPR_ROUTER_APP_ID)")
+    default_tolerance: float = Field(0.2, ge=0, le=1, description="IPR_ROUTER_DEFAULT_TOLERANCE")
+    variant: Literal["ipr", "dynamic_max"] = Field("ipr", description="IPR_ROUTER_VARIANT")
+    delta: float = Field(0.0, ge=0, description="margin of the dynamic_max variant (IPR_ROUTER_DELTA)")
+    batch_size: int = Field(32, ge=1, description="max events per micro-batch (IPR_ROUTER_BATCH_SIZE)")
+    batch_timeout_ms: float = Field(
+        10.0, gt=0, description="max wait to fill a micro-batch (IPR_ROUTER_BATCH_TIMEOUT_MS)"
+    )
+    web_port: int = Field(6066, description="Faust web port, serves /metrics (IPR_ROUTER_WEB_PORT)")
+    web_enabled: bool = Field(True, description="IPR_ROUTER_WEB_ENABLED")
+    data_dir: Path = Field(Path("build/faust"), description="Faust state dir (IPR_ROUTER_DATA_DIR)")
+    encoder_threads: int | None = Field(None, description="onnxruntime threads (IPR_ROUTER_ENCODER_THREADS)")
+
+
+class WorkerSettings(KafkaSettings):
+    """LLM workers (``ipr worker``)."""
+
+    model_config = SettingsConfigDict(env_prefix="IPR_WORKER_", extra="ignore", populate_by_name=True)
+
+    group_prefix: str = Field("ipr-worker", description="consumer group = prefix.<model> (IPR_WORKER_GROUP_PREFIX)")
+    backend: Literal["openai", "replay"] = Field("openai", description="IPR_WORKER_BACKEND")
+    openai_base_url: str = Field("http://127.0.0.1:8000/v1", description="IPR_WORKER_OPENAI_BASE_URL")
+    openai_api_key: SecretStr = Field(SecretStr(""), description="IPR_WORKER_OPENAI_API_KEY")
+    timeout_s: float = Field(60.0, gt=0, description="per-request timeout (IPR_WORKER_TIMEOUT_S)")
+    max_retries: int = Field(3, ge=0, description="IPR_WORKER_MAX_RETRIES")
+    backoff_s: float = Field(0.5, ge=0, description="first retry delay, doubled each time (IPR_WORKER_BACKOFF_S)")
+    max_tokens: int = Field(1024, ge=1, description="IPR_WORKER_MAX_TOKENS")
+    concurrency: int = Field(16, ge=1, description="calls in flight per model (IPR_WORKER_CONCURRENCY)")
+    replay_dataset: Path | None = Field(None, description="dataset folder for the replay backend (IPR_WORKER_REPLAY_DATASET)")
+    dedupe_size: int = Field(100_000, ge=0, description="answered prompt_ids remembered per model, per process (IPR_WORKER_DEDUPE_SIZE)")
+    metrics_port: int | None = Field(None, description="serve Prometheus /metrics on this port (IPR_WORKER_METRICS_PORT)")
+    drain_timeout_s: float = Field(30.0, ge=0, description="on stop, wait this long for calls in flight (IPR_WORKER_DRAIN_TIMEOUT_S)")

@@ -1,0 +1,362 @@
+"""LLM workers on a real Kafka: one answer per prompt, duplicates skipped, garbage dead-lettered,
+offsets committed only for what was answered; replay on real zeroeval rows; an OpenAI-compatible
+server end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from ipr_model.datasets import Dataset, load_dataset
+from schemas import DeadLetter, ModelResponse, QualityFeedback, RoutedPrompt, decode, encode
+from streams.backends import Completion, ReplayBackend
+from streams.broker import create_topics
+from streams.settings import WorkerSettings
+from streams.topics import model_topic
+from streams.worker import Worker, WorkerConfigError, serve
+from tests.unit.test_backends import ChatServer, chat_error, chat_ok
+
+ROOT = Path(__file__).parents[2]
+DATA_DIR = Path(os.environ.get("IPR_DATA_DIR") or ROOT.parent / "shared" / "data")
+WAIT_S = 90.0
+
+
+def routed(prompt_id: str, model_id: str, text: str, others: tuple[str, ...] = ()) -> RoutedPrompt:
+    models = (model_id, *others)
+    return RoutedPrompt(
+        prompt_id=prompt_id, text=text, model_id=model_id, tolerance=0.2, threshold=0.5,
+        predicted_quality={m: 0.7 for m in models},
+        estimated_cost_usd={m: 0.001 for m in models},
+        router_version="test-v1", routing_latency_ms=2.0, routed_at=time.time(),
+    )
+
+
+def worker_settings(bootstrap: str, unique: str, **extra: object) -> WorkerSettings:
+    return WorkerSettings(
+        kafka_bootstrap=bootstrap,
+        responses=f"responses-{unique}",
+        feedback=f"feedback-{unique}",
+        prompts_dlq=f"dlq-{unique}",
+        group_prefix=f"worker-{unique}",
+        concurrency=8,
+        drain_timeout_s=10.0,
+        **extra,
+    )
+
+
+async def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for topic, key, value in records:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+        return sorted(TopicPartition(topic, p["partition"]) for p in described["partitions"])
+    finally:
+        await admin.close()
+
+
+async def read_all(bootstrap: str, topic: str) -> list:
+    """Every record of `topic`, up to its end offsets when called."""
+
+    async def read() -> list:
+        tps = await partitions(bootstrap, topic)
+        assert tps, f"topic {topic} has no partitions"
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            out: list = []
+            while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    out.extend(records)
+            return out
+        finally:
+            await consumer.stop()
+
+    return await asyncio.wait_for(read(), 60)
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    tps = await partitions(bootstrap, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        return {tp: o for tp, o in (await consumer.end_offsets(tps)).items() if o > 0}
+    finally:
+        await consumer.stop()
+
+
+async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return {tp: meta.offset for tp, meta in offsets.items()}
+    finally:
+        await admin.close()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def processed(worker: Worker) -> int:
+    return sum(s.processed for s in worker.stats.values())
+
+
+class FakeBackend:
+    """Canned answers after a random short delay (calls finish out of order)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, str]] = Counter()
+
+    async def complete(self, routed: RoutedPrompt) -> Completion:
+        self.calls[(routed.model_id, routed.prompt_id)] += 1
+        await asyncio.sleep(random.uniform(0, 0.05))
+        return Completion(
+            text=f"answer to {routed.prompt_id}", tokens_in=3, tokens_out=5, cost_usd=0.001,
+            latency_ms=1.0,
+        )
+
+
+GARBAGE = [(b"g-json", b"{not json", "invalid_json"), (b"g-empty", b"", "empty"),
+           (b"g-fields", b'{"prompt_id": "x"}', "validation")]
+
+
+def test_worker_answers_each_prompt_once_dead_letters_garbage_and_commits(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    models = [f"m-{unique}-a", f"m-{unique}-b"]
+    settings = worker_settings(kafka_bootstrap, unique)
+    prompts = [routed(f"p{i}-{unique}", models[i % 2], f"question {i}") for i in range(50)]
+    records = [(model_topic(p.model_id), p.prompt_id.encode(), encode(p)) for p in prompts]
+    records += [(model_topic(models[0]), key, value) for key, value, _ in GARBAGE]
+    # a prompt for model b on model a's topic: a collision of sanitised ids
+    stray = routed(f"stray-{unique}", models[1], "misrouted", others=(models[0],))
+    records.append((model_topic(models[0]), stray.prompt_id.encode(), encode(stray)))
+    duplicates = [prompts[i] for i in (0, 1, 2, 10, 33)]
+    records += [(model_topic(p.model_id), p.prompt_id.encode(), encode(p)) for p in duplicates]
+
+    async def main() -> None:
+        topics = [*map(model_topic, models), settings.responses, settings.feedback,
+                  settings.prompts_dlq]
+        await create_topics(kafka_bootstrap, topics, partitions=3)
+        await produce(kafka_bootstrap, records)
+        backend = FakeBackend()
+        worker = Worker(settings, models, lambda _m: backend)
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        try:
+            await wait_until(lambda: processed(worker) == len(records))
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 60)
+
+        responses = [decode(ModelResponse, r.value) for r in
+                     await read_all(kafka_bootstrap, settings.responses)]
+        by_id = Counter(r.prompt_id for r in responses)
+        assert len(responses) == 50 and set(by_id) == {p.prompt_id for p in prompts}
+        assert max(by_id.values()) == 1
+        want_model = {p.prompt_id: p.model_id for p in prompts}
+        for r in responses:
+            assert r.model_id == want_model[r.prompt_id]
+            assert r.text == f"answer to {r.prompt_id}" and r.error is None
+            assert r.router_version == "test-v1" and r.cost_usd == 0.001
+        assert max(backend.calls.values()) == 1 and len(backend.calls) == 50
+
+        letters = [(r.key, decode(DeadLetter, r.value)) for r in
+                   await read_all(kafka_bootstrap, settings.prompts_dlq)]
+        kinds = {key: d.error_kind for key, d in letters}
+        assert kinds == {**{key: kind for key, _, kind in GARBAGE},
+                         stray.prompt_id.encode(): "wrong_model"}
+        for _, d in letters:
+            assert d.source_topic == model_topic(models[0]) and d.error
+        assert next(d for k, d in letters if k == b"g-json").raw_bytes() == b"{not json"
+
+        assert await read_all(kafka_bootstrap, settings.feedback) == []
+        stats = worker.stats
+        assert sum(s.duplicates_skipped for s in stats.values()) == 5
+        assert stats[models[0]].dead_lettered == 4 and stats[models[1]].dead_lettered == 0
+        assert stats[models[0]].responses == stats[models[1]].responses == 25
+        assert sum(s.errors for s in stats.values()) == 0
+
+        # every record was answered, so every partition is committed up to its end
+        for m in models:
+            assert await committed(kafka_bootstrap, worker.group_of(m)) == \
+                await end_offsets(kafka_bootstrap, model_topic(m))
+
+    asyncio.run(main())
+
+
+@pytest.fixture(scope="module")
+def zeroeval() -> Dataset:
+    folder = DATA_DIR / "zeroeval"
+    if not folder.is_dir():
+        pytest.skip(f"dataset not found: {folder} (set IPR_DATA_DIR)")
+    return load_dataset(folder)
+
+
+def test_replay_worker_publishes_recorded_cost_and_quality(
+    kafka_bootstrap: str, unique: str, zeroeval: Dataset
+) -> None:
+    # Two real zeroeval models under unique ids, so their topics are this test's own.
+    columns = [zeroeval.model_ids.index("gpt-4o-2024-05-13"), 0]
+    renamed = [dataclasses.replace(zeroeval.models[j], id=f"m-{unique}-{j}") for j in columns]
+    data = dataclasses.replace(
+        zeroeval, models=renamed, quality=zeroeval.quality[:, columns],
+        cost=zeroeval.cost[:, columns],
+    )
+    models = [m.id for m in renamed]
+    rows = list(range(0, len(zeroeval), len(zeroeval) // 50))[:50]
+    prompts = [routed(data.ids[r], models[k % 2], data.prompts[r]) for k, r in enumerate(rows)]
+    row_of = {p.prompt_id: r for p, r in zip(prompts, rows)}
+    records = [(model_topic(p.model_id), p.prompt_id.encode(), encode(p)) for p in prompts]
+    records += [(model_topic(p.model_id), p.prompt_id.encode(), encode(p)) for p in prompts[:5]]
+    records += [(model_topic(models[1]), key, value) for key, value, _ in GARBAGE]
+    settings = worker_settings(kafka_bootstrap, unique)
+
+    async def main() -> None:
+        topics = [*map(model_topic, models), settings.responses, settings.feedback,
+                  settings.prompts_dlq]
+        await create_topics(kafka_bootstrap, topics, partitions=2)
+        await produce(kafka_bootstrap, records)
+        backend = ReplayBackend(data)
+        async with Worker(settings, models, lambda _m: backend) as worker:
+            await wait_until(lambda: processed(worker) == len(records))
+
+        responses = [decode(ModelResponse, r.value) for r in
+                     await read_all(kafka_bootstrap, settings.responses)]
+        feedback = [decode(QualityFeedback, r.value) for r in
+                    await read_all(kafka_bootstrap, settings.feedback)]
+        assert len(responses) == len({r.prompt_id for r in responses}) == 50
+        assert len(feedback) == len(responses)
+        for r in responses:
+            j = models.index(r.model_id)
+            assert r.error is None
+            assert r.cost_usd == float(data.cost[row_of[r.prompt_id], j])
+        for f in feedback:
+            row, j = row_of[f.prompt_id], models.index(f.model_id)
+            assert f.quality == float(data.quality[row, j])
+            assert f.source == "replay" and f.task == data.tasks[row]
+        assert sum(s.duplicates_skipped for s in worker.stats.values()) == 5
+        assert sum(s.feedback for s in worker.stats.values()) == 50
+        assert worker.stats[models[1]].dead_lettered == 3
+        assert len(await read_all(kafka_bootstrap, settings.prompts_dlq)) == 3
+
+    asyncio.run(main())
+
+
+def test_openai_worker_end_to_end_publishes_an_error_response_not_a_lost_prompt(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    model = f"m-{unique}/chat"  # '/' is unsafe: the topic is prompts.routed.m-..._chat
+    prompts = [routed(f"p{i}-{unique}", model, f"question {i}") for i in range(4)]
+    prompts.append(routed(f"bad-{unique}", model, "please FAIL"))
+
+    async def handler(body: dict, n: int) -> web.Response:
+        text = body["messages"][0]["content"]
+        assert body["model"] == model
+        return chat_error(500) if "FAIL" in text else chat_ok(f"re: {text}", 4, 6)
+
+    async def main() -> None:
+        async with ChatServer(handler) as server:
+            settings = worker_settings(
+                kafka_bootstrap, unique, openai_base_url=server.base_url, max_retries=2,
+                backoff_s=0.01, timeout_s=5.0,
+            )
+            await create_topics(kafka_bootstrap, [model_topic(model), settings.responses])
+            await produce(
+                kafka_bootstrap,
+                [(model_topic(model), p.prompt_id.encode(), encode(p)) for p in prompts],
+            )
+            stop = asyncio.Event()
+            serving = asyncio.create_task(serve(settings, [model], "openai", stop_event=stop))
+
+            async def five_responses() -> list:
+                while len(found := await read_all(kafka_bootstrap, settings.responses)) < 5:
+                    assert not serving.done(), serving
+                    await asyncio.sleep(0.2)
+                return found
+
+            try:
+                records = await asyncio.wait_for(five_responses(), WAIT_S)
+            finally:
+                stop.set()
+                stats = await asyncio.wait_for(serving, 60)
+
+        responses = {r.key.decode(): decode(ModelResponse, r.value) for r in records}
+        assert len(records) == len(responses) == 5
+        bad = responses.pop(f"bad-{unique}")
+        assert bad.error == "HTTP 500 after 3 attempts" and bad.text == ""
+        for i, p in enumerate(prompts[:4]):
+            r = responses[p.prompt_id]
+            assert r.error is None and r.text == f"re: question {i}"
+            assert (r.tokens_in, r.tokens_out) == (4, 6)
+        assert len(server.requests) == 4 + 3
+        assert stats[model]["responses"] == 5 and stats[model]["errors"] == 1
+
+    asyncio.run(main())
+
+
+def test_config_mistakes_are_reported_before_connecting(tmp_path: Path) -> None:
+    settings = WorkerSettings(kafka_bootstrap="127.0.0.1:1")
+    with pytest.raises(WorkerConfigError, match="needs a dataset folder"):
+        asyncio.run(serve(settings, [], "replay"))
+    with pytest.raises(WorkerConfigError, match="at least one --model"):
+        asyncio.run(serve(settings, [], "openai"))
+    with pytest.raises(WorkerConfigError, match="share topic"):
+        Worker(settings, ["a/b", "a:b"], lambda _m: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(WorkerConfigError, match="backend must be"):
+        asyncio.run(serve(settings, ["x"], "nope"))
+
+
+def test_commit_point_is_the_highest_contiguous_completed_offset() -> None:
+    from streams.worker import _PartitionOffsets
+
+    offsets = _PartitionOffsets()
+    for o in (5, 6, 7, 8):
+        offsets.add(o)
+    offsets.done(7)
+    offsets.done(6)
+    assert offsets.commit_at is None  # 5 is still in flight
+    offsets.done(5)
+    assert offsets.commit_at == 8  # 5, 6, 7 done; 8 in flight
+    offsets.done(8)
+    assert offsets.commit_at == 9
+
+
+def test_answered_ids_are_a_bounded_lru() -> None:
+    from streams.worker import _Answered
+
+    answered = _Answered(size=2)
+    assert [answered.check_and_add(i) for i in ("a", "b", "a", "c")] == [False, False, True, False]
+    assert len(answered) == 2
+    assert answered.check_and_add("b") is False  # evicted: "a" was used more recently
+    assert answered.check_and_add("a") is False  # evicted by "b"

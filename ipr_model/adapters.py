@@ -21,10 +21,10 @@ import numpy as np
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    hidden: int = 64
+    hidden: int = 16
     members: int = 5
-    epochs: int = 200
-    lr: float = 3e-3
+    epochs: int = 150
+    lr: float = 5e-3
     weight_decay: float = 1e-2
     dropout: float = 0.1
     seed: int = 0

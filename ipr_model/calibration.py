@@ -51,7 +51,7 @@ def pava(y: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.repeat([v / w for v, w in zip(vals, wts)], sizes)
 
 
-def fit_isotonic(raw: np.ndarray, target: np.ndarray, prior_weight: float = 2.0) -> Calibration:
+def fit_isotonic(raw: np.ndarray, target: np.ndarray, prior_weight: float = 20.0) -> Calibration:
     """Isotonic fit of target on raw, shrunk toward the mean by ``prior_weight`` pseudo-labels per
     knot, and compressed to at most ~64 knots."""
     raw, target = np.asarray(raw, float), np.asarray(target, float)

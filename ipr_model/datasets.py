@@ -79,6 +79,25 @@ class Dataset:
     def has_split(self, name: str) -> bool:
         return name in self.splits
 
+    def restrict(self, model_ids: list[str]) -> "Dataset":
+        """The same prompts with only ``model_ids``, in that order (e.g. an artifact's models)."""
+        cols = []
+        for m in model_ids:
+            self.model(m)  # a clear error when missing
+            cols.append(self.model_ids.index(m))
+        return Dataset(
+            name=self.name,
+            models=[self.models[j] for j in cols],
+            ids=self.ids,
+            tasks=self.tasks,
+            splits=self.splits,
+            prompts=self.prompts,
+            quality=self.quality[:, cols],
+            cost=self.cost[:, cols],
+            quality_kind=self.quality_kind,
+            meta=self.meta,
+        )
+
     def model(self, model_id: str) -> ModelInfo:
         for m in self.models:
             if m.id == model_id:

@@ -1,0 +1,394 @@
+"""The ``ipr`` command line. Heavy imports live inside the commands; user mistakes end in a
+one-line error and a non-zero exit (a traceback only with ``--debug``)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="IPR prompt router.")
+broker_app = typer.Typer(no_args_is_help=True, help="A local Apache Kafka broker (KRaft, no Docker).")
+app.add_typer(broker_app, name="broker")
+
+STATE = {"debug": False}
+DEFAULT_ARTIFACTS = Path("artifacts/zeroeval")
+
+ArtifactsOpt = Annotated[Path, typer.Option("--artifacts", "-a", help="artifact directory")]
+DatasetOpt = Annotated[Path, typer.Option("--dataset", "-d", help="dataset folder (models.json, prompts.jsonl)")]
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: reported in one line."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from pydantic import ValidationError
+
+    from ipr_model.errors import IprError
+
+    return (IprError, UserError, ValidationError, FileNotFoundError)
+
+
+def command(fn):
+    """Run a command body, turning expected errors into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except Exception as e:  # noqa: BLE001 - the boundary of the CLI
+            if STATE["debug"]:
+                raise
+            expected = isinstance(e, _user_errors())
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            prefix = "error" if expected else f"internal error ({type(e).__name__})"
+            typer.echo(f"{prefix}: {msg}", err=True)
+            raise typer.Exit(2 if expected else 1) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log at INFO")] = False,
+) -> None:
+    STATE["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@contextmanager
+def progress_bar() -> Iterator:
+    """A rich progress bar fed by ``(stage, done, total)`` callbacks."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        transient=False, disable=not sys.stderr.isatty(),
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def _load(dataset: Path):
+    from ipr_model.datasets import load_dataset
+
+    return load_dataset(dataset)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, default=_jsonable) + "\n")
+
+
+def _jsonable(x):
+    import numpy as np
+
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+@app.command()
+@command
+def train(
+    dataset: DatasetOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="artifact directory to write")],
+    encoder: Annotated[Optional[Path], typer.Option(help="a local Hugging Face model directory")] = None,
+) -> None:
+    """Train the estimators on the dataset's train split and write an artifact directory."""
+    import time
+
+    from ipr_model.train import train as run
+
+    t0 = time.perf_counter()
+    train_set = _load(dataset).split("train")
+    with progress_bar() as cb:
+        manifest = run(train_set, out, encoder_source=encoder, progress=cb)
+    typer.echo(
+        f"trained {len(manifest.models)} adapters on {len(train_set)} prompts in "
+        f"{time.perf_counter() - t0:.1f}s: {out} (version {manifest.version})"
+    )
+
+
+@app.command("add-model")
+@command
+def add_model(
+    artifacts: ArtifactsOpt,
+    dataset: DatasetOpt,
+    model: Annotated[str, typer.Option("--model", "-m", help="model id in the dataset")],
+) -> None:
+    """Train one more model's adapter into existing artifacts; other files stay byte-identical."""
+    import time
+
+    from ipr_model.train import add_model as run
+
+    t0 = time.perf_counter()
+    train_set = _load(dataset).split("train")
+    with progress_bar() as cb:
+        manifest = run(artifacts, train_set, model, progress=cb)
+    typer.echo(
+        f"added {model} in {time.perf_counter() - t0:.1f}s: {len(manifest.models)} models, "
+        f"version {manifest.version}"
+    )
+
+
+@app.command()
+@command
+def score(
+    artifacts: ArtifactsOpt,
+    dataset: DatasetOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write")],
+    split: Annotated[str, typer.Option(help="train or test")] = "test",
+) -> None:
+    """Predicted quality and estimated cost of every model for every prompt of a split."""
+    import orjson
+
+    from ipr_model.scorer import Scorer
+    from ipr_model.train import embed
+
+    scorer = Scorer.load(artifacts)
+    part = _load(dataset).split(split)
+    with progress_bar() as cb:
+        emb = embed(Path(artifacts) / "encoder", part.prompts, cb)
+    s = scorer.score_embeddings(emb, part.prompts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "wb") as f:
+        for i, pid in enumerate(part.ids):
+            row = {
+                "id": pid,
+                "predicted_quality": dict(zip(scorer.model_ids, s.quality[i].tolist())),
+                "estimated_cost_usd": dict(zip(scorer.model_ids, s.cost[i].tolist())),
+            }
+            f.write(orjson.dumps(row) + b"\n")
+    typer.echo(f"scored {len(part)} prompts x {len(scorer.model_ids)} models: {out}")
+
+
+def _print_table(rep: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    ref = rep["reference"]
+    t = Table(title=f"{rep['dataset']} ({rep['split']}, {rep['prompts']} prompts, {rep['models']} models)")
+    for col in ("router", "ARQGC", "saving at parity", "Q at ref cost", "top-1"):
+        t.add_column(col, justify="right" if col != "router" else "left")
+    for name, r in rep["routers"].items():
+        sp = r["saving_at_parity"]
+        parity = f"{sp['saving']:.1%}" if sp["reached"] else f"not reached (max Q {sp['max_quality']:.3f})"
+        qr = r["quality_at_ref_cost"]
+        t.add_row(name, f"{r['arqgc']:.3f}", parity, "-" if qr is None else f"{qr:.3f}", f"{r['top1_accuracy']:.3f}")
+    mix = rep["random_mix"]
+    t.add_row("random mix", f"{mix['arqgc']:.3f}", "0.0%", "-", "-")
+    Console().print(t)
+    typer.echo(
+        f"reference {ref.get('ref_model', ref.get('ref_idx'))}: Q {ref['ref_quality']:.3f}, C ${ref['ref_cost']:.6f}/prompt; "
+        f"cheapest {ref.get('cheap_model', ref.get('cheap_idx'))}: Q {ref['cheap_quality']:.3f}, C ${ref['cheap_cost']:.6f}/prompt"
+    )
+
+
+@app.command()
+@command
+def evaluate(
+    dataset: DatasetOpt,
+    json_out: Annotated[Path, typer.Option("--json", help="JSON report to write")],
+    artifacts: Annotated[Optional[Path], typer.Option("--artifacts", "-a", help="trained artifacts (held-out split)")] = None,
+    split: Annotated[str, typer.Option(help="split to measure on")] = "test",
+    cv: Annotated[int, typer.Option(help="k-fold cross-validation instead of artifacts (k >= 2)")] = 0,
+    plot: Annotated[Optional[Path], typer.Option(help="PNG of the quality-cost curves")] = None,
+) -> None:
+    """Routing quality (cost saving at parity, ARQGC, ...) against the baselines."""
+    from ipr_model import evaluate as ev
+    from ipr_model.plot import make_refs, plot_curves
+    from ipr_model import metrics
+
+    data = _load(dataset)
+    with progress_bar() as cb:
+        if cv:
+            if cv < 2:
+                raise UserError(f"--cv must be >= 2, got {cv}")
+            rep, preds, cost, test = ev.cross_validate(data, folds=cv, progress=cb)
+        else:
+            if artifacts is None:
+                raise UserError("give --artifacts (held-out evaluation) or --cv K (cross-validation)")
+            if not data.has_split(split):
+                raise UserError(f"dataset {data.name!r} has no {split!r} split: use --cv 5")
+            rep, preds, cost = ev.evaluate_split(artifacts, data, split, progress=cb)
+            from ipr_model.scorer import Scorer
+
+            test = data.split(split).restrict(Scorer.load(artifacts, verify=False).model_ids)
+    _write_json(json_out, rep)
+    _print_table(rep)
+    if plot:
+        ids = test.model_ids
+        curves = {
+            name: metrics.operating_points(p, cost, test.quality, test.cost, ids)
+            for name, p in preds.items()
+        }
+        plot_curves(curves, make_refs(test.quality, test.cost, ids),
+                    f"{rep['dataset']}: {rep['split']}", plot)
+        typer.echo(f"plot: {plot}")
+    typer.echo(f"report: {json_out}")
+
+
+@app.command()
+@command
+def route(
+    text: Annotated[str, typer.Argument(help="the prompt")],
+    artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
+    tolerance: Annotated[float, typer.Option("--tolerance", "-t", help="tau in [0, 1]")] = 0.2,
+    allow: Annotated[Optional[list[str]], typer.Option("--allow", help="restrict to these model ids")] = None,
+    variant: Annotated[str, typer.Option(help="ipr or dynamic_max")] = "ipr",
+    delta: Annotated[float, typer.Option(help="margin of dynamic_max")] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Route one prompt: the chosen model, every model's score and cost, and the threshold."""
+    from ipr_model.rule import VARIANTS, allowed_mask, check_tolerance
+    from ipr_model.scorer import Scorer
+
+    if not text.strip():
+        raise UserError("the prompt is empty: expected non-empty text")
+    check_tolerance(tolerance)
+    if variant not in VARIANTS:
+        raise UserError(f"--variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    scorer = Scorer.load(artifacts)
+    allowed_mask(scorer.model_ids, allow)  # unknown ids: a clear error before any work
+    d = scorer.decide(scorer.score([text]), [tolerance], [allow], variant=variant, delta=delta)[0]
+    if as_json:
+        typer.echo(json.dumps({"model_id": d.model_id, "threshold": d.threshold,
+                               "tolerance": d.tolerance, "router_version": scorer.version,
+                               "predicted_quality": d.predicted_quality,
+                               "estimated_cost_usd": d.estimated_cost_usd}, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"tau={tolerance} threshold={d.threshold:.3f} -> {d.model_id}")
+    for col in ("model", "predicted quality", "estimated cost (USD)", ""):
+        t.add_column(col)
+    for m in sorted(d.predicted_quality, key=lambda m: -d.predicted_quality[m]):
+        q = d.predicted_quality[m]
+        mark = "chosen" if m == d.model_id else ("feasible" if q >= d.threshold else "")
+        t.add_row(m, f"{q:.3f}", f"{d.estimated_cost_usd[m]:.6f}", mark)
+    Console().print(t)
+
+
+@broker_app.command("start")
+@command
+def broker_start(
+    state: Annotated[Path, typer.Option(help="state file (bootstrap, pid)")] = Path("build/broker.json"),
+    partitions: int = 4,
+) -> None:
+    """Run a local Kafka in the foreground until Ctrl-C (writes its bootstrap to the state file)."""
+    from streams.broker import run_forever
+
+    state.parent.mkdir(parents=True, exist_ok=True)
+    run_forever(state, partitions=partitions, on_ready=lambda b: typer.echo(f"kafka ready at {b}"))
+
+
+@broker_app.command("stop")
+@command
+def broker_stop(state: Annotated[Path, typer.Option(help="state file")] = Path("build/broker.json")) -> None:
+    """Stop the local Kafka started with ``ipr broker start``."""
+    from streams.broker import stop_from_state
+
+    typer.echo("stopped" if stop_from_state(state) else "no broker was running")
+
+
+@app.command()
+@command
+def worker(
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="model id (repeat; replay: default all)")] = None,
+    backend: Annotated[str, typer.Option(help="openai or replay")] = "openai",
+    dataset: Annotated[Optional[Path], typer.Option(help="dataset folder for --backend replay")] = None,
+    artifacts: Annotated[Optional[Path], typer.Option(help="artifacts (prices for cost)")] = None,
+) -> None:
+    """LLM worker: consume prompts.routed.<model>, call the backend, publish responses.out."""
+    from streams.settings import WorkerSettings
+    from streams.worker import WorkerConfigError, run_worker
+
+    if backend not in ("openai", "replay"):
+        raise UserError(f"--backend must be openai or replay, got {backend!r}")
+    try:
+        run_worker(WorkerSettings(), list(model or []), backend, dataset, artifacts)
+    except WorkerConfigError as e:
+        raise UserError(str(e)) from None
+
+
+@app.command()
+@command
+def router(
+    artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
+    tolerance: Annotated[Optional[float], typer.Option(help="default tau for requests without one")] = None,
+    web_port: Annotated[Optional[int], typer.Option(help="Faust web port (/metrics)")] = None,
+) -> None:
+    """Run a router process (Faust worker) over prompts.in. Settings: IPR_ROUTER_*, IPR_KAFKA_*."""
+    import os
+
+    from ipr_model.artifacts import read_manifest
+
+    read_manifest(artifacts)  # a clear error now rather than inside the worker
+    os.environ["IPR_ROUTER_ARTIFACTS"] = str(artifacts)
+    if tolerance is not None:
+        from ipr_model.rule import check_tolerance
+
+        os.environ["IPR_ROUTER_DEFAULT_TOLERANCE"] = str(check_tolerance(tolerance))
+    if web_port is not None:
+        os.environ["IPR_ROUTER_WEB_PORT"] = str(web_port)
+    from faust import Worker
+
+    from streams.agents import app as faust_app
+
+    Worker(faust_app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+@app.command()
+@command
+def demo(
+    artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
+    dataset: DatasetOpt = Path("../shared/data/zeroeval"),
+    tolerance: Annotated[float, typer.Option("--tolerance", "-t", help="router's default tau")] = 0.2,
+    limit: Annotated[Optional[int], typer.Option(help="send only the first N test prompts")] = None,
+    rate: Annotated[float, typer.Option(help="prompts per second offered (0: as fast as possible)")] = 10.0,
+    report: Annotated[Path, typer.Option(help="JSON report")] = Path("build/demo-report.json"),
+) -> None:
+    """The whole system on a local Kafka (or IPR_KAFKA_BOOTSTRAP): router, replay workers, report."""
+    from ipr_model.rule import check_tolerance
+    from streams.demo import run_demo
+
+    check_tolerance(tolerance)
+    r = run_demo(artifacts, dataset, tolerance=tolerance, limit=limit, rate=rate, report_path=report)
+    lat = r["routing_latency_ms"]
+    typer.echo(
+        f"sent {r['prompts_sent']}: routed {r['routed']}, dead-lettered {r['dead_lettered']}, "
+        f"responses {r['responses']}, duplicates {r['duplicates']}\n"
+        f"per model: {r['per_model']}\n"
+        f"quality {r['quality']:.3f} vs reference {r['reference_model']} {r['reference_quality']:.3f}; "
+        f"cost ${r['cost_usd']:.4f} vs ${r['reference_cost_usd']:.4f} "
+        f"(saving {r['cost_saving']:.1%})\n"
+        f"routing latency ms (produce -> model topic): p50 {lat['p50']} p90 {lat['p90']} p99 {lat['p99']}\n"
+        f"report: {report}"
+    )
+
+
+if __name__ == "__main__":
+    app()

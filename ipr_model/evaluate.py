@@ -1,0 +1,126 @@
+"""Routing quality of the IPR estimators against the baselines of DESIGN.md, on one split.
+
+Every router is routed with the same rule and the same estimated costs (the artifact's cost
+models); only the predicted quality differs. Measured with the recorded quality and cost.
+
+- ``evaluate_split``: trained artifacts on a held-out split (baselines fit on the train split).
+- ``cross_validate``: k-fold on a dataset with no test split (routerbench): each fold trains the
+  adapters, calibrations and cost models afresh; predictions are pooled over the folds and
+  measured once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ipr_model import baselines, metrics
+from ipr_model.adapters import AdapterConfig
+from ipr_model.datasets import Dataset
+from ipr_model.rule import Variant
+
+Progress = Callable[[str, int, int], None]
+
+
+def report(
+    test: Dataset,
+    est_cost: np.ndarray,
+    predictions: dict[str, np.ndarray],
+    variant: Variant = "ipr",
+) -> dict:
+    """Metrics of every router in ``predictions`` plus the single-model baselines, as a dict."""
+    ids = test.model_ids
+    refs = metrics.reference_and_cheapest(test.quality, test.cost)
+    routers = {}
+    for name, pred in predictions.items():
+        pts = metrics.operating_points(pred, est_cost, test.quality, test.cost, ids, variant=variant)
+        summary = metrics.summarize(name, pts, refs)
+        summary["top1_accuracy"] = metrics.top1_accuracy(pred, test.quality)
+        summary["calibration_ece"] = metrics.calibration(pred, test.quality, ids)
+        routers[name] = summary
+    mix = baselines.random_mix(test.quality, test.cost, refs)
+    single = metrics.single_model_points(test.quality, test.cost)
+    return {
+        "dataset": test.name,
+        "prompts": len(test),
+        "models": len(ids),
+        "variant": variant,
+        "reference": refs.as_dict(ids),
+        "routers": routers,
+        "random_mix": {
+            "arqgc": mix["arqgc"],
+            "saving_at_parity": mix["saving_at_parity"],
+        },
+        "always_reference": {"cost": refs.ref_cost, "quality": refs.ref_quality},
+        "always_cheapest": {"cost": refs.cheap_cost, "quality": refs.cheap_quality},
+        "single_models": {
+            m: {"cost": float(c), "quality": float(q)} for m, (c, q) in zip(ids, single)
+        },
+    }
+
+
+def baseline_predictions(
+    train_emb: np.ndarray, train_q: np.ndarray, test_emb: np.ndarray, test_q: np.ndarray
+) -> dict[str, np.ndarray]:
+    return {
+        "knn": baselines.knn_quality(train_emb, train_q, test_emb),
+        "linear": baselines.linear_quality(train_emb, train_q, test_emb, c=1.0),
+        "oracle": baselines.oracle_quality(test_q),
+    }
+
+
+def evaluate_split(
+    artifacts: Path, dataset: Dataset, split: str = "test", progress: Progress | None = None
+) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
+    """Evaluate trained artifacts on ``split``; returns (report, predictions, estimated cost)."""
+    from ipr_model.scorer import Scorer
+    from ipr_model.train import embed
+
+    scorer = Scorer.load(artifacts)
+    test = dataset.split(split).restrict(scorer.model_ids)
+    train = dataset.split("train").restrict(scorer.model_ids)
+    enc_dir = Path(artifacts) / "encoder"
+    test_emb = embed(enc_dir, test.prompts, progress)
+    train_emb = embed(enc_dir, train.prompts, progress)
+    t0 = time.perf_counter()
+    scores = scorer.score_embeddings(test_emb, test.prompts)
+    cost = scores.cost
+    preds = {"ipr": scores.quality, **baseline_predictions(train_emb, train.quality, test_emb, test.quality)}
+    out = report(test, cost, preds)
+    out.update(split=split, artifact_version=scorer.version, seconds=time.perf_counter() - t0)
+    return out, preds, cost
+
+
+def cross_validate(
+    dataset: Dataset,
+    folds: int = 5,
+    cfg: AdapterConfig = AdapterConfig(),
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> tuple[dict, dict[str, np.ndarray], np.ndarray, Dataset]:
+    """k-fold cross-validated evaluation on every row of ``dataset``."""
+    from ipr_model.export import cached_export
+    from ipr_model.scorer import predict
+    from ipr_model.train import embed, fit_cards
+
+    emb = embed(cached_export(), dataset.prompts, progress)
+    n, m = dataset.quality.shape
+    fold = np.random.default_rng(seed).permutation(np.arange(n) % folds)
+    preds = {k: np.zeros((n, m)) for k in ("ipr", "knn", "linear", "oracle")}
+    cost = np.zeros((n, m))
+    for f in range(folds):
+        tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        train = dataset.subset(tr)
+        cards = fit_cards(emb[tr], train, cfg=cfg)
+        q, c = predict(cards, emb[te], [dataset.prompts[i] for i in te])
+        preds["ipr"][te], cost[te] = q, c
+        for k, v in baseline_predictions(emb[tr], train.quality, emb[te], dataset.quality[te]).items():
+            preds[k][te] = v
+        if progress:
+            progress("fold", f + 1, folds)
+    out = report(dataset, cost, preds)
+    out.update(split=f"{folds}-fold cross-validation", folds=folds)
+    return out, preds, cost, dataset

@@ -1,0 +1,74 @@
+"""The router agent: a thin loop around :func:`streams.routing.route_records`.
+
+Micro-batches of ``prompts.in`` are scored off the event loop (one encoder call per batch), then
+every routed prompt, decision and dead letter is sent and its delivery awaited before the batch is
+acknowledged: offsets are committed only for records whose outputs are on Kafka (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp.web import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from schemas import encode
+from streams import metrics
+from streams.app import app, decisions, dlq, model_topic, prompts_in, settings
+from streams.routing import Record, route_records
+from streams.scorer_service import scorers
+
+log = logging.getLogger(__name__)
+
+
+@app.agent(prompts_in)
+async def route_prompts(stream):
+    loop = asyncio.get_running_loop()
+    within = settings.batch_timeout_ms / 1000.0
+    async for events in stream.take_events(settings.batch_size, within=within):
+        records = [
+            Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
+            for e in events
+        ]
+        scorer = scorers.current()  # a hot swap takes effect between batches, never inside one
+        result = await loop.run_in_executor(
+            None, route_records, records, scorer, settings.default_tolerance,
+            settings.variant, settings.delta,
+        )
+        sends = []
+        for r in result.routed:
+            sends.append(await model_topic(r.topic).send(key=r.key, value=encode(r.prompt), force=True))
+            sends.append(await decisions.send(key=r.key, value=encode(r.decision), force=True))
+        for d in result.dead:
+            key = d.key.encode() if d.key is not None else None
+            sends.append(await dlq.send(key=key, value=encode(d), force=True))
+        await asyncio.gather(*sends)
+        _observe(result, len(records))
+
+
+def _observe(result, n: int) -> None:
+    now = time.time()
+    metrics.BATCH_SIZE.observe(n)
+    metrics.SCORING_SECONDS.observe(result.scoring_ms / 1000.0)
+    for r in result.routed:
+        metrics.ROUTED.labels(r.prompt.model_id).inc()
+        metrics.ROUTING_SECONDS.observe(r.prompt.routing_latency_ms / 1000.0)
+        if r.prompt.sent_at:
+            metrics.E2E_SECONDS.observe(max(0.0, now - r.prompt.sent_at))
+    for d in result.dead:
+        metrics.DEAD_LETTERS.labels(d.error_kind).inc()
+
+
+@app.task
+async def load_scorer() -> None:
+    """Load the artifacts when the worker starts, off the event loop, before the first batch."""
+    scorers.configure(settings.artifacts)
+    scorer = await asyncio.get_running_loop().run_in_executor(None, scorers.current)
+    log.warning("router ready: artifacts %s, %d models", scorer.version, len(scorer.model_ids))
+
+
+@app.page("/metrics")
+async def prometheus_metrics(web, request):
+    return Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,60 @@
+"""The router's current scorer, loaded once per process and swapped whole between batches.
+
+A new artifact version is loaded and verified in the background; only when it loaded completely
+does it replace the current one. A version that fails to load is refused and the current one is
+kept (and the refusal is logged and counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from ipr_model.errors import IprError
+from ipr_model.scorer import Scorer
+from streams import metrics
+
+log = logging.getLogger(__name__)
+
+
+class ScorerHolder:
+    def __init__(self, root: Path | None = None):
+        self._root = root
+        self._scorer: Scorer | None = None
+        self._lock = threading.Lock()
+
+    def configure(self, root: Path) -> None:
+        self._root = Path(root)
+
+    def current(self) -> Scorer:
+        with self._lock:
+            if self._scorer is None:
+                if self._root is None:
+                    raise RuntimeError("no artifact directory configured")
+                self._scorer = Scorer.load(self._root)
+                log.info("loaded artifacts %s version %s", self._root, self._scorer.version)
+            return self._scorer
+
+    def swap(self, root: Path, expected_sha256: str | None = None) -> bool:
+        """Load ``root`` and make it current; on any failure keep the current scorer."""
+        try:
+            new = Scorer.load(root)
+            if expected_sha256 and new.manifest.sha256 != expected_sha256:
+                raise IprError(
+                    f"manifest sha256 {new.manifest.sha256[:12]}… is not the announced "
+                    f"{expected_sha256[:12]}…"
+                )
+        except (IprError, OSError, ValueError) as e:
+            metrics.ARTIFACT_SWAPS.labels("refused").inc()
+            current = self._scorer.version if self._scorer else None
+            log.error("refused artifact version at %s (%s); keeping %s", root, e, current)
+            return False
+        with self._lock:
+            old, self._scorer, self._root = self._scorer, new, Path(root)
+        metrics.ARTIFACT_SWAPS.labels("loaded").inc()
+        log.warning("swapped artifacts %s -> %s", old.version if old else None, new.version)
+        return True
+
+
+scorers = ScorerHolder()

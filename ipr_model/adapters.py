@@ -1,13 +1,28 @@
-"""Quality adapters: one small head per candidate model on the frozen sentence embedding.
+"""Quality adapters: one small estimator per candidate model on the frozen sentence embedding.
 
-An adapter is an ensemble of K small MLPs (embedding -> hidden -> 1, sigmoid), trained with binary
-cross-entropy on the recorded quality (soft targets, so graded quality in [0, 1] works as is).
-Member k trains on every fold but k, so each train prompt has an out-of-fold prediction, which is
-what the per-model calibration is fitted on. Serving averages the members (numpy only).
+An adapter is an ensemble of three diverse estimators of the model's answer quality, averaged
+with equal weights (the per-model isotonic calibration is then fitted on that average):
 
-Adapters are independent: training several at once (``train_adapters``) is the same computation
-as training each alone (the losses add up and Adam updates each parameter on its own), so
-``ipr add-model`` trains just the new model's adapter and leaves every other file untouched.
+- MLP: K small MLPs (embedding -> hidden -> 1, sigmoid), trained jointly in torch with binary
+  cross-entropy on the recorded quality (soft targets, so graded quality in [0, 1] works as is).
+  Member k trains on every fold but k; serving averages the members.
+- linear: a ridge regression of the quality on the embedding (clipped to [0, 1]); its penalty is
+  chosen per model by exact leave-one-out error over ``RIDGE_ALPHAS`` (closed form, one SVD).
+- kNN: the mean recorded quality of the k nearest prompts (cosine) of a stored memory of train
+  embeddings; k is chosen per model by leave-one-out error over ``KNN_GRID``. The memory is
+  shared by every adapter trained together (``memory/`` at the artifact root, see ``Memory``);
+  the adapter stores only its labels, aligned with the memory rows, or (``add-model`` with a
+  dataset that does not cover the memory prompts) its own memory embeddings.
+
+Every train prompt gets an out-of-sample prediction from each part (the MLP member that did not
+see its fold, the ridge and kNN leave-one-out estimates), so the calibration is fitted on data
+the ensemble did not train on. Serving is numpy only (``Adapter.raw``; torch is imported by
+``train_adapters`` alone).
+
+Adapters are independent: training several at once is the same computation as training each
+alone (the MLP losses add up and Adam updates each parameter on its own; ridge and kNN are per
+column), so ``ipr add-model`` trains just the new model's adapter and leaves every other file
+untouched.
 """
 
 from __future__ import annotations
@@ -17,6 +32,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 3, 9))
+KNN_GRID = (5, 10, 20, 50, 100)
+_CHUNK = 1024
 
 
 @dataclass(frozen=True)
@@ -30,39 +49,125 @@ class AdapterConfig:
     seed: int = 0
 
 
+def top_k(memory: np.ndarray, emb: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Indices [n, k'] (k' = min(k, rows available)) of the most cosine-similar ``memory`` rows
+    to each row of ``emb``, most similar first (both unit-norm). ``exclude[i] >= 0`` drops that
+    memory row for query i (leave-one-out on the memory itself)."""
+    n_mem = len(memory) - (exclude is not None)
+    k = max(0, min(int(k), n_mem))
+    out = np.empty((len(emb), k), dtype=np.int64)
+    for s in range(0, len(emb), _CHUNK):
+        sim = emb[s : s + _CHUNK] @ memory.T
+        if exclude is not None:
+            ex = exclude[s : s + _CHUNK]
+            rows = np.flatnonzero(ex >= 0)
+            sim[rows, ex[rows]] = -np.inf
+        if k < sim.shape[1]:
+            part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        else:
+            part = np.broadcast_to(np.arange(sim.shape[1]), sim.shape).copy()
+        order = np.argsort(-np.take_along_axis(sim, part, axis=1), axis=1, kind="stable")
+        out[s : s + _CHUNK] = np.take_along_axis(part, order, axis=1)[:, :k]
+    return out
+
+
+class Neighbours:
+    """The nearest memory rows of a batch of embeddings, computed once per memory and shared by
+    every adapter that uses that memory (a 28-model router does one matmul, not 28)."""
+
+    def __init__(self, emb: np.ndarray):
+        self.emb = np.asarray(emb, dtype=np.float32)
+        self._idx: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, memory: np.ndarray, k: int) -> np.ndarray:
+        hit = self._idx.get(id(memory))
+        if hit is None or hit[0] is not memory:
+            hit = (memory, top_k(memory, self.emb, max(KNN_GRID)))
+            self._idx[id(memory)] = hit
+        return hit[1][:, :k]
+
+
 @dataclass
 class Adapter:
-    """Weights of one model's ensemble: w1 [K, d, H], b1 [K, H], w2 [K, H], b2 [K]."""
+    """One model's ensemble.
+
+    MLP: w1 [K, d, H], b1 [K, H], w2 [K, H], b2 [K]; ridge: lin_w [d], lin_b []; kNN: knn_k [],
+    knn_y [N] (labels of the memory rows) and ``memory`` [N, d] (unit-norm float32; the shared
+    memory unless ``own_memory``, in which case it is saved in the adapter file as float16).
+    """
 
     w1: np.ndarray
     b1: np.ndarray
     w2: np.ndarray
     b2: np.ndarray
+    lin_w: np.ndarray
+    lin_b: np.ndarray
+    knn_k: np.ndarray
+    knn_y: np.ndarray
+    memory: np.ndarray
+    own_memory: bool = False
 
     @property
     def dim(self) -> int:
         return int(self.w1.shape[1])
 
-    def raw(self, emb: np.ndarray) -> np.ndarray:
-        """Mean of the members' predicted quality, before calibration: [n]."""
+    def mlp(self, emb: np.ndarray) -> np.ndarray:
         h = np.maximum(np.einsum("nd,kdh->knh", emb, self.w1) + self.b1[:, None, :], 0.0)
         z = np.einsum("knh,kh->kn", h, self.w2) + self.b2[:, None]
         return (1.0 / (1.0 + np.exp(-z))).mean(axis=0)
 
+    def linear(self, emb: np.ndarray) -> np.ndarray:
+        return np.clip(emb @ self.lin_w + self.lin_b, 0.0, 1.0)
+
+    def knn(self, emb: np.ndarray, neighbours: Neighbours | None = None) -> np.ndarray:
+        nb = (neighbours or Neighbours(emb))(self.memory, int(self.knn_k))
+        return self.knn_y[nb].mean(axis=1)
+
+    def raw(self, emb: np.ndarray, neighbours: Neighbours | None = None) -> np.ndarray:
+        """Equal-weight mean of the three parts' predicted quality, before calibration: [n]."""
+        emb = np.asarray(emb, dtype=np.float32)
+        return (self.mlp(emb) + self.linear(emb) + self.knn(emb, neighbours)) / 3.0
+
     def save(self, path: Path) -> None:
         # Written through a file object so np.savez adds no suffix; arrays are stored uncompressed
         # so the bytes (and the sha256) depend only on the weights.
+        arrays = {k: getattr(self, k) for k in _ARRAYS}
+        if self.own_memory:
+            arrays["memory"] = self.memory.astype(np.float16)
         with open(path, "wb") as f:
-            np.savez(f, w1=self.w1, b1=self.b1, w2=self.w2, b2=self.b2)
+            np.savez(f, **arrays)
 
     @classmethod
-    def load(cls, path: Path) -> "Adapter":
+    def load(cls, path: Path, shared_memory: Callable[[], np.ndarray] | None = None) -> "Adapter":
+        """``shared_memory`` gives the artifact's memory when the file has none of its own."""
         with np.load(path, allow_pickle=False) as z:
-            a = cls(*(z[k].astype(np.float32) for k in ("w1", "b1", "w2", "b2")))
+            arrays = {k: z[k].astype(np.float32) for k in _ARRAYS}
+            own = "memory" in z.files
+            memory = unit(z["memory"]) if own else None
+        if memory is None:
+            if shared_memory is None:
+                raise ValueError(f"{path}: the adapter needs the artifact's shared memory")
+            memory = shared_memory()
+        a = cls(**arrays, memory=memory, own_memory=own)
         k, d, h = a.w1.shape
-        if a.b1.shape != (k, h) or a.w2.shape != (k, h) or a.b2.shape != (k,):
+        if (
+            a.b1.shape != (k, h) or a.w2.shape != (k, h) or a.b2.shape != (k,)
+            or a.lin_w.shape != (d,) or a.lin_b.shape != () or a.knn_k.shape != ()
+            or a.memory.shape != (len(a.knn_y), d) or not 1 <= a.knn_k <= len(a.knn_y)
+        ):
             raise ValueError(f"{path}: inconsistent adapter shapes")
         return a
+
+
+_ARRAYS = ("w1", "b1", "w2", "b2", "lin_w", "lin_b", "knn_k", "knn_y")
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+# ---------------------------------------------------------------- training (numpy + torch)
 
 
 def fold_ids(n: int, members: int, seed: int) -> np.ndarray:
@@ -70,18 +175,59 @@ def fold_ids(n: int, members: int, seed: int) -> np.ndarray:
     return rng.permutation(np.arange(n) % members)
 
 
-def train_adapters(
+def fit_ridge(emb: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-column ridge with an unpenalised intercept, alpha per column by exact leave-one-out
+    squared error over ``RIDGE_ALPHAS``. Returns weights [d, M], intercepts [M] and the
+    leave-one-out predictions [n, M]."""
+    x = np.asarray(emb, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    mu, ym = x.mean(axis=0), y.mean(axis=0)
+    u, s, vt = np.linalg.svd(x - mu, full_matrices=False)
+    uty = u.T @ (y - ym)
+    best = np.full(y.shape[1], np.inf)
+    w = np.zeros((x.shape[1], y.shape[1]))
+    loo = np.zeros_like(y)
+    for a in RIDGE_ALPHAS:
+        shrink = s**2 / (s**2 + a)
+        fit = u @ (shrink[:, None] * uty) + ym
+        hat = (u**2) @ shrink + 1.0 / len(x)  # leverage of each row
+        pred = y - (y - fit) / (1.0 - hat)[:, None]
+        err = ((pred - y) ** 2).mean(axis=0)
+        better = err < best
+        best[better] = err[better]
+        loo[:, better] = pred[:, better]
+        w[:, better] = (vt.T @ ((s / (s**2 + a))[:, None] * uty))[:, better]
+    return w, ym - mu @ w, np.clip(loo, 0.0, 1.0)
+
+
+def fit_knn(
+    memory: np.ndarray, labels: np.ndarray, queries: np.ndarray, targets: np.ndarray,
+    exclude: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """k per column of ``labels`` [N, M] (of the memory rows) by the squared error of the kNN
+    estimate of ``targets`` [n, M] (the labels of ``queries`` [n, d]), each query leaving out its
+    own memory row ``exclude`` [n] (-1: not in the memory). Ties go to the smaller k.
+    Returns k [M] and the out-of-sample predictions [n, M]."""
+    nb = top_k(memory, queries, max(KNN_GRID), exclude)
+    best = np.full(labels.shape[1], np.inf)
+    ks = np.zeros(labels.shape[1], dtype=np.int64)
+    pred = np.zeros((len(queries), labels.shape[1]))
+    for k in sorted({max(1, min(k, nb.shape[1])) for k in KNN_GRID}):
+        p = labels[nb[:, :k]].mean(axis=1)
+        err = ((p - targets) ** 2).mean(axis=0)
+        better = err < best
+        best[better], ks[better], pred[:, better] = err[better], k, p[:, better]
+    return ks, pred
+
+
+def train_mlps(
     emb: np.ndarray,
     targets: np.ndarray,
     cfg: AdapterConfig = AdapterConfig(),
-    init: list[Adapter] | None = None,
     progress: Callable[[int], None] | None = None,
-) -> tuple[list[Adapter], np.ndarray]:
-    """Train one adapter per column of ``targets`` [n, M] on ``emb`` [n, d].
-
-    Returns the adapters and the out-of-fold predictions [n, M] (for calibration).
-    ``init`` starts from existing weights (recalibration) instead of a random initialisation.
-    """
+) -> tuple[list[tuple[np.ndarray, ...]], np.ndarray]:
+    """K-fold MLP ensembles, one per column of ``targets`` [n, M]: the weights (w1, b1, w2, b2) of
+    each and the out-of-fold predictions [n, M]."""
     import torch
 
     n, d = emb.shape
@@ -93,16 +239,11 @@ def train_adapters(
     folds = torch.from_numpy(fold_ids(n, k, cfg.seed))
     train_mask = (folds[None, :] != torch.arange(k)[:, None]).float()  # [K, n]
 
-    if init is None:
-        w1 = torch.randn(d, m, k, h) * (2.0 / d) ** 0.5
-        b1 = torch.zeros(m, k, h)
-        w2 = torch.randn(m, k, h) * (1.0 / h) ** 0.5
-        prior = y.mean(dim=1).clamp(0.02, 0.98)
-        b2 = torch.log(prior / (1 - prior))[:, None].repeat(1, k)
-    else:
-        w1 = torch.from_numpy(np.stack([a.w1 for a in init], axis=0)).permute(2, 0, 1, 3).contiguous()
-        b1, w2, b2 = (torch.from_numpy(np.stack([getattr(a, f) for a in init]).copy())
-                      for f in ("b1", "w2", "b2"))
+    w1 = torch.randn(d, m, k, h) * (2.0 / d) ** 0.5
+    b1 = torch.zeros(m, k, h)
+    w2 = torch.randn(m, k, h) * (1.0 / h) ** 0.5
+    prior = y.mean(dim=1).clamp(0.02, 0.98)
+    b2 = torch.log(prior / (1 - prior))[:, None].repeat(1, k)
     params = [p.requires_grad_() for p in (w1, b1, w2, b2)]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     denom = train_mask.sum(dim=1)[None, :]  # [1, K]
@@ -130,16 +271,47 @@ def train_adapters(
         prob = torch.sigmoid(forward(False))  # [M, K, n]
         oof = prob.gather(1, folds[None, None, :].expand(m, 1, n))[:, 0, :].T.numpy()
         w1_models = w1.detach().permute(1, 2, 0, 3).numpy()  # [M, K, d, H]
-    adapters = [
-        Adapter(
-            w1_models[j].astype(np.float32),
-            b1.detach()[j].numpy().astype(np.float32),
-            w2.detach()[j].numpy().astype(np.float32),
-            b2.detach()[j].numpy().astype(np.float32),
-        )
+    weights = [
+        tuple(a.astype(np.float32) for a in (w1_models[j], b1[j].numpy(), w2[j].numpy(), b2[j].numpy()))
         for j in range(m)
     ]
-    return adapters, oof.astype(np.float64)
+    return weights, oof.astype(np.float64)
+
+
+def train_adapters(
+    emb: np.ndarray,
+    targets: np.ndarray,
+    memory: np.ndarray,
+    memory_labels: np.ndarray,
+    memory_row: np.ndarray,
+    cfg: AdapterConfig = AdapterConfig(),
+    own_memory: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[Adapter], np.ndarray]:
+    """Train one adapter per column of ``targets`` [n, M] on ``emb`` [n, d].
+
+    The kNN part looks up ``memory`` [N, d] (unit-norm) with labels ``memory_labels`` [N, M];
+    ``memory_row`` [n] is each train prompt's row in the memory (-1: not in it), left out of its
+    own estimate. Returns the adapters and the out-of-sample ensemble predictions [n, M] (for
+    calibration).
+    """
+    emb = np.asarray(emb, dtype=np.float32)
+    mlps, oof_mlp = train_mlps(emb, targets, cfg, progress)
+    lin_w, lin_b, oof_lin = fit_ridge(emb, targets)
+    ks, oof_knn = fit_knn(memory, memory_labels, emb, targets, memory_row)
+    adapters = [
+        Adapter(
+            *mlps[j],
+            lin_w=lin_w[:, j].astype(np.float32),
+            lin_b=np.float32(lin_b[j]).reshape(()),
+            knn_k=np.float32(ks[j]).reshape(()),
+            knn_y=memory_labels[:, j].astype(np.float32),
+            memory=memory,
+            own_memory=own_memory,
+        )
+        for j in range(targets.shape[1])
+    ]
+    return adapters, (oof_mlp + oof_lin + oof_knn) / 3.0
 
 
 def config_dict(cfg: AdapterConfig) -> dict:

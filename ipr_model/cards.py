@@ -1,18 +1,27 @@
 """A model card: everything the router knows about one candidate model, stored in its own folder.
 
-    models/<safe id>/adapter.npz   the quality adapter
+    models/<safe id>/adapter.npz   the quality adapter (MLP, ridge and kNN parts, see adapters.py)
     models/<safe id>/card.json     id, family, cost model, calibration, training figures
+
+The kNN parts of the adapters trained together share one memory of train prompts at the artifact
+root; each adapter holds only its labels for those rows:
+
+    memory/embeddings.npy          [N, d] float16 unit-norm embeddings of the train prompts
+    memory/prompts.sha256          the sha256 of each of those prompts' text, one per line
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
-from ipr_model.adapters import Adapter
+from ipr_model.adapters import Adapter, Neighbours, unit
 from ipr_model.artifacts import model_dir, write_json
 from ipr_model.calibration import Calibration
 from ipr_model.costs import CostModel
@@ -28,9 +37,10 @@ class ModelCard:
     adapter: Adapter
     info: dict = field(default_factory=dict)  # training config and figures, for people
 
-    def quality(self, emb: np.ndarray) -> np.ndarray:
-        """Calibrated predicted quality [n] of this model for embeddings [n, d]."""
-        return self.calibration(self.adapter.raw(emb))
+    def quality(self, emb: np.ndarray, neighbours: Neighbours | None = None) -> np.ndarray:
+        """Calibrated predicted quality [n] of this model for embeddings [n, d] (``neighbours``:
+        the batch's nearest memory rows, shared between cards)."""
+        return self.calibration(self.adapter.raw(emb, neighbours))
 
     def save(self, root: Path) -> None:
         d = Path(root) / model_dir(self.id)
@@ -48,7 +58,11 @@ class ModelCard:
         )
 
     @classmethod
-    def load(cls, root: Path, model_id: str) -> "ModelCard":
+    def load(
+        cls, root: Path, model_id: str, memory: Callable[[], np.ndarray] | None = None
+    ) -> "ModelCard":
+        """``memory`` gives the artifact's shared kNN memory (default: read it from ``root``;
+        pass one cached loader to share a single copy between cards)."""
         d = Path(root) / model_dir(model_id)
         try:
             card = json.loads((d / "card.json").read_text())
@@ -59,7 +73,7 @@ class ModelCard:
                 family=card.get("family", ""),
                 cost=CostModel.from_dict(card["cost"]),
                 calibration=Calibration.from_dict(card["calibration"]),
-                adapter=Adapter.load(d / "adapter.npz"),
+                adapter=Adapter.load(d / "adapter.npz", memory or (lambda: load_memory(root))),
                 info={k: v for k, v in card.items() if k not in _STORED},
             )
         except (KeyError, TypeError, ValueError, OSError) as e:
@@ -67,3 +81,35 @@ class ModelCard:
 
 
 _STORED = {"id", "family", "cost", "calibration"}
+
+
+MEMORY_EMB = "memory/embeddings.npy"
+MEMORY_SHA = "memory/prompts.sha256"
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def save_memory(root: Path, emb: np.ndarray, texts: Sequence[str]) -> None:
+    """Write the shared kNN memory (float16 embeddings and the sha256 of each prompt)."""
+    (Path(root) / MEMORY_EMB).parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / MEMORY_EMB, "wb") as f:
+        np.save(f, np.asarray(emb, dtype=np.float16))
+    (Path(root) / MEMORY_SHA).write_text("".join(text_sha256(t) + "\n" for t in texts))
+
+
+def load_memory(root: Path) -> np.ndarray:
+    """The shared memory's embeddings as unit-norm float32 [N, d]."""
+    return unit(np.load(Path(root) / MEMORY_EMB, allow_pickle=False))
+
+
+def memory_hashes(root: Path) -> list[str] | None:
+    """The sha256 of each memory prompt, or None when the artifacts have no shared memory."""
+    p = Path(root) / MEMORY_SHA
+    return p.read_text().split() if p.is_file() and (Path(root) / MEMORY_EMB).is_file() else None
+
+
+def memory_loader(root: Path) -> Callable[[], np.ndarray]:
+    """A loader that reads the shared memory once, on first use."""
+    return cache(lambda: load_memory(root))

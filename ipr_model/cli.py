@@ -356,7 +356,9 @@ def router(
         os.environ["IPR_ROUTER_WEB_PORT"] = str(web_port)
     from faust import Worker
 
-    from streams.agents import app as faust_app
+    from streams.agents import app as faust_app, settings as router_settings
+
+    router_settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     Worker(faust_app, loglevel="WARNING", quiet=True).execute_from_commandline()
 
@@ -376,6 +378,9 @@ def demo(
     from streams.demo import run_demo
 
     check_tolerance(tolerance)
+    # The demo's own consumers retry through transient broker states (a new topic's leader
+    # election, the first group coordinator): expected, and not worth a screen of warnings.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     r = run_demo(artifacts, dataset, tolerance=tolerance, limit=limit, rate=rate, report_path=report)
     lat = r["routing_latency_ms"]
     typer.echo(

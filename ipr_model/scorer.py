@@ -12,8 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ipr_model.adapters import Neighbours
 from ipr_model.artifacts import ENCODER_DIR, Manifest, read_manifest
-from ipr_model.cards import ModelCard
+from ipr_model.cards import ModelCard, memory_loader
 from ipr_model.costs import prompt_tokens
 from ipr_model.errors import ArtifactError, RoutingInputError
 from ipr_model.rule import Variant, allowed_mask, check_tolerance, route_batch
@@ -40,7 +41,9 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predicted quality and estimated cost [n, m] of every card's model for every prompt."""
     tokens = prompt_tokens(list(texts))
-    q = np.stack([c.quality(emb) for c in cards], axis=1)
+    emb = np.asarray(emb, dtype=np.float32)
+    nb = Neighbours(emb)  # kNN look-ups: one per distinct memory, shared by the cards
+    q = np.stack([c.quality(emb, nb) for c in cards], axis=1)
     cost = np.stack([c.cost.estimate(tokens) for c in cards], axis=1)
     return q, cost
 
@@ -62,7 +65,8 @@ class Scorer:
 
         manifest = read_manifest(root, verify=verify)
         encoder = OnnxEncoder.load(manifest.root / ENCODER_DIR)
-        cards = [ModelCard.load(manifest.root, m) for m in manifest.models]
+        memory = memory_loader(manifest.root)  # read once, shared by every card that uses it
+        cards = [ModelCard.load(manifest.root, m, memory) for m in manifest.models]
         for c in cards:
             if c.adapter.dim != encoder.dim:
                 raise ArtifactError(

@@ -1,5 +1,11 @@
 """Training: export the encoder, embed the train split (cached), fit adapters, calibrations and cost
-models, and write a verified artifact directory. ``add_model`` trains one more adapter in place."""
+models, and write a verified artifact directory. ``add_model`` trains one more adapter in place.
+
+The train prompts become the shared kNN memory (``memory/`` at the artifact root, see cards.py).
+``add_model`` maps the new model's dataset onto that memory by the sha256 of each prompt's text
+(any order; duplicates averaged): when every memory prompt is in the dataset, the new adapter
+stores just its labels for the memory rows; when some are missing, it keeps its own memory (its
+train prompts' embeddings, float16, inside its adapter.npz). Either way no existing file changes."""
 
 from __future__ import annotations
 
@@ -11,10 +17,10 @@ from typing import Callable
 
 import numpy as np
 
-from ipr_model.adapters import AdapterConfig, config_dict, train_adapters
+from ipr_model.adapters import AdapterConfig, config_dict, train_adapters, unit
 from ipr_model.artifacts import ENCODER_DIR, Manifest, read_manifest, write_manifest
 from ipr_model.calibration import fit_isotonic
-from ipr_model.cards import ModelCard
+from ipr_model.cards import ModelCard, load_memory, memory_hashes, save_memory, text_sha256
 from ipr_model.costs import fit_cost_model, prompt_tokens
 from ipr_model.datasets import Dataset
 from ipr_model.errors import ArtifactError
@@ -33,19 +39,39 @@ def embed(encoder_dir: Path, texts: list[str], progress: Progress | None = None)
         return encode_cached(enc, texts, cache, progress=cb)
 
 
+def memory_rows(texts: list[str], hashes: list[str]) -> np.ndarray | None:
+    """Each text's row in a memory of prompt hashes (-1: not in it), or None when some memory
+    prompt is not among ``texts`` (its label would be unknown)."""
+    index = {h: i for i, h in enumerate(hashes)}
+    row = np.array([index.get(text_sha256(t), -1) for t in texts], dtype=np.int64)
+    return row if np.bincount(row[row >= 0], minlength=len(hashes)).all() else None
+
+
 def fit_cards(
     emb: np.ndarray,
     train_set: Dataset,
     model_ids: list[str] | None = None,
     cfg: AdapterConfig = AdapterConfig(),
     progress: Progress | None = None,
+    memory: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[ModelCard]:
-    """Fit adapter, calibration (on out-of-fold predictions) and cost model of each model."""
+    """Fit adapter, calibration (on out-of-sample predictions) and cost model of each model.
+
+    ``memory``: (shared memory embeddings [N, d], each train prompt's row in it) for the kNN
+    part, every memory row covered; by default the adapters keep the train prompts themselves as
+    their own memory (``train`` saves it once, as the shared memory)."""
     ids = model_ids or train_set.model_ids
     cols = [train_set.model_ids.index(m) for m in ids]
     quality = train_set.quality[:, cols]
     cb = (lambda e: progress("train", e, cfg.epochs)) if progress else None
-    adapters, oof = train_adapters(emb, quality, cfg, progress=cb)
+    if memory is None:  # float16-rounded, exactly as it is stored and served
+        mem, row, own = unit(np.asarray(emb, dtype=np.float16)), np.arange(len(emb)), True
+    else:
+        (mem, row), own = memory, False
+    counts = np.bincount(row[row >= 0], minlength=len(mem))[:, None]
+    labels = np.stack([np.bincount(row[row >= 0], weights=q[row >= 0], minlength=len(mem))
+                       for q in quality.T], axis=1) / counts
+    adapters, oof = train_adapters(emb, quality, mem, labels, row, cfg, own_memory=own, progress=cb)
     tokens = prompt_tokens(train_set.prompts)
     cards = []
     for j, (model_id, adapter) in enumerate(zip(ids, adapters)):
@@ -86,7 +112,9 @@ def train(
     try:
         shutil.copytree(cached_export(encoder_source), tmp / ENCODER_DIR)
         emb = embed(tmp / ENCODER_DIR, train_set.prompts, progress)
-        for card in fit_cards(emb, train_set, cfg=cfg, progress=progress):
+        save_memory(tmp, emb, train_set.prompts)
+        memory = (load_memory(tmp), np.arange(len(emb)))
+        for card in fit_cards(emb, train_set, cfg=cfg, progress=progress, memory=memory):
             card.save(tmp)
         write_manifest(
             tmp, train_set.model_ids, {"dataset": train_set.name, "train_prompts": len(train_set)}
@@ -113,13 +141,17 @@ def add_model(
     """Train one more model's adapter into an existing artifact directory.
 
     Two files are added (the model's adapter and card) and the manifest is rewritten; every file
-    already in the manifest keeps its bytes."""
+    already in the manifest keeps its bytes. The kNN part uses the shared memory when the dataset
+    covers every memory prompt, else its own memory (see the module docstring)."""
     old = read_manifest(root)
     if model_id in old.models:
         raise ArtifactError(f"{root}: model {model_id!r} is already in the artifacts")
     train_set.model(model_id)  # a clear error when the dataset lacks it
     emb = embed(Path(root) / ENCODER_DIR, train_set.prompts, progress)
-    (card,) = fit_cards(emb, train_set, [model_id], cfg, progress)
+    hashes = memory_hashes(root)
+    row = memory_rows(train_set.prompts, hashes) if hashes is not None else None
+    memory = (load_memory(root), row) if row is not None else None
+    (card,) = fit_cards(emb, train_set, [model_id], cfg, progress, memory)
     card.save(Path(root))
     extra = {k: v for k, v in old.data.items() if k not in _MANAGED}
     write_manifest(Path(root), old.models + [model_id], extra, parent=old.version)

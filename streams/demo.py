@@ -201,12 +201,13 @@ def run_demo(
         ]
         try:
             events = list(prompt_events(test, run, None))
-            # sent_at is stamped as each event is produced, at the offered rate
             t_start = time.time()
             print(f"streaming {len(events)} prompts at {rate:g}/s into {settings.prompts_in} "
                   f"(run {run}, broker {bootstrap})", flush=True)
 
             async def main() -> Collected:
+                await wait_until_routing(bootstrap, settings, run, model_topics)
+
                 def done(c: Collected) -> bool:
                     return len(c.routed) + len(c.dead) >= len(events) and len(c.responses) >= len(c.routed)
 
@@ -226,6 +227,24 @@ def run_demo(
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+async def wait_until_routing(
+    bootstrap: str, settings: KafkaSettings, run: str, model_topics: list[str], timeout: float = 180.0
+) -> None:
+    """Send warm-up prompts until one comes out routed: the router is up, assigned and loaded.
+    Warm-up ids are not this run's (``{run}-warmup:``), so they are not counted."""
+    warm = f"{run}-warmup"
+    deadline = time.monotonic() + timeout
+    n = 0
+    while time.monotonic() < deadline:
+        req = PromptRequest(prompt_id=f"{warm}:{n}", text="warm-up: what is 2 + 2?")
+        await produce(bootstrap, settings.prompts_in, [(req.prompt_id.encode(), encode(req))], 0)
+        got = await collect(bootstrap, model_topics, warm, lambda c: len(c.routed) > 0, 10.0, settings)
+        if got.routed:
+            return
+        n += 1
+    raise TimeoutError(f"the router did not route a warm-up prompt within {timeout:.0f}s")
 
 
 def restamp(events: list[tuple[bytes, bytes]]):

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ipr-installed
 DATA ?= ../shared/data
 ARTIFACTS ?= artifacts/zeroeval
 
-.PHONY: setup demo demo-offline test test-unit bench drift artifacts schemas clean
+.PHONY: setup demo demo-offline evaluate test test-unit bench bench-model drift artifacts schemas clean
 
 setup: $(STAMP)
 
@@ -27,10 +27,20 @@ artifacts: $(ARTIFACTS)/manifest.json
 demo: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(VENV)/bin/ipr demo --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval
 
+# The offline view: the quality-cost table of the zeroeval test split, and its plot.
 demo-offline: $(STAMP) $(ARTIFACTS)/manifest.json
-	@mkdir -p build
-	$(VENV)/bin/ipr evaluate --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --split test \
+	$(VENV)/bin/ipr evaluate --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval \
 		--json build/eval-zeroeval.json --plot build/eval-zeroeval.png
+
+# Routing quality on every shared dataset (README "Routing quality").
+evaluate: $(STAMP) $(ARTIFACTS)/manifest.json
+	$(VENV)/bin/ipr evaluate --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval \
+		--json build/eval-zeroeval.json --plot build/eval-zeroeval.png
+	$(VENV)/bin/ipr train --dataset $(DATA)/llmrouter --out artifacts/llmrouter
+	$(VENV)/bin/ipr evaluate --artifacts artifacts/llmrouter --dataset $(DATA)/llmrouter \
+		--json build/eval-llmrouter.json --plot build/eval-llmrouter.png
+	$(VENV)/bin/ipr evaluate --cv 5 --dataset $(DATA)/routerbench \
+		--json build/eval-routerbench.json --plot build/eval-routerbench.png
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra tests
@@ -38,9 +48,12 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration and not model" tests
 
+# Speed (benchmarks, not tests): the router through Kafka against its in-process limit, then the
+# model's single-prompt latency, batched throughput and training times.
 bench: $(STAMP) $(ARTIFACTS)/manifest.json
-	@mkdir -p build
-	$(PY) -m ipr_model.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench-model.json
+	$(PY) -m streams.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench.json
+	$(PY) -m ipr_model.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train \
+		--json build/bench-model.json
 
 schemas: $(STAMP)
 	$(PY) -m schemas.generate

@@ -119,6 +119,10 @@ class OnnxEncoder:
     def inputs(self) -> list[str]:
         return list(self._inputs)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens the encoder sees for ``text`` (after truncation, special tokens included)."""
+        return len(self._tokenizer.encode(text).ids)
+
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Embed ``texts``: float32 [len(texts), dim], L2-normalised, in the order given.
 

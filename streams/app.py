@@ -26,7 +26,7 @@ app = faust.App(
     producer_linger_ms=1,
     web_enabled=settings.web_enabled,
     web_port=settings.web_port,
-    web_bind="127.0.0.1",
+    web_bind=settings.web_bind,
     key_serializer="raw",
     value_serializer="raw",
 )

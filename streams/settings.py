@@ -57,6 +57,7 @@ class RouterSettings(KafkaSettings):
         10.0, gt=0, description="max wait to fill a micro-batch (IPR_ROUTER_BATCH_TIMEOUT_MS)"
     )
     web_port: int = Field(6066, description="Faust web port, serves /metrics (IPR_ROUTER_WEB_PORT)")
+    web_bind: str = Field("127.0.0.1", description="Faust web bind address (IPR_ROUTER_WEB_BIND)")
     web_enabled: bool = Field(True, description="IPR_ROUTER_WEB_ENABLED")
     data_dir: Path = Field(Path("build/faust"), description="Faust state dir (IPR_ROUTER_DATA_DIR)")
     encoder_threads: int | None = Field(None, description="onnxruntime threads (IPR_ROUTER_ENCODER_THREADS)")

@@ -1,0 +1,152 @@
+"""`make bench`: the router's throughput and latency through a real Kafka, against its limit.
+
+- limit: encoder + adapters + rule in one process, batched, no Kafka (prompts/s);
+- end-to-end: N prompts produced to ``prompts.in`` as fast as possible; from the first produce
+  until the last of them is on its model topic (prompts/s), and its ratio to the limit;
+- latency: at half the measured end-to-end rate, per prompt the time from produce to its arrival
+  on the model topic (p50, p90, p99 ms);
+- the router process's peak RSS.
+
+Both figures are measured in the same run on the same machine, on the dataset's test prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from ipr_model.bench import percentiles
+from streams.broker import create_topics, kafka_bootstrap
+from streams.demo import collect, produce, prompt_events, restamp, wait_until_routing
+from streams.processes import Service, router_env
+from streams.settings import KafkaSettings
+from streams.topics import model_topic
+
+
+def limit(artifacts: Path, texts: list[str], batch_size: int) -> float:
+    from ipr_model.scorer import Scorer
+
+    scorer = Scorer.load(artifacts)
+    scorer.score(texts[:batch_size])  # warm
+    t0 = time.perf_counter()
+    for i in range(0, len(texts), batch_size):
+        chunk = texts[i : i + batch_size]
+        scorer.decide(scorer.score(chunk), [0.2] * len(chunk))
+    return len(texts) / (time.perf_counter() - t0)
+
+
+class RssSampler(threading.Thread):
+    """Peak resident memory of a process, sampled from /proc every 0.2 s."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak_kb, self.stopped = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.2):
+            try:
+                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            except OSError:
+                return
+
+
+def run_bench(artifacts: Path, dataset: Path, n: int, batch_size: int, out: Path) -> dict:
+    from ipr_model.artifacts import read_manifest
+    from ipr_model.datasets import load_dataset
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    manifest = read_manifest(artifacts)
+    data = load_dataset(dataset)
+    test = data.split("test") if data.has_split("test") else data
+    texts = (test.prompts * (n // len(test.prompts) + 1))[:n]
+    limit_rate = limit(artifacts, texts, batch_size)
+    print(f"limit (in-process, batched): {limit_rate:.1f} prompts/s", flush=True)
+
+    settings = KafkaSettings()
+    run = uuid.uuid4().hex[:8]
+    with kafka_bootstrap() as bootstrap:
+        model_topics = sorted({model_topic(m) for m in manifest.models})
+        asyncio.run(create_topics(
+            bootstrap, [settings.prompts_in, settings.prompts_dlq, settings.decisions, *model_topics],
+            partitions=settings.topic_partitions,
+        ))
+        env = router_env(bootstrap, f"ipr-router-bench-{run}",
+                         IPR_ROUTER_BATCH_SIZE=str(batch_size))
+        router = Service("router", ["router", "--artifacts", str(artifacts)], env,
+                         Path("build") / "logs" / f"bench-{run}")
+        rss = RssSampler(router.proc.pid)
+        rss.start()
+        try:
+            def events(tag: str):
+                sub = test.subset([i % len(test) for i in range(n)])
+                sub.ids = [f"{i}" for i in range(n)]
+                return list(prompt_events(sub, f"{run}-{tag}", None))
+
+            async def phase(tag: str, rate: float):
+                evs = events(tag)
+                outputs = [settings.prompts_dlq, *model_topics]
+                done = lambda c: len(c.routed) + len(c.dead) >= len(evs)  # noqa: E731
+                collector = asyncio.create_task(
+                    collect(bootstrap, outputs, f"{run}-{tag}", done, 900, settings))
+                await asyncio.sleep(1.0)
+                t0 = time.time()
+                await produce(bootstrap, settings.prompts_in, restamp(evs), rate)
+                got = await collector
+                last = max(got.arrival.values())
+                return got, t0, last
+
+            async def main():
+                await wait_until_routing(bootstrap, settings, run, model_topics)
+                e2e_got, t0, last = await phase("max", 0)
+                e2e_rate = len(e2e_got.routed) / (last - t0)
+                print(f"end-to-end: {e2e_rate:.1f} prompts/s", flush=True)
+                lat_got, _, _ = await phase("half", e2e_rate / 2)
+                return e2e_got, e2e_rate, lat_got
+
+            e2e_got, e2e_rate, lat_got = asyncio.run(main())
+        finally:
+            rss.stopped.set()
+            router.stop()
+    latency = [(lat_got.arrival[k] - r.sent_at) * 1000.0 for k, r in lat_got.routed.items()]
+    report = {
+        "dataset": data.name,
+        "prompts": n,
+        "batch_size": batch_size,
+        "limit_prompts_per_s": round(limit_rate, 2),
+        "e2e_prompts_per_s": round(e2e_rate, 2),
+        "ratio": round(e2e_rate / limit_rate, 3),
+        "e2e_routed": len(e2e_got.routed),
+        "e2e_dead_lettered": len(e2e_got.dead),
+        "latency_offered_rate_per_s": round(e2e_rate / 2, 2),
+        "latency_ms": percentiles(latency),
+        "latency_routed": len(lat_got.routed),
+        "router_peak_rss_mb": round(rss.peak_kb / 1024, 1),
+        "router_version": manifest.version,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--artifacts", type=Path, default=Path("artifacts/zeroeval"))
+    ap.add_argument("--dataset", type=Path, default=Path("../shared/data/zeroeval"))
+    ap.add_argument("--prompts", type=int, default=559)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--json", type=Path, default=Path("build/bench.json"))
+    args = ap.parse_args()
+    report = run_bench(args.artifacts, args.dataset, args.prompts, args.batch_size, args.json)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

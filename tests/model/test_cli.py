@@ -1,0 +1,99 @@
+"""The `ipr` command line on real artifacts: decisions, and one-line errors for every mistake."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ipr_model.artifacts import read_manifest
+from ipr_model.errors import ArtifactError
+
+pytestmark = pytest.mark.model
+
+
+def ipr(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ipr_model.cli", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    assert "Traceback" not in p.stderr
+    for n in needles:
+        assert n in lines[0]
+
+
+def test_route_json_names_decision_scores_and_threshold(small_artifacts):
+    p = ipr("route", "--artifacts", str(small_artifacts), "--json", "-t", "0", "What is 17 * 23?")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    q = d["predicted_quality"]
+    assert len(q) == 28 and set(q) == set(d["estimated_cost_usd"])
+    assert d["model_id"] == max(q, key=q.get)  # tau = 0: the best predicted model
+    assert d["threshold"] == pytest.approx(max(q.values()))
+    cheap = ipr("route", "--artifacts", str(small_artifacts), "--json", "-t", "1",
+                "--allow", "gpt-4o-2024-08-06", "--allow", "gemma-2-9b-it", "What is 17 * 23?")
+    assert json.loads(cheap.stdout)["model_id"] == "gemma-2-9b-it"  # tau = 1: the cheapest allowed
+
+
+def test_user_mistakes_are_one_line_errors(small_artifacts, tmp_path, data_dir):
+    a = str(small_artifacts)
+    one_line_error(ipr("route", "--artifacts", a, "   "), "empty")
+    one_line_error(ipr("route", "--artifacts", a, "-t", "1.5", "hi"), "tolerance", "1.5")
+    one_line_error(ipr("route", "--artifacts", a, "--allow", "gpt-5", "hi"), "unknown model", "gpt-5")
+    bad = tmp_path / "bad-data"
+    bad.mkdir()
+    shutil.copy(data_dir / "zeroeval" / "models.json", bad / "models.json")
+    first = (data_dir / "zeroeval" / "prompts.jsonl").open().readline()
+    row = json.loads(first)
+    del row["quality"]["gpt-4o-2024-08-06"]
+    (bad / "prompts.jsonl").write_text(first + json.dumps(row) + "\n")
+    one_line_error(ipr("train", "--dataset", str(bad), "--out", str(tmp_path / "x")),
+                   "prompts.jsonl:2", "missing model(s) gpt-4o-2024-08-06")
+
+
+def test_corrupt_partial_and_mismatched_artifacts_are_refused(small_artifacts, tmp_path):
+    copy = tmp_path / "a"
+    shutil.copytree(small_artifacts, copy)
+    read_manifest(copy)  # intact
+    card = next((copy / "models").iterdir()) / "card.json"
+    card.write_text(card.read_text().replace("{", "{ ", 1))
+    with pytest.raises(ArtifactError, match="is corrupt: sha256"):
+        read_manifest(copy)
+    one_line_error(ipr("route", "--artifacts", str(copy), "hi"), "corrupt")
+
+    partial = tmp_path / "partial"
+    shutil.copytree(small_artifacts, partial)
+    (partial / "manifest.json").unlink()
+    one_line_error(ipr("route", "--artifacts", str(partial), "hi"), "manifest.json", "partial")
+
+    missing = tmp_path / "missing"
+    shutil.copytree(small_artifacts, missing)
+    (missing / "encoder" / "tokenizer.json").unlink()
+    with pytest.raises(ArtifactError, match="encoder/tokenizer.json is listed in the manifest but missing"):
+        read_manifest(missing)
+
+    other = tmp_path / "other"
+    shutil.copytree(small_artifacts, other)
+    m = json.loads((other / "manifest.json").read_text())
+    m["format"] = "something-else/9"
+    (other / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match="expected format"):
+        read_manifest(other)
+
+
+def test_score_writes_one_line_per_prompt(small_artifacts, data_dir, tmp_path):
+    out = tmp_path / "scores.jsonl"
+    p = ipr("score", "--artifacts", str(small_artifacts), "--dataset", str(data_dir / "zeroeval"),
+            "--split", "test", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 559
+    assert set(rows[0]) == {"id", "predicted_quality", "estimated_cost_usd"}
+    assert all(0 <= v <= 1 for v in rows[0]["predicted_quality"].values())

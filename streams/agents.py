@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 from aiohttp.web import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,6 +22,7 @@ from streams.routing import Record, route_records
 from streams.scorer_service import scorers
 
 log = logging.getLogger(__name__)
+scorers.configure(settings.artifacts)  # a path only: the model loads when the worker starts
 
 
 @app.agent(prompts_in)
@@ -64,9 +66,38 @@ def _observe(result, n: int) -> None:
 @app.task
 async def load_scorer() -> None:
     """Load the artifacts when the worker starts, off the event loop, before the first batch."""
-    scorers.configure(settings.artifacts)
     scorer = await asyncio.get_running_loop().run_in_executor(None, scorers.current)
     log.warning("router ready: artifacts %s, %d models", scorer.version, len(scorer.model_ids))
+
+
+@app.task
+async def follow_control() -> None:
+    """Every router process reads all of ``router.control`` (no consumer group: each must see
+    every update). On start it applies the latest announced version; afterwards each new one.
+    Loading runs off the event loop; the swap takes effect at the next batch."""
+    from aiokafka import AIOKafkaConsumer
+
+    from schemas import ModelUpdate, SchemaError, decode
+
+    loop = asyncio.get_running_loop()
+    consumer = AIOKafkaConsumer(
+        settings.control, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+        auto_offset_reset="earliest", enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        async for msg in consumer:
+            try:
+                update = decode(ModelUpdate, msg.value)
+            except SchemaError as e:
+                log.error("ignored a malformed control message at offset %d: %s", msg.offset, e)
+                continue
+            current = scorers.current_version()
+            if update.version == current:
+                continue
+            await loop.run_in_executor(None, scorers.swap, Path(update.location), update.sha256)
+    finally:
+        await consumer.stop()
 
 
 @app.page("/metrics")

@@ -36,6 +36,9 @@ class ScorerHolder:
                 log.info("loaded artifacts %s version %s", self._root, self._scorer.version)
             return self._scorer
 
+    def current_version(self) -> str | None:
+        return self._scorer.version if self._scorer is not None else None
+
     def swap(self, root: Path, expected_sha256: str | None = None) -> bool:
         """Load ``root`` and make it current; on any failure keep the current scorer."""
         try:

@@ -121,11 +121,12 @@ class RoutedPrompt(_Routed):
     metadata: Metadata = Field(default_factory=dict)
 
     def to_decision(
-        self, *, reason: str | None = None, variant: str | None = None
+        self, *, reason: str | None = None, variant: str | None = None,
+        embedding: str | None = None,
     ) -> RoutingDecision:
         """The audit record of this routing: everything but the text and the metadata."""
         fields = self.model_dump(exclude={"text", "metadata"})
-        return RoutingDecision(**fields, reason=reason, variant=variant)
+        return RoutingDecision(**fields, reason=reason, variant=variant, embedding=embedding)
 
 
 class RoutingDecision(_Routed):
@@ -133,6 +134,11 @@ class RoutingDecision(_Routed):
 
     reason: Label | None = None
     variant: Label | None = Field(default=None, description='the rule, e.g. "ipr", "dynamic_max"')
+    embedding: Annotated[str, StringConstraints(max_length=L.MAX_EMBEDDING_CHARS)] | None = Field(
+        default=None,
+        description="the prompt's embedding (base64 of little-endian float16): what the feedback "
+        "loop recalibrates on, so the decision log never needs the prompt text",
+    )
 
 
 class DeadLetter(Event):

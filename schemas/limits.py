@@ -17,6 +17,7 @@ MAX_LABEL_CHARS = 100  # router_version, variant, source, task, version
 MAX_ERROR_CHARS = 2_000
 MAX_LOCATION_CHARS = 2_000
 MAX_KEY_CHARS = 1_024  # a dead letter's original key
+MAX_EMBEDDING_CHARS = 4 * ((2 * 4096 + 2) // 3)  # base64 of up to 4096 float16 values
 
 # A dead letter keeps at most this many bytes of the raw value; base64 grows it by 4/3.
 MAX_DLQ_RAW_BYTES = 16 * 1024

@@ -14,6 +14,7 @@ from ipr_model.errors import RoutingInputError
 from ipr_model.rule import Variant
 from schemas import DeadLetter, PromptRequest, RoutedPrompt, RoutingDecision, SchemaError, decode
 from streams.topics import model_topic
+from streams.vectors import pack
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def route_records(
     )
     out.scoring_ms = (time.perf_counter() - t0) * 1000.0
     now = time.time()
-    for (rec, req), d in zip(valid, decisions):
+    for (rec, req), d, emb in zip(valid, decisions, scores.embeddings):
         try:
             prompt = RoutedPrompt(
                 prompt_id=req.prompt_id, tenant=req.tenant, allowed_models=req.allowed_models,
@@ -109,7 +110,7 @@ def route_records(
                 topic=model_topic(d.model_id),
                 key=req.prompt_id.encode(),
                 prompt=prompt,
-                decision=prompt.to_decision(variant=variant),
+                decision=prompt.to_decision(variant=variant, embedding=pack(emb)),
             )
         )
     return out

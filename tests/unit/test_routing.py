@@ -1,0 +1,82 @@
+"""The router's pure decision path: every record ends routed or dead-lettered, with the reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import orjson
+
+from ipr_model.scorer import Scorer, Scores
+from schemas import PromptRequest, encode
+from streams.routing import Record, route_records
+from streams.vectors import unpack
+
+IDS = ["big", "mid", "small"]
+
+
+class TableScorer(Scorer):
+    """The real decision logic (Scorer.decide) over fixed scores: big is best and dearest."""
+
+    def __init__(self):
+        self.model_ids = IDS
+        self.calls = 0
+
+    @property
+    def version(self) -> str:
+        return "v-test"
+
+    def score(self, texts):
+        self.calls += 1
+        n = len(texts)
+        q = np.tile([0.9, 0.8, 0.3], (n, 1))
+        c = np.tile([10.0, 1.0, 0.1], (n, 1))
+        emb = np.tile(np.linspace(-1, 1, 8, dtype=np.float32), (n, 1))
+        return Scores(quality=q, cost=c, embeddings=emb)
+
+
+def rec(offset: int, value: bytes, key: bytes | None = b"k") -> Record:
+    return Record("prompts.in", 0, offset, key, value)
+
+
+def req(pid: str, **kw) -> bytes:
+    return encode(PromptRequest(prompt_id=pid, text="hello", **kw))
+
+
+def test_batch_routes_valid_and_dead_letters_invalid_in_one_scoring_call():
+    scorer = TableScorer()
+    records = [
+        rec(0, req("a", tolerance=0.0)),
+        rec(1, b"{nope"),
+        rec(2, req("b", tolerance=0.5)),
+        rec(3, orjson.dumps({"prompt_id": "c", "text": "x", "tolerance": 2})),
+        rec(4, req("d", allowed_models=["ghost"])),
+        rec(5, req("e")),  # default tolerance
+        rec(6, req("f", tolerance=1.0, allowed_models=["big", "mid"])),
+        rec(7, None),
+    ]
+    out = route_records(records, scorer, default_tolerance=1.0)
+    assert scorer.calls == 1
+    routed = {r.prompt.prompt_id: r for r in out.routed}
+    # tau 0 -> best; 0.5 -> r = 0.9 - 0.5*0.6 = 0.6 -> mid; default 1.0 -> cheapest; allowed -> mid
+    assert {k: r.prompt.model_id for k, r in routed.items()} == {
+        "a": "big", "b": "mid", "e": "small", "f": "mid"
+    }
+    assert routed["b"].topic == "prompts.routed.mid" and routed["b"].key == b"b"
+    assert routed["b"].prompt.threshold == pytest.approx(0.6)
+    assert routed["e"].prompt.tolerance == 1.0
+    assert {d.offset: d.error_kind for d in out.dead} == {
+        1: "invalid_json", 3: "validation", 4: "unknown_model", 7: "empty"
+    }
+    assert all(d.source_topic == "prompts.in" and d.partition == 0 for d in out.dead)
+    assert len(out.routed) + len(out.dead) == len(records)
+    # the decision is the routed prompt without text, with the embedding for the feedback loop
+    dec = routed["a"].decision
+    assert dec.model_id == "big" and "text" not in dec.model_dump()
+    assert np.allclose(unpack(dec.embedding), np.linspace(-1, 1, 8), atol=1e-3)
+    assert routed["a"].prompt.router_version == "v-test"
+
+
+def test_batch_of_only_bad_records_never_scores():
+    scorer = TableScorer()
+    out = route_records([rec(0, b"[]"), rec(1, b"")], scorer, default_tolerance=0.2)
+    assert scorer.calls == 0 and len(out.dead) == 2 and not out.routed

@@ -111,10 +111,15 @@ class Adapter:
     def dim(self) -> int:
         return int(self.w1.shape[1])
 
+    def __post_init__(self):
+        k, d, h = self.w1.shape  # every member's first layer as one [d, K*H] matmul
+        self._w1_flat = np.ascontiguousarray(self.w1.transpose(1, 0, 2).reshape(d, k * h))
+
     def mlp(self, emb: np.ndarray) -> np.ndarray:
-        h = np.maximum(np.einsum("nd,kdh->knh", emb, self.w1) + self.b1[:, None, :], 0.0)
-        z = np.einsum("knh,kh->kn", h, self.w2) + self.b2[:, None]
-        return (1.0 / (1.0 + np.exp(-z))).mean(axis=0)
+        k, _, h = self.w1.shape
+        hid = np.maximum((emb @ self._w1_flat).reshape(len(emb), k, h) + self.b1, 0.0)
+        z = (hid * self.w2).sum(axis=2) + self.b2  # [n, K]
+        return (1.0 / (1.0 + np.exp(-z))).mean(axis=1)
 
     def linear(self, emb: np.ndarray) -> np.ndarray:
         return np.clip(emb @ self.lin_w + self.lin_b, 0.0, 1.0)
@@ -160,6 +165,39 @@ class Adapter:
 
 
 _ARRAYS = ("w1", "b1", "w2", "b2", "lin_w", "lin_b", "knn_k", "knn_y")
+
+
+class AdapterStack:
+    """Several adapters evaluated together: every MLP's first layer and every ridge head in one
+    matmul each, and one kNN look-up per distinct memory (the single-prompt fast path; the same
+    numbers as each ``Adapter.raw``). Adapters with different MLP shapes are evaluated one by one."""
+
+    def __init__(self, adapters: list[Adapter]):
+        self.adapters = list(adapters)
+        shapes = {a.w1.shape[::2] for a in self.adapters}
+        self.fused = len(shapes) == 1
+        if self.fused:
+            ((self.k, self.h),) = shapes
+            self.w1 = np.concatenate([a._w1_flat for a in self.adapters], axis=1)
+            self.b1 = np.concatenate([a.b1.ravel() for a in self.adapters])
+            self.w2 = np.concatenate([a.w2.ravel() for a in self.adapters])
+            self.b2 = np.stack([a.b2 for a in self.adapters])  # [M, K]
+            self.lin_w = np.stack([a.lin_w for a in self.adapters], axis=1)
+            self.lin_b = np.stack([a.lin_b for a in self.adapters])
+
+    def raw(self, emb: np.ndarray) -> np.ndarray:
+        """[n, M]: each adapter's ``raw`` prediction."""
+        emb = np.asarray(emb, dtype=np.float32)
+        nb = Neighbours(emb)
+        if not self.fused:
+            return np.stack([a.raw(emb, nb) for a in self.adapters], axis=1)
+        n, m = len(emb), len(self.adapters)
+        hid = np.maximum(emb @ self.w1 + self.b1, 0.0) * self.w2
+        z = hid.reshape(n, m, self.k, self.h).sum(axis=3) + self.b2
+        mlp = (1.0 / (1.0 + np.exp(-z))).mean(axis=2)
+        lin = np.clip(emb @ self.lin_w + self.lin_b, 0.0, 1.0)
+        knn = np.stack([a.knn(emb, nb) for a in self.adapters], axis=1)
+        return (mlp + lin + knn) / 3.0
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -271,8 +309,9 @@ def train_mlps(
         prob = torch.sigmoid(forward(False))  # [M, K, n]
         oof = prob.gather(1, folds[None, None, :].expand(m, 1, n))[:, 0, :].T.numpy()
         w1_models = w1.detach().permute(1, 2, 0, 3).numpy()  # [M, K, d, H]
+        b1d, w2d, b2d = (p.detach().numpy() for p in (b1, w2, b2))
     weights = [
-        tuple(a.astype(np.float32) for a in (w1_models[j], b1[j].numpy(), w2[j].numpy(), b2[j].numpy()))
+        tuple(np.array(a, dtype=np.float32) for a in (w1_models[j], b1d[j], w2d[j], b2d[j]))
         for j in range(m)
     ]
     return weights, oof.astype(np.float64)

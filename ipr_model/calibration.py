@@ -1,7 +1,10 @@
 """Per-model calibration of predicted quality: isotonic regression, stored as knots.
 
-Fitted on out-of-fold predictions (data the adapter member did not train on) and applied at
-serving time with ``np.interp``, so it needs numpy only.
+Fitted on out-of-sample predictions (data the adapter part did not train on; see adapters.py)
+and applied at serving time with ``np.interp``, so it needs numpy only. ``shrink`` pulls a
+calibration toward the model's mean quality by a weight the trainer chooses from out-of-sample
+routing quality (train.py): with many candidate models, the best of their noisy estimates is
+biased upward, and compressing every model's deviations from its mean counters that.
 """
 
 from __future__ import annotations
@@ -51,25 +54,32 @@ def pava(y: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.repeat([v / w for v, w in zip(vals, wts)], sizes)
 
 
-def fit_isotonic(raw: np.ndarray, target: np.ndarray, prior_weight: float = 20.0) -> Calibration:
-    """Isotonic fit of target on raw, shrunk toward the mean by ``prior_weight`` pseudo-labels per
-    knot, and compressed to at most ~64 knots."""
+def fit_isotonic(raw: np.ndarray, target: np.ndarray, prior_weight: float = 5.0) -> Calibration:
+    """Centred isotonic fit of target on raw, each block shrunk toward the mean.
+
+    PAVA gives blocks of equal fitted value; each block's value gets ``prior_weight``
+    pseudo-labels at the overall mean (a Beta prior: a small block at the top or bottom stays
+    away from 0 and 1; large blocks barely move), PAVA runs again on the shrunk values, and the
+    knots sit at the blocks' mean raw value, so the map is increasing between knots (ranking
+    within a model is kept) and flat beyond the end knots. Compressed to at most ~64 knots."""
     raw, target = np.asarray(raw, float), np.asarray(target, float)
     order = np.argsort(raw, kind="stable")
     xs, ys = raw[order], target[order]
     ux, inv = np.unique(xs, return_inverse=True)
     sums = np.bincount(inv, weights=ys)
     cnt = np.bincount(inv).astype(float)
-    mean = float(ys.mean())
-    yfit = pava((sums + prior_weight * mean) / (cnt + prior_weight), cnt + prior_weight)
-    # Keep the knots where the fitted value changes (both ends of each flat block).
-    keep = np.ones(len(ux), dtype=bool)
-    if len(ux) > 2:
-        same_prev = np.r_[False, yfit[1:] == yfit[:-1]]
-        same_next = np.r_[yfit[:-1] == yfit[1:], False]
-        keep = ~(same_prev & same_next)
-    x, y = ux[keep], np.clip(yfit[keep], 0.0, 1.0)
+    yfit = pava(sums / cnt, cnt)
+    block = np.cumsum(np.r_[True, yfit[1:] != yfit[:-1]]) - 1
+    b_cnt = np.bincount(block, weights=cnt)
+    b_sum = np.bincount(block, weights=sums)
+    x = np.bincount(block, weights=ux * cnt) / b_cnt
+    y = np.clip(pava((b_sum + prior_weight * ys.mean()) / (b_cnt + prior_weight), b_cnt + prior_weight), 0, 1)
     if len(x) > 64:
         idx = np.unique(np.linspace(0, len(x) - 1, 64).round().astype(int))
         x, y = x[idx], y[idx]
     return Calibration(x, y)
+
+
+def shrink(cal: Calibration, mean: float, weight: float) -> Calibration:
+    """``cal`` pulled toward ``mean``: mean + weight * (cal - mean), for weight in (0, 1]."""
+    return Calibration(cal.x, mean + weight * (cal.y - mean))

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ipr_model.adapters import Neighbours
+from ipr_model.adapters import AdapterStack
 from ipr_model.artifacts import ENCODER_DIR, Manifest, read_manifest
 from ipr_model.cards import ModelCard, memory_loader
 from ipr_model.costs import prompt_tokens
@@ -41,11 +41,23 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predicted quality and estimated cost [n, m] of every card's model for every prompt."""
     tokens = prompt_tokens(list(texts))
-    emb = np.asarray(emb, dtype=np.float32)
-    nb = Neighbours(emb)  # kNN look-ups: one per distinct memory, shared by the cards
-    q = np.stack([c.quality(emb, nb) for c in cards], axis=1)
+    raw = _stack(cards).raw(emb)
+    q = np.stack([c.calibration(raw[:, j]) for j, c in enumerate(cards)], axis=1)
     cost = np.stack([c.cost.estimate(tokens) for c in cards], axis=1)
     return q, cost
+
+
+_STACK: list[AdapterStack] = []  # the last cards' adapters, fused once (the serving fast path)
+
+
+def _stack(cards: Sequence[ModelCard]) -> AdapterStack:
+    adapters = [c.adapter for c in cards]
+    if _STACK and len(_STACK[0].adapters) == len(adapters) and all(
+        a is b for a, b in zip(_STACK[0].adapters, adapters)
+    ):
+        return _STACK[0]
+    _STACK[:] = [AdapterStack(adapters)]
+    return _STACK[0]
 
 
 class Scorer:

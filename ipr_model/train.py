@@ -19,7 +19,7 @@ import numpy as np
 
 from ipr_model.adapters import AdapterConfig, config_dict, train_adapters, unit
 from ipr_model.artifacts import ENCODER_DIR, Manifest, read_manifest, write_manifest
-from ipr_model.calibration import fit_isotonic
+from ipr_model.calibration import fit_isotonic, shrink
 from ipr_model.cards import ModelCard, load_memory, memory_hashes, save_memory, text_sha256
 from ipr_model.costs import fit_cost_model, prompt_tokens
 from ipr_model.datasets import Dataset
@@ -47,6 +47,28 @@ def memory_rows(texts: list[str], hashes: list[str]) -> np.ndarray | None:
     return row if np.bincount(row[row >= 0], minlength=len(hashes)).all() else None
 
 
+SHRINK_GRID = (1.0, 1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32)
+
+
+def select_shrink(
+    oof_q: np.ndarray, est_cost: np.ndarray, train_set: Dataset, ids: list[str], cols: list[int]
+) -> float:
+    """The calibration weight of ``SHRINK_GRID`` whose out-of-sample predictions route the train
+    split best (ARQGC, measured with its recorded quality and cost; ties: the larger weight)."""
+    from ipr_model import metrics
+
+    q, c = train_set.quality[:, cols], train_set.cost[:, cols]
+    refs = metrics.reference_and_cheapest(q, c)
+    mean = q.mean(axis=0)
+    best, best_score = 1.0, -np.inf
+    for w in SHRINK_GRID:
+        pts = metrics.operating_points(mean + w * (oof_q - mean), est_cost, q, c, ids)
+        score = metrics.arqgc(pts, refs.cheap_cost, refs.cheap_quality, refs.ref_cost, refs.ref_quality)
+        if np.isfinite(score) and score > best_score + 1e-9:
+            best, best_score = w, score
+    return best
+
+
 def fit_cards(
     emb: np.ndarray,
     train_set: Dataset,
@@ -54,12 +76,15 @@ def fit_cards(
     cfg: AdapterConfig = AdapterConfig(),
     progress: Progress | None = None,
     memory: tuple[np.ndarray, np.ndarray] | None = None,
+    calibration_shrink: float | None = None,
 ) -> list[ModelCard]:
     """Fit adapter, calibration (on out-of-sample predictions) and cost model of each model.
 
     ``memory``: (shared memory embeddings [N, d], each train prompt's row in it) for the kNN
     part, every memory row covered; by default the adapters keep the train prompts themselves as
-    their own memory (``train`` saves it once, as the shared memory)."""
+    their own memory (``train`` saves it once, as the shared memory).
+    ``calibration_shrink``: the weight pulling every calibration toward its model's mean (see
+    calibration.py); None chooses it by ``select_shrink`` (1.0 when fitting a single model)."""
     ids = model_ids or train_set.model_ids
     cols = [train_set.model_ids.index(m) for m in ids]
     quality = train_set.quality[:, cols]
@@ -73,23 +98,35 @@ def fit_cards(
                        for q in quality.T], axis=1) / counts
     adapters, oof = train_adapters(emb, quality, mem, labels, row, cfg, own_memory=own, progress=cb)
     tokens = prompt_tokens(train_set.prompts)
+    costs = [fit_cost_model(train_set.model(m), tokens, train_set.cost[:, c]) for m, c in zip(ids, cols)]
+    cals = [fit_isotonic(oof[:, j], quality[:, j]) for j in range(len(ids))]
+    oof_q = np.stack([cal(oof[:, j]) for j, cal in enumerate(cals)], axis=1)
+    if calibration_shrink is None:
+        est = np.stack([cm.estimate(tokens) for cm in costs], axis=1)
+        calibration_shrink = select_shrink(oof_q, est, train_set, ids, cols) if len(ids) > 1 else 1.0
     cards = []
     for j, (model_id, adapter) in enumerate(zip(ids, adapters)):
-        info = train_set.model(model_id)
-        cal = fit_isotonic(oof[:, j], quality[:, j])
+        mean = float(quality[:, j].mean())
+        cal = shrink(cals[j], mean, calibration_shrink)
         figures = {
             "prompts": int(len(quality)),
-            "mean_quality": float(quality[:, j].mean()),
+            "mean_quality": mean,
             "oof_brier": float(np.mean((cal(oof[:, j]) - quality[:, j]) ** 2)),
+            "knn_k": int(adapter.knn_k),
+            "shared_memory": not adapter.own_memory,
         }
         cards.append(
             ModelCard(
                 id=model_id,
-                family=info.family,
-                cost=fit_cost_model(info, tokens, train_set.cost[:, cols[j]]),
+                family=train_set.model(model_id).family,
+                cost=costs[j],
                 calibration=cal,
                 adapter=adapter,
-                info={"adapter_config": config_dict(cfg), "train": figures},
+                info={
+                    "adapter_config": config_dict(cfg),
+                    "calibration_shrink": calibration_shrink,
+                    "train": figures,
+                },
             )
         )
     return cards
@@ -114,11 +151,15 @@ def train(
         emb = embed(tmp / ENCODER_DIR, train_set.prompts, progress)
         save_memory(tmp, emb, train_set.prompts)
         memory = (load_memory(tmp), np.arange(len(emb)))
-        for card in fit_cards(emb, train_set, cfg=cfg, progress=progress, memory=memory):
+        cards = fit_cards(emb, train_set, cfg=cfg, progress=progress, memory=memory)
+        for card in cards:
             card.save(tmp)
-        write_manifest(
-            tmp, train_set.model_ids, {"dataset": train_set.name, "train_prompts": len(train_set)}
-        )
+        extra = {
+            "dataset": train_set.name,
+            "train_prompts": len(train_set),
+            "calibration_shrink": cards[0].info["calibration_shrink"],
+        }
+        write_manifest(tmp, train_set.model_ids, extra)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
@@ -151,7 +192,8 @@ def add_model(
     hashes = memory_hashes(root)
     row = memory_rows(train_set.prompts, hashes) if hashes is not None else None
     memory = (load_memory(root), row) if row is not None else None
-    (card,) = fit_cards(emb, train_set, [model_id], cfg, progress, memory)
+    shrink_w = float(old.data.get("calibration_shrink", 1.0))  # the one chosen by ``train``
+    (card,) = fit_cards(emb, train_set, [model_id], cfg, progress, memory, shrink_w)
     card.save(Path(root))
     extra = {k: v for k, v in old.data.items() if k not in _MANAGED}
     write_manifest(Path(root), old.models + [model_id], extra, parent=old.version)

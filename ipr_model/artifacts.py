@@ -102,6 +102,11 @@ def write_manifest(root: Path, models: list[str], extra: dict, parent: str | Non
     return manifest
 
 
+MANAGED_KEYS = frozenset(
+    {"format", "version", "parent_version", "created_at", "models", "files", "built_with"}
+)
+
+
 @dataclass(frozen=True)
 class Manifest:
     root: Path
@@ -115,6 +120,10 @@ class Manifest:
     @property
     def models(self) -> list[str]:
         return list(self.data["models"])
+
+    def carried_over(self) -> dict:
+        """The manifest's own fields (dataset, settings) that a new version keeps."""
+        return {k: v for k, v in self.data.items() if k not in MANAGED_KEYS}
 
 
 def read_manifest(root: str | Path, verify: bool = True) -> Manifest:

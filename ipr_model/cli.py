@@ -368,7 +368,7 @@ def router(
 def demo(
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
     dataset: DatasetOpt = Path("../shared/data/zeroeval"),
-    tolerance: Annotated[float, typer.Option("--tolerance", "-t", help="router's default tau")] = 0.2,
+    tolerance: Annotated[float, typer.Option("--tolerance", "-t", help="router's default tau")] = 0.1,
     limit: Annotated[Optional[int], typer.Option(help="send only the first N test prompts")] = None,
     rate: Annotated[float, typer.Option(help="prompts per second offered (0: as fast as possible)")] = 10.0,
     report: Annotated[Path, typer.Option(help="JSON report")] = Path("build/demo-report.json"),
@@ -393,6 +393,42 @@ def demo(
         f"routing latency ms (produce -> model topic): p50 {lat['p50']} p90 {lat['p90']} p99 {lat['p99']}\n"
         f"report: {report}"
     )
+
+
+@app.command()
+@command
+def recalibrate(
+    artifacts: ArtifactsOpt,
+    feedback: Annotated[Path, typer.Option(help='JSONL: {"model_id", "quality", "text"} per label')],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory of the new version")],
+) -> None:
+    """Offline recalibration: fine-tune and recalibrate the adapters of the models with feedback,
+    publish a new version only where the guardrail passes."""
+    import numpy as np
+    import orjson
+
+    from ipr_model.recalibrate import recalibrate as run
+    from ipr_model.train import embed
+
+    rows: dict[str, list[tuple[str, float]]] = {}
+    for n, line in enumerate(feedback.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = orjson.loads(line)
+            rows.setdefault(str(r["model_id"]), []).append((str(r["text"]), float(r["quality"])))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{feedback}:{n}: expected {{model_id, quality, text}}: {e}") from None
+    labels = {}
+    for model, pairs in rows.items():
+        emb = embed(Path(artifacts) / "encoder", [t for t, _ in pairs])
+        labels[model] = (emb, np.array([q for _, q in pairs]))
+    result = run(artifacts, labels, out)
+    for m in result.models:
+        verdict = "published" if m.published else "kept the current version"
+        typer.echo(f"{m.model_id}: {m.labels} labels, held-out Brier {m.brier_current:.4f} -> "
+                   f"{m.brier_candidate:.4f}: {verdict}")
+    typer.echo(f"new version {result.version} at {out}" if result.version else "nothing published")
 
 
 if __name__ == "__main__":

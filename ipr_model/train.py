@@ -195,9 +195,7 @@ def add_model(
     shrink_w = float(old.data.get("calibration_shrink", 1.0))  # the one chosen by ``train``
     (card,) = fit_cards(emb, train_set, [model_id], cfg, progress, memory, shrink_w)
     card.save(Path(root))
-    extra = {k: v for k, v in old.data.items() if k not in _MANAGED}
+    extra = old.carried_over()
     write_manifest(Path(root), old.models + [model_id], extra, parent=old.version)
     return read_manifest(root)
 
-
-_MANAGED = {"format", "version", "parent_version", "created_at", "models", "files", "built_with"}

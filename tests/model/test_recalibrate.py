@@ -1,0 +1,62 @@
+"""Recalibration from feedback: labels move the next version's predictions the right way, the
+guardrail refuses a worse candidate, and untouched models keep their files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ipr_model.artifacts import read_manifest
+from ipr_model.recalibrate import recalibrate
+from ipr_model.scorer import Scorer
+from ipr_model.train import embed
+
+pytestmark = pytest.mark.model
+MODEL = "gpt-4o-2024-08-06"
+
+
+def test_bad_outcomes_on_a_task_lower_that_models_predictions_there(small_artifacts, zeroeval, tmp_path):
+    test = zeroeval.split("test")
+    math = [i for i, t in enumerate(test.tasks) if t == test.tasks[0]][:120]
+    other = [i for i, t in enumerate(test.tasks) if t != test.tasks[0]][:120]
+    texts = [test.prompts[i] for i in math]
+    emb = embed(small_artifacts / "encoder", texts)
+    before = Scorer.load(small_artifacts)
+    j = before.model_ids.index(MODEL)
+    probe = [test.prompts[i] for i in math[80:]] + [test.prompts[i] for i in other[:40]]
+    q0 = before.score(probe).quality[:, j]
+
+    # The model now fails the task every time (what a bad provider update looks like).
+    res = recalibrate(small_artifacts, {MODEL: (emb[:80], np.zeros(80))}, tmp_path / "v2")
+    assert res.version and res.models[0].published
+    assert res.models[0].brier_candidate < res.models[0].brier_current
+    after = Scorer.load(res.location)
+    q1 = after.score(probe).quality[:, j]
+    assert q1[:40].mean() < q0[:40].mean() - 0.2  # held-out prompts of the degraded task
+    new, old = read_manifest(res.location), read_manifest(small_artifacts)
+    assert new.data["parent_version"] == old.version and new.version != old.version
+    changed = {f for f in new.data["files"] if new.data["files"][f] != old.data["files"].get(f)}
+    assert changed and all(f.startswith("models/gpt-4o-2024-08-06/") for f in changed)
+
+
+def test_guardrail_refuses_a_candidate_that_is_worse_on_held_out_labels(
+    small_artifacts, zeroeval, tmp_path
+):
+    from ipr_model.recalibrate import HOLDOUT, RecalConfig
+
+    test = zeroeval.split("test")
+    n = 60
+    emb = embed(small_artifacts / "encoder", test.prompts[:n])
+    scorer = Scorer.load(small_artifacts)
+    j = scorer.model_ids.index(MODEL)
+    current = scorer.score_embeddings(emb, test.prompts[:n]).quality[:, j]
+    # The held-out labels agree with the current version, the training labels contradict it:
+    # the candidate learns the contradiction and must be refused.
+    perm = np.random.default_rng(RecalConfig().seed).permutation(n)
+    held = perm[: int(round(n * HOLDOUT))]
+    labels = 1.0 - np.round(current)
+    labels[held] = np.round(current[held])
+    res = recalibrate(small_artifacts, {MODEL: (emb, labels)}, tmp_path / "v2")
+    m = res.models[0]
+    assert not m.published and m.brier_candidate > m.brier_current
+    assert res.version is None and not (tmp_path / "v2").exists()

@@ -61,3 +61,9 @@ def unique(request: pytest.FixtureRequest) -> str:
     """A suffix for topic and group names that no other test (or run) uses."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", request.node.name)[:60]
     return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def texts(zeroeval) -> list[str]:
+    """Real prompts (the router tests cut them short)."""
+    return zeroeval.prompts

@@ -96,11 +96,6 @@ async def stream_and_collect(bootstrap, settings, run, events, model_topics, exp
     return await asyncio.wait_for(collector, timeout + 30)
 
 
-@pytest.fixture(scope="module")
-def texts(zeroeval) -> list[str]:
-    return zeroeval.prompts
-
-
 def prepare(bootstrap, unique, artifacts):
     from ipr_model.artifacts import read_manifest
 

@@ -42,7 +42,7 @@ _CHUNK = 1024
 class AdapterConfig:
     hidden: int = 16
     members: int = 5
-    epochs: int = 50
+    epochs: int = 80
     lr: float = 5e-3
     weight_decay: float = 1e-2
     dropout: float = 0.1

@@ -357,8 +357,12 @@ def router(
     from faust import Worker
 
     from streams.agents import app as faust_app, settings as router_settings
+    from streams.broker import create_topics_sync
 
     router_settings.data_dir.mkdir(parents=True, exist_ok=True)
+    s = router_settings
+    create_topics_sync(s.kafka_bootstrap, [s.prompts_in, s.prompts_dlq, s.decisions, s.control],
+                       s.topic_partitions)
 
     Worker(faust_app, loglevel="WARNING", quiet=True).execute_from_commandline()
 
@@ -429,6 +433,34 @@ def recalibrate(
         typer.echo(f"{m.model_id}: {m.labels} labels, held-out Brier {m.brier_current:.4f} -> "
                    f"{m.brier_candidate:.4f}: {verdict}")
     typer.echo(f"new version {result.version} at {out}" if result.version else "nothing published")
+
+
+@app.command()
+@command
+def feedback(
+    artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
+    min_labels: Annotated[Optional[int], typer.Option(help="new labels that trigger a recalibration")] = None,
+) -> None:
+    """Run the feedback service: labels -> recalibration -> new versions on router.control."""
+    import os
+
+    from ipr_model.artifacts import read_manifest
+
+    read_manifest(artifacts)
+    os.environ["IPR_FEEDBACK_ARTIFACTS"] = str(artifacts)
+    if min_labels is not None:
+        os.environ["IPR_FEEDBACK_MIN_LABELS"] = str(min_labels)
+    from faust import Worker
+
+    from streams.broker import create_topics_sync
+    from streams.feedback import app as faust_app, settings as fb_settings
+
+    fb_settings.data_dir.mkdir(parents=True, exist_ok=True)
+    s = fb_settings
+    create_topics_sync(s.kafka_bootstrap, [s.decisions, s.feedback, s.prompts_dlq, s.control],
+                       s.topic_partitions)
+    fb_settings.versions_dir.mkdir(parents=True, exist_ok=True)
+    Worker(faust_app, loglevel="WARNING", quiet=True).execute_from_commandline()
 
 
 if __name__ == "__main__":

@@ -81,3 +81,17 @@ class WorkerSettings(KafkaSettings):
     dedupe_size: int = Field(100_000, ge=0, description="answered prompt_ids remembered per model, per process (IPR_WORKER_DEDUPE_SIZE)")
     metrics_port: int | None = Field(None, description="serve Prometheus /metrics on this port (IPR_WORKER_METRICS_PORT)")
     drain_timeout_s: float = Field(30.0, ge=0, description="on stop, wait this long for calls in flight (IPR_WORKER_DRAIN_TIMEOUT_S)")
+
+
+class FeedbackSettings(KafkaSettings):
+    """The feedback service (``ipr feedback``): labels -> recalibration -> new versions."""
+
+    model_config = SettingsConfigDict(env_prefix="IPR_FEEDBACK_", extra="ignore", populate_by_name=True)
+
+    artifacts: Path = Field(Path("artifacts/zeroeval"), description="the version to start from (IPR_FEEDBACK_ARTIFACTS)")
+    versions_dir: Path = Field(Path("artifacts/versions"), description="where new versions are written (IPR_FEEDBACK_VERSIONS_DIR)")
+    app_id: str = Field("ipr-feedback", description="Faust app id = consumer group (IPR_FEEDBACK_APP_ID)")
+    min_labels: int = Field(50, ge=1, description="new labels of a model that trigger its recalibration (IPR_FEEDBACK_MIN_LABELS)")
+    max_labels: int = Field(2000, ge=1, description="most recent labels per model kept and used (IPR_FEEDBACK_MAX_LABELS)")
+    decision_retention_s: float = Field(3600.0, gt=0, description="how long a decision waits for its label (IPR_FEEDBACK_DECISION_RETENTION_S)")
+    data_dir: Path = Field(Path("build/faust-feedback"), description="IPR_FEEDBACK_DATA_DIR")

@@ -1,0 +1,93 @@
+"""The feedback service on a real Kafka: labels join their decisions, bad labels are dead-lettered
+with the reason, and enough labels publish a recalibrated version on router.control."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import orjson
+
+from ipr_model.scorer import Scorer
+from schemas import ModelUpdate, QualityFeedback, RoutingDecision, encode
+from streams.demo import produce
+from streams.processes import Service
+from streams.vectors import pack
+
+MODEL = "gpt-4o-2024-08-06"
+
+
+async def read_all(bootstrap, topic, until, timeout):
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    await c.start()
+    out, deadline = [], time.monotonic() + timeout
+    try:
+        while not until(out) and time.monotonic() < deadline:
+            for msgs in (await c.getmany(timeout_ms=300)).values():
+                out.extend(orjson.loads(m.value) for m in msgs)
+    finally:
+        await c.stop()
+    return out
+
+
+def test_labels_recalibrate_and_bad_labels_are_dead_lettered(
+    kafka_bootstrap, unique, small_artifacts, zeroeval, tmp_path
+):
+    topics = {k: f"{v}.{unique}" for k, v in {
+        "IPR_DECISIONS": "router.decisions", "IPR_FEEDBACK": "feedback.quality",
+        "IPR_PROMPTS_DLQ": "prompts.dlq", "IPR_CONTROL": "router.control"}.items()}
+    env = {**topics, "IPR_KAFKA_BOOTSTRAP": kafka_bootstrap, "IPR_FEEDBACK_APP_ID": f"fb-{unique}",
+           "IPR_FEEDBACK_DATA_DIR": str(tmp_path / "faust"), "IPR_FEEDBACK_VERSIONS_DIR": str(tmp_path / "versions")}
+    scorer = Scorer.load(small_artifacts)
+    test = zeroeval.split("test")
+    task = test.tasks[0]
+    idx = [i for i, t in enumerate(test.tasks) if t == task][:60]
+    texts = [test.prompts[i] for i in idx]
+    s = scorer.score(texts)
+    j = scorer.model_ids.index(MODEL)
+    decisions = []
+    for n, (i, emb) in enumerate(zip(idx, s.embeddings)):
+        d = RoutingDecision(
+            prompt_id=f"{unique}:{i}", model_id=MODEL if n < 50 else scorer.model_ids[0],
+            tolerance=0.1, threshold=0.5,
+            predicted_quality=dict(zip(scorer.model_ids, s.quality[n].tolist())),
+            estimated_cost_usd=dict(zip(scorer.model_ids, s.cost[n].tolist())),
+            router_version=scorer.version, routing_latency_ms=1.0, routed_at=time.time(),
+            embedding=pack(emb))
+        decisions.append((d.prompt_id.encode(), encode(d)))
+    good = [(f"{unique}:{i}".encode(), encode(QualityFeedback(
+        prompt_id=f"{unique}:{i}", model_id=MODEL, quality=0.0, source="test", task=task)))
+        for i in idx[:40]]
+    bad = {
+        "invalid_json": b"{nope",
+        "validation": orjson.dumps({"prompt_id": "p", "model_id": MODEL, "quality": 2, "source": "t"}),
+        "unknown_prompt": encode(QualityFeedback(prompt_id=f"{unique}:never", model_id=MODEL, quality=1, source="t")),
+        "unknown_model": encode(QualityFeedback(prompt_id=f"{unique}:{idx[0]}", model_id="gpt-9", quality=1, source="t")),
+        "wrong_model": encode(QualityFeedback(prompt_id=f"{unique}:{idx[55]}", model_id=MODEL, quality=1, source="t")),
+    }
+    service = Service("feedback", ["feedback", "--artifacts", str(small_artifacts), "--min-labels", "30"],
+                      env, tmp_path)
+    try:
+        async def scenario():
+            await produce(kafka_bootstrap, topics["IPR_DECISIONS"], decisions, 0)
+            await asyncio.sleep(8)  # the service joins the group and reads the decisions
+            await produce(kafka_bootstrap, topics["IPR_FEEDBACK"],
+                          [(b"bad", v) for v in bad.values()] + good, 0)
+            dead = await read_all(kafka_bootstrap, topics["IPR_PROMPTS_DLQ"], lambda o: len(o) >= 5, 90)
+            updates = await read_all(kafka_bootstrap, topics["IPR_CONTROL"], lambda o: len(o) >= 1, 120)
+            return dead, updates
+
+        dead, updates = asyncio.run(scenario())
+        assert service.alive(), service.log_tail()
+    finally:
+        service.stop()
+    assert sorted(d["error_kind"] for d in dead) == sorted(bad)
+    assert len(updates) == 1, service.log_tail()
+    update = ModelUpdate.model_validate(updates[0])
+    new = Scorer.load(update.location)
+    assert new.manifest.sha256 == update.sha256 and new.version != scorer.version
+    probe = [test.prompts[i] for i in idx[40:50]]  # labels never seen for these
+    assert new.score(probe).quality[:, j].mean() < scorer.score(probe).quality[:, j].mean() - 0.1

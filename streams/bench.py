@@ -127,6 +127,8 @@ def run_bench(artifacts: Path, dataset: Path, n: int, batch_size: int, out: Path
         "e2e_dead_lettered": len(e2e_got.dead),
         "latency_offered_rate_per_s": round(e2e_rate / 2, 2),
         "latency_ms": percentiles(latency),
+        "router_reported_latency_ms": percentiles(
+            [r.routing_latency_ms for r in lat_got.routed.values()]),
         "latency_routed": len(lat_got.routed),
         "router_peak_rss_mb": round(rss.peak_kb / 1024, 1),
         "router_version": manifest.version,

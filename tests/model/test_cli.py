@@ -52,6 +52,7 @@ def test_user_mistakes_are_one_line_errors(small_artifacts, tmp_path, data_dir):
     shutil.copy(data_dir / "zeroeval" / "models.json", bad / "models.json")
     first = (data_dir / "zeroeval" / "prompts.jsonl").open().readline()
     row = json.loads(first)
+    row["id"] += "-copy"
     del row["quality"]["gpt-4o-2024-08-06"]
     (bad / "prompts.jsonl").write_text(first + json.dumps(row) + "\n")
     one_line_error(ipr("train", "--dataset", str(bad), "--out", str(tmp_path / "x")),

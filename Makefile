@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ipr-installed
 DATA ?= ../shared/data
 ARTIFACTS ?= artifacts/zeroeval
 
-.PHONY: setup demo demo-offline evaluate test test-unit bench artifacts schemas clean
+.PHONY: setup demo demo-offline evaluate test test-unit bench drift artifacts schemas clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,10 @@ bench: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(PY) -m streams.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench.json
 	$(PY) -m ipr_model.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train \
 		--json build/bench-model.json
+
+# The feedback loop on a real drift (build/drift.json, build/drift.png); about 8 minutes.
+drift: $(STAMP) $(ARTIFACTS)/manifest.json
+	$(VENV)/bin/ipr drift --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval
 
 schemas: $(STAMP)
 	$(PY) -m schemas.generate

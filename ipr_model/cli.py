@@ -453,10 +453,33 @@ def feedback(
     os.environ["IPR_FEEDBACK_ARTIFACTS"] = str(artifacts)
     if min_labels is not None:
         os.environ["IPR_FEEDBACK_MIN_LABELS"] = str(min_labels)
-    from streams.feedback import app as faust_app, settings as s
+    from streams.broker import create_topics_sync
+    from streams.feedback import app as faust_app, changelog_topics, settings as s
 
     s.versions_dir.mkdir(parents=True, exist_ok=True)
+    # The tables' changelogs exist before the first write: Faust would create them lazily and
+    # could see them with 0 partitions on the first event.
+    create_topics_sync(s.kafka_bootstrap, changelog_topics(), s.topic_partitions,
+                       configs={"cleanup.policy": "compact"})
     _run_faust(faust_app, s, [s.decisions, s.feedback, s.prompts_dlq, s.control])
+
+
+@app.command()
+@command
+def drift(
+    artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
+    dataset: DatasetOpt = Path("../shared/data/zeroeval"),
+    rounds: Annotated[int, typer.Option(help="rounds after the degradation")] = 4,
+    min_labels: Annotated[int, typer.Option(help="labels per recalibration")] = 40,
+) -> None:
+    """The drift scenario: a model degrades on a task; the loop on vs off (build/drift.json)."""
+    from streams.drift import run_drift
+
+    r = run_drift(artifacts, dataset, rounds=rounds, min_labels=min_labels)
+    keys = ("degraded_model", "task", "quality_before", "quality_degraded_no_loop",
+            "quality_degraded_with_loop", "share_to_degraded_before", "share_to_degraded_after",
+            "labels_to_recover", "versions_published", "lost_prompts", "router_restarted")
+    typer.echo(json.dumps({k: r[k] for k in keys}, indent=1))
 
 
 if __name__ == "__main__":

@@ -351,6 +351,7 @@ async def create_topics(
     partitions: int = 4,
     replication: int = 1,
     timeout: float = 30.0,
+    configs: dict[str, str] | None = None,
 ) -> None:
     """Create the topics that do not exist yet and wait until every partition has a leader."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -361,7 +362,8 @@ async def create_topics(
     await admin.start()
     try:
         response = await admin.create_topics(
-            [NewTopic(n, num_partitions=partitions, replication_factor=replication) for n in names]
+            [NewTopic(n, num_partitions=partitions, replication_factor=replication,
+                      topic_configs=configs or {}) for n in names]
         )
         for topic, code, *_ in response.topic_errors:
             if code and for_code(code) is not TopicAlreadyExistsError:
@@ -383,9 +385,11 @@ async def create_topics(
         await admin.close()
 
 
-def create_topics_sync(bootstrap: str, names: Iterable[str], partitions: int = 4) -> None:
+def create_topics_sync(
+    bootstrap: str, names: Iterable[str], partitions: int = 4, configs: dict[str, str] | None = None
+) -> None:
     """`create_topics` for sync callers."""
-    _run_sync(create_topics(bootstrap, names, partitions))
+    _run_sync(create_topics(bootstrap, names, partitions, configs=configs))
 
 
 @contextlib.contextmanager

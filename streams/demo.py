@@ -46,7 +46,8 @@ class Collected:
     routed: dict[str, RoutedPrompt] = field(default_factory=dict)
     arrival: dict[str, float] = field(default_factory=dict)
     routed_dupes: int = 0
-    dead: dict[str, DeadLetter] = field(default_factory=dict)
+    dead: dict[str, DeadLetter] = field(default_factory=dict)  # prompts the router refused
+    other_dead: int = 0  # dead letters from other stages (e.g. labels the feedback service refused)
     responses: dict[str, ModelResponse] = field(default_factory=dict)
     response_dupes: int = 0
     feedback: dict[str, QualityFeedback] = field(default_factory=dict)
@@ -81,7 +82,11 @@ async def collect(
                             out.response_dupes += 1
                         out.responses[key] = ModelResponse.model_validate(v)
                     elif tp.topic == settings.prompts_dlq:
-                        out.dead[key] = DeadLetter.model_validate(v)
+                        dead = DeadLetter.model_validate(v)
+                        if dead.source_topic == settings.prompts_in:
+                            out.dead[key] = dead
+                        else:
+                            out.other_dead += 1
                     elif tp.topic == settings.feedback:
                         out.feedback[key] = QualityFeedback.model_validate(v)
                     else:

@@ -63,6 +63,10 @@ labels = app.Table("labels", default=None, key_type=str, value_type=None)
 pending = app.Table("pending", default=int, key_type=str, value_type=int)
 
 
+def changelog_topics() -> list[str]:
+    return [t.changelog_topic.get_topic_name() for t in (decision_log, labels, pending)]
+
+
 @dataclass
 class Current:
     root: object = settings.artifacts

@@ -82,6 +82,11 @@ class WorkerSettings(KafkaSettings):
     max_tokens: int = Field(1024, ge=1, description="IPR_WORKER_MAX_TOKENS")
     concurrency: int = Field(16, ge=1, description="calls in flight per model (IPR_WORKER_CONCURRENCY)")
     replay_dataset: Path | None = Field(None, description="dataset folder for the replay backend (IPR_WORKER_REPLAY_DATASET)")
+    replay_degrade: str | None = Field(
+        None,
+        description="MODEL|TASK|MARKER: the replay backend reports quality 0 for MODEL on TASK "
+        "prompts whose id contains MARKER (the drift scenario) (IPR_WORKER_REPLAY_DEGRADE)",
+    )
     dedupe_size: int = Field(100_000, ge=0, description="answered prompt_ids remembered per model, per process (IPR_WORKER_DEDUPE_SIZE)")
     metrics_port: int | None = Field(None, description="serve Prometheus /metrics on this port (IPR_WORKER_METRICS_PORT)")
     drain_timeout_s: float = Field(30.0, ge=0, description="on stop, wait this long for calls in flight (IPR_WORKER_DRAIN_TIMEOUT_S)")

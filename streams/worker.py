@@ -522,7 +522,7 @@ def build_backends(
                 f"model(s) {', '.join(unknown)} not in dataset {data.name!r}; "
                 f"it has: {', '.join(data.model_ids)}"
             )
-        replay = ReplayBackend(data)
+        replay = ReplayBackend(data, degrade=_degrade(settings.replay_degrade))
         return models, lambda _model: replay, None
     if backend == "openai":
         import httpx
@@ -547,6 +547,17 @@ def build_backends(
 
         return models, make, client.aclose
     raise WorkerConfigError(f"backend must be 'openai' or 'replay', got {backend!r}")
+
+
+def _degrade(spec: str | None):
+    """``MODEL|TASK|MARKER`` -> the replay backend's degrade hook (None: no degradation)."""
+    if not spec:
+        return None
+    try:
+        model, task, marker = spec.split("|")
+    except ValueError:
+        raise WorkerConfigError(f"replay_degrade must be MODEL|TASK|MARKER, got {spec!r}") from None
+    return lambda m, t, pid: m == model and t == task and marker in pid
 
 
 async def serve(

@@ -1,0 +1,177 @@
+"""`make drift`: the feedback loop on a real drift, on real data.
+
+One model that receives much of a task's traffic degrades on that task (its replay worker reports
+quality 0 there, what a bad provider update looks like). The task's test prompts are streamed in
+rounds through the running system: round 0 before the degradation, rounds 1..R after it. Run twice,
+each on a broker of its own: with the feedback service on (labels -> recalibration -> hot swap)
+and, as the control, with it off. Reports quality and the degraded model's share of the task's
+traffic per round, the labels it took to recover, the versions published and lost prompts, to
+``build/drift.json`` and ``build/drift.png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ipr_model.datasets import load_dataset
+from streams.broker import create_topics, kafka_bootstrap
+from streams.demo import collect, produce, prompt_events, restamp, wait_until_routing
+from streams.processes import Service, router_env
+from streams.settings import KafkaSettings
+from streams.topics import model_topic
+
+MARKER = "-deg"
+
+
+def pick_target(artifacts: Path, test, tolerance: float) -> tuple[str, str]:
+    """The most frequent task of the split and the model the router sends most of it to."""
+    from ipr_model.scorer import Scorer
+
+    task = Counter(test.tasks).most_common(1)[0][0]
+    idx = [i for i, t in enumerate(test.tasks) if t == task]
+    scorer = Scorer.load(artifacts)
+    d = scorer.decide(scorer.score([test.prompts[i] for i in idx]), [tolerance] * len(idx))
+    return Counter(x.model_id for x in d).most_common(1)[0][0], task
+
+
+def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tolerance, min_labels):
+    settings = KafkaSettings()
+    run = uuid.uuid4().hex[:6]
+    log_dir = Path("build") / "logs" / f"drift-{run}"
+    out = []
+    with kafka_bootstrap() as bootstrap:
+        models = sorted(set(part.model_ids))
+        topics = sorted({model_topic(m) for m in models})
+        outputs = [settings.responses, settings.prompts_dlq, settings.feedback, *topics]
+        asyncio.run(create_topics(bootstrap, [settings.prompts_in, settings.decisions,
+                                              settings.control, *outputs], settings.topic_partitions))
+        env = router_env(bootstrap, f"drift-router-{run}")
+        services = [
+            Service("router", ["router", "--artifacts", str(artifacts), "--tolerance", str(tolerance)],
+                    env, log_dir),
+            Service("worker", ["worker", "--backend", "replay", "--dataset", str(dataset)],
+                    {**env, "IPR_WORKER_GROUP_PREFIX": f"drift-worker-{run}",
+                     "IPR_WORKER_REPLAY_DEGRADE": f"{model}|{task}|{MARKER}"}, log_dir),
+        ]
+        if loop:
+            services.append(Service(
+                "feedback", ["feedback", "--artifacts", str(artifacts), "--min-labels", str(min_labels)],
+                {**env, "IPR_FEEDBACK_APP_ID": f"drift-feedback-{run}",
+                 "IPR_FEEDBACK_VERSIONS_DIR": str(Path("build") / "drift-versions" / run),
+                 "IPR_FEEDBACK_DATA_DIR": str(log_dir / "faust-feedback")}, log_dir))
+        router_pid = services[0].proc.pid
+        try:
+            asyncio.run(wait_until_routing(bootstrap, settings, run, topics))
+            labels = 0
+            for r in range(rounds + 1):
+                tag = f"{run}-r{r}" + (MARKER if r > 0 else "")
+                events = list(prompt_events(part, tag, None))
+
+                async def phase():
+                    done = lambda c: len(c.routed) + len(c.dead) >= len(events) and len(c.feedback) >= len(c.routed)  # noqa: E731
+                    collector = asyncio.create_task(collect(bootstrap, outputs, tag, done, 300, settings))
+                    await asyncio.sleep(0.5)
+                    await produce(bootstrap, settings.prompts_in, restamp(events), rate)
+                    return await collector
+
+                got = asyncio.run(phase())
+                to_model = [k for k, v in got.routed.items() if v.model_id == model]
+                labels += len(to_model) if r > 0 else 0
+                out.append({
+                    "round": r,
+                    "degraded": r > 0,
+                    "sent": len(events),
+                    "routed": len(got.routed),
+                    "dead_lettered": len(got.dead),
+                    "responses": len(got.responses),
+                    "lost": len(events) - len(got.dead) - len(got.responses),
+                    "labels_dead_lettered": got.other_dead,
+                    "quality": float(np.mean([f.quality for f in got.feedback.values()])),
+                    "share_to_degraded": len(to_model) / max(1, len(got.routed)),
+                    "labels_on_degraded_so_far": labels,
+                    "versions": sorted(Counter(v.router_version for v in got.routed.values()).items()),
+                })
+                print(f"{'loop on ' if loop else 'loop off'} round {r}: quality {out[-1]['quality']:.3f}, "
+                      f"share to {model} {out[-1]['share_to_degraded']:.2f}, versions "
+                      f"{[v for v, _ in out[-1]['versions']]}", flush=True)
+                if loop and r > 0:
+                    time.sleep(3)  # let the feedback service catch up before the next round
+            restarted = services[0].proc.pid != router_pid or not services[0].alive()
+        finally:
+            for s in services:
+                s.stop()
+    return out, restarted
+
+
+def run_drift(artifacts: Path, dataset: Path, rounds: int = 4, rate: float = 15.0,
+              tolerance: float = 0.1, min_labels: int = 40, out: Path = Path("build/drift.json")) -> dict:
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    data = load_dataset(dataset)
+    test = data.split("test") if data.has_split("test") else data
+    model, task = pick_target(artifacts, test, tolerance)
+    part = test.subset([i for i, t in enumerate(test.tasks) if t == task])
+    print(f"degrading {model} on {task} ({len(part)} test prompts per round)", flush=True)
+    on, restarted_on = run_scenario(artifacts, dataset, part, model, task, True, rounds, rate, tolerance, min_labels)
+    off, restarted_off = run_scenario(artifacts, dataset, part, model, task, False, 2, rate, tolerance, min_labels)
+    before = on[0]
+    last = on[-1]
+    recovered = [r for r in on[1:] if r["share_to_degraded"] <= 0.2 * before["share_to_degraded"]
+                 and r["quality"] >= before["quality"] - 0.02]
+    first = recovered[0]["round"] if recovered else None
+    report = {
+        "degraded_model": model,
+        "task": task,
+        "prompts_per_round": len(part),
+        "tolerance": tolerance,
+        "min_labels": min_labels,
+        "quality_before": before["quality"],
+        "quality_degraded_no_loop": float(np.mean([r["quality"] for r in off[1:]])),
+        "quality_degraded_with_loop": last["quality"],
+        "share_to_degraded_before": before["share_to_degraded"],
+        "share_to_degraded_after": last["share_to_degraded"],
+        "share_to_degraded_no_loop": float(np.mean([r["share_to_degraded"] for r in off[1:]])),
+        "labels_to_recover": (on[first - 1]["labels_on_degraded_so_far"] if first else None),
+        "recovered_in_round": first,
+        "versions_published": len({v for r in on for v, _ in r["versions"]}) - 1,
+        "lost_prompts": sum(r["lost"] for r in on + off),
+        "router_restarted": restarted_on or restarted_off,
+        "rounds_with_loop": on,
+        "rounds_without_loop": off,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    plot(report, out.with_suffix(".png"))
+    return report
+
+
+def plot(report: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key, label, style in (("rounds_with_loop", "feedback loop on", "o-"),
+                              ("rounds_without_loop", "loop off (control)", "s--")):
+        rs = report[key]
+        a.plot([r["round"] for r in rs], [r["quality"] for r in rs], style, label=label)
+        b.plot([r["round"] for r in rs], [r["share_to_degraded"] for r in rs], style, label=label)
+    a.axhline(report["quality_before"], color="grey", lw=0.8, ls=":", label="quality before")
+    for ax, title in ((a, f"realised quality on {report['task']}"),
+                      (b, f"share of {report['task']} sent to {report['degraded_model']}")):
+        ax.axvline(0.5, color="red", lw=0.8, ls=":")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("round (0: before the degradation)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=130)
+    plt.close(fig)

@@ -52,7 +52,7 @@ test-unit: $(STAMP)
 # model's single-prompt latency, batched throughput and training times.
 bench: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(PY) -m streams.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench.json
-	$(PY) -m ipr_model.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train \
+	$(PY) -m ipr_model.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train --recalibrate \
 		--json build/bench-model.json
 
 # The feedback loop on a real drift (build/drift.json, build/drift.png); about 8 minutes.

@@ -85,16 +85,39 @@ def training(dataset: Path) -> dict:
     return {"train_warm_cache_s": train_s, "add_model_s": add_s, "added_model": models[-1]}
 
 
+def recalibration(artifacts: Path, dataset: Path, n: int = 1000) -> dict:
+    """Recalibrating one model on ``n`` new labels (its recorded quality on real prompts)."""
+    from ipr_model.datasets import load_dataset
+    from ipr_model.recalibrate import recalibrate
+    from ipr_model.scorer import Scorer
+    from ipr_model.train import embed
+
+    data = load_dataset(dataset)
+    model = Scorer.load(artifacts).model_ids[0]
+    idx = np.random.default_rng(0).permutation(len(data))[:n]
+    emb = embed(Path(artifacts) / "encoder", [data.prompts[i] for i in idx])
+    y = data.quality[idx, data.model_ids.index(model)]
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        res = recalibrate(artifacts, {model: (emb, y)}, Path(tmp) / "v2")
+        seconds = time.perf_counter() - t0
+    return {"labels": n, "model": model, "seconds": round(seconds, 2),
+            "published": bool(res.version), "excludes_encoding": True}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifacts", type=Path, required=True)
     ap.add_argument("--dataset", type=Path, required=True)
     ap.add_argument("--json", type=Path, default=Path("build/bench-model.json"))
     ap.add_argument("--train", action="store_true", help="also time ipr train and ipr add-model")
+    ap.add_argument("--recalibrate", action="store_true", help="also time a 1,000-label recalibration")
     args = ap.parse_args()
     out = {"scoring": scoring(args.artifacts, args.dataset)}
     if args.train:
         out["training"] = training(args.dataset)
+    if args.recalibrate:
+        out["recalibration"] = recalibration(args.artifacts, args.dataset)
     out["machine"] = {"cpus": __import__("os").cpu_count()}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1) + "\n")

@@ -7,7 +7,8 @@
   quality outside [0, 1], no decision for the prompt, a model the artifacts do not have, a model
   other than the one the prompt was routed to) goes to the dead-letter topic with the reason.
   Usable labels are kept per model in the table ``labels`` (at most ``max_labels`` per model).
-- When a model has ``min_labels`` new labels, its adapter is recalibrated
+- When a model has ``min_labels`` new labels, or has some and was last recalibrated
+  ``recal_interval_s`` ago (checked as labels arrive), its adapter is recalibrated
   (:mod:`ipr_model.recalibrate`, off the event loop, with the held-out guardrail); a published
   version is announced on ``router.control`` and routers hot-swap to it.
 
@@ -75,6 +76,7 @@ class Current:
 
 
 current = Current()
+last_recal: dict[str, float] = {}  # model -> monotonic time of its last recalibration
 
 
 def judge(fb: QualityFeedback, decision: dict | None, models: frozenset) -> tuple[str, str] | None:
@@ -132,9 +134,18 @@ async def collect_labels(stream):
         labels[f"{fb.model_id}|{fb.prompt_id}"] = {"embedding": d["embedding"], "quality": fb.quality,
                                                    "at": time.time()}
         pending[fb.model_id] += 1
-        if pending[fb.model_id] >= settings.min_labels:
+        if due(pending[fb.model_id], time.monotonic() - last_recal.setdefault(fb.model_id, time.monotonic())):
             pending[fb.model_id] = 0
+            last_recal[fb.model_id] = time.monotonic()
             await recalibrate_model(fb.model_id)
+
+
+def due(new_labels: int, since_last_s: float) -> bool:
+    """Recalibrate when enough new labels exist, or when some exist and the last recalibration
+    (or the service's start) is ``recal_interval_s`` old."""
+    return new_labels >= settings.min_labels or (
+        new_labels > 0 and since_last_s >= settings.recal_interval_s
+    )
 
 
 async def recalibrate_model(model_id: str) -> None:

@@ -101,6 +101,11 @@ class FeedbackSettings(KafkaSettings):
     versions_dir: Path = Field(Path("artifacts/versions"), description="where new versions are written (IPR_FEEDBACK_VERSIONS_DIR)")
     app_id: str = Field("ipr-feedback", description="Faust app id = consumer group (IPR_FEEDBACK_APP_ID)")
     min_labels: int = Field(50, ge=1, description="new labels of a model that trigger its recalibration (IPR_FEEDBACK_MIN_LABELS)")
+    recal_interval_s: float = Field(
+        600.0, gt=0,
+        description="recalibrate a model with fewer than min_labels new labels once its last "
+        "recalibration is this old (IPR_FEEDBACK_RECAL_INTERVAL_S)",
+    )
     max_labels: int = Field(2000, ge=1, description="most recent labels per model kept and used (IPR_FEEDBACK_MAX_LABELS)")
     decision_retention_s: float = Field(3600.0, gt=0, description="how long a decision waits for its label (IPR_FEEDBACK_DECISION_RETENTION_S)")
     data_dir: Path = Field(Path("build/faust-feedback"), description="IPR_FEEDBACK_DATA_DIR")

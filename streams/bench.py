@@ -88,7 +88,7 @@ def run_bench(artifacts: Path, dataset: Path, n: int, batch_size: int, out: Path
             def events(tag: str):
                 sub = test.subset([i % len(test) for i in range(n)])
                 sub.ids = [f"{i}" for i in range(n)]
-                return list(prompt_events(sub, f"{run}-{tag}", None))
+                return prompt_events(sub, f"{run}-{tag}")
 
             async def phase(tag: str, rate: float):
                 evs = events(tag)

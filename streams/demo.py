@@ -120,13 +120,13 @@ async def produce(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]],
     return t0
 
 
-def prompt_events(data: Dataset, run: str, tolerance: float | None, sent_at: bool = True):
+def prompt_events(data: Dataset, run: str) -> list[tuple[bytes, bytes]]:
+    """One PromptRequest per prompt (the router's default tau; ``restamp`` sets ``sent_at``)."""
+    out = []
     for pid, text in zip(data.ids, data.prompts):
-        req = PromptRequest(
-            prompt_id=f"{run}:{pid}", text=text, tolerance=tolerance,
-            sent_at=time.time() if sent_at else None,
-        )
-        yield req.prompt_id.encode(), encode(req)
+        req = PromptRequest(prompt_id=f"{run}:{pid}", text=text)
+        out.append((req.prompt_id.encode(), encode(req)))
+    return out
 
 
 def summarize(data: Dataset, sent: int, got: Collected, seconds: float, version: str | None) -> dict:
@@ -205,7 +205,7 @@ def run_demo(
                     {**env, "IPR_WORKER_GROUP_PREFIX": f"ipr-worker-demo-{run}"}, log_dir),
         ]
         try:
-            events = list(prompt_events(test, run, None))
+            events = prompt_events(test, run)
             t_start = time.time()
             print(f"streaming {len(events)} prompts at {rate:g}/s into {settings.prompts_in} "
                   f"(run {run}, broker {bootstrap})", flush=True)

@@ -73,7 +73,7 @@ def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tole
             labels = 0
             for r in range(rounds + 1):
                 tag = f"{run}-r{r}" + (MARKER if r > 0 else "")
-                events = list(prompt_events(part, tag, None))
+                events = prompt_events(part, tag)
 
                 async def phase():
                     done = lambda c: len(c.routed) + len(c.dead) >= len(events) and len(c.feedback) >= len(c.routed)  # noqa: E731

@@ -69,6 +69,14 @@ def main(
     )
 
 
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so the ``finally`` that stops the broker and the services a
+    command started also runs when it is terminated (e.g. by ``timeout`` or a supervisor)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 @contextmanager
 def progress_bar() -> Iterator:
     """A rich progress bar fed by ``(stage, done, total)`` callbacks."""
@@ -385,6 +393,7 @@ def demo(
     from streams.demo import run_demo
 
     check_tolerance(tolerance)
+    stop_on_sigterm()
     # The demo's own consumers retry through transient broker states (a new topic's leader
     # election, the first group coordinator): expected, and not worth a screen of warnings.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -475,6 +484,7 @@ def drift(
     """The drift scenario: a model degrades on a task; the loop on vs off (build/drift.json)."""
     from streams.drift import run_drift
 
+    stop_on_sigterm()
     r = run_drift(artifacts, dataset, rounds=rounds, min_labels=min_labels)
     keys = ("degraded_model", "task", "quality_before", "quality_degraded_no_loop",
             "quality_degraded_with_loop", "share_to_degraded_before", "share_to_degraded_after",

@@ -146,6 +146,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--json", type=Path, default=Path("build/bench.json"))
     args = ap.parse_args()
+    from ipr_model.cli import stop_on_sigterm
+
+    stop_on_sigterm()
     report = run_bench(args.artifacts, args.dataset, args.prompts, args.batch_size, args.json)
     print(json.dumps(report, indent=1))
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import random
 import time
 from collections import Counter
@@ -19,7 +18,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from ipr_model.datasets import Dataset, load_dataset
+from ipr_model.datasets import Dataset
 from schemas import DeadLetter, ModelResponse, QualityFeedback, RoutedPrompt, decode, encode
 from streams.backends import Completion, ReplayBackend
 from streams.broker import create_topics
@@ -28,8 +27,6 @@ from streams.topics import model_topic
 from streams.worker import Worker, WorkerConfigError, serve
 from tests.unit.test_backends import ChatServer, chat_error, chat_ok
 
-ROOT = Path(__file__).parents[2]
-DATA_DIR = Path(os.environ.get("IPR_DATA_DIR") or ROOT.parent / "shared" / "data")
 WAIT_S = 90.0
 
 
@@ -213,14 +210,6 @@ def test_worker_answers_each_prompt_once_dead_letters_garbage_and_commits(
                 await end_offsets(kafka_bootstrap, model_topic(m))
 
     asyncio.run(main())
-
-
-@pytest.fixture(scope="module")
-def zeroeval() -> Dataset:
-    folder = DATA_DIR / "zeroeval"
-    if not folder.is_dir():
-        pytest.skip(f"dataset not found: {folder} (set IPR_DATA_DIR)")
-    return load_dataset(folder)
 
 
 def test_replay_worker_publishes_recorded_cost_and_quality(

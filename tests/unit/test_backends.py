@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from ipr_model.datasets import Dataset, load_dataset
+from ipr_model.datasets import Dataset
 from schemas import RoutedPrompt
 from streams.backends import (
     REPLAY_UNKNOWN_PROMPT,
@@ -26,8 +24,6 @@ from streams.backends import (
     ReplayBackend,
 )
 
-ROOT = Path(__file__).parents[2]
-DATA_DIR = Path(os.environ.get("IPR_DATA_DIR") or ROOT.parent / "shared" / "data")
 
 Handler = Callable[[dict, int], Awaitable[web.StreamResponse]]
 
@@ -232,14 +228,6 @@ def test_backends_satisfy_the_protocol() -> None:
 
 
 # ------------------------------------------------------------------------------------ Replay
-
-
-@pytest.fixture(scope="module")
-def zeroeval() -> Dataset:
-    folder = DATA_DIR / "zeroeval"
-    if not folder.is_dir():
-        pytest.skip(f"dataset not found: {folder} (set IPR_DATA_DIR)")
-    return load_dataset(folder)
 
 
 def _priced_model(data: Dataset) -> tuple[int, str]:

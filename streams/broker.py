@@ -34,6 +34,8 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from streams.processes import die_with_parent
+
 log = logging.getLogger(__name__)
 
 KAFKA_VERSION = "3.9.1"  # keep in step with streams/kafka/pom.xml
@@ -232,6 +234,7 @@ class LocalKafka:
             [*jvm, f"-Xmx{self.heap}", "-XX:+UseG1GC", "-cp", classpath, "kafka.Kafka", str(props)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: Ctrl-C in a terminal is ours to forward
+            preexec_fn=die_with_parent,
         )
         out.close()
         self._wait_ready()

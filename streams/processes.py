@@ -8,6 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: the child gets SIGTERM when the process that started it dies, even by
+    SIGKILL, so a killed demo, benchmark or test run leaves no router, worker or broker behind
+    (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
 
 class Service:
     """``python -m ipr_model.cli ARGS`` in its own process group, logging to a file."""
@@ -23,6 +35,7 @@ class Service:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
 
     def alive(self) -> bool:

@@ -30,7 +30,7 @@ _SQL_VARS = 500  # keys per SELECT ... IN (...) (sqlite's default limit is 999)
 class Encoder(Protocol):
     dim: int
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray: ...
+    def encode(self, texts: list[str]) -> np.ndarray: ...
 
 
 def default_root() -> Path:
@@ -120,7 +120,6 @@ def encode_cached(
     texts: list[str],
     cache: EmbeddingCache | None,
     progress: Callable[[int], None] | None = None,
-    batch_size: int = 64,
 ) -> np.ndarray:
     """Embed ``texts`` [n, dim], encoding only the texts missing from ``cache`` (and storing them).
 
@@ -150,8 +149,7 @@ def encode_cached(
     for start in range(0, len(todo), ENCODE_CHUNK):
         chunk = todo[start : start + ENCODE_CHUNK]
         vectors = np.asarray(
-            encoder.encode([texts[positions[0]] for _, positions in chunk], batch_size=batch_size),
-            dtype=np.float32,
+            encoder.encode([texts[positions[0]] for _, positions in chunk]), dtype=np.float32
         )
         for (_, positions), vector in zip(chunk, vectors):
             out[positions] = vector

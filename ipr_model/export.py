@@ -15,10 +15,18 @@ output folder, read by :class:`ipr_model.encoder.OnnxEncoder`, holds:
 Truncation is explicit: a text is cut to ``max_length`` tokens, special tokens included (default
 256, all-MiniLM-L6-v2's ``max_seq_length``), keeping the head of the prompt; the rest is ignored.
 
+Precision: ``int8`` (the default) quantises the weights of every MatMul to int8, per output
+channel, with onnxruntime's dynamic quantisation (activations are quantised on the fly; embeddings,
+LayerNorm and softmax stay float32). On this project's 2-core machine it scores about 1.5x faster
+than float32, at a mean cosine of 0.99 to the float32 embedding on real prompts; the adapters are
+trained on the quantised encoder's own embeddings, so routing sees one consistent encoder.
+``fp32`` keeps the exported graph as is.
+
 Every export is validated: the ONNX folder, run through the serving encoder, is compared with the
-torch model (tokenised by transformers) on fixed texts (short, long, unicode, code). A maximum
-absolute difference above ``MAX_ABS_DIFF`` or a cosine below ``MIN_COSINE`` raises
-:class:`ExportError` naming the measured figure and the bound.
+torch model (tokenised by transformers) on fixed texts (short, long, unicode, code). The float32
+graph must match within ``MAX_ABS_DIFF`` and ``MIN_COSINE`` (export parity); the int8 one, checked
+after quantisation, within ``INT8_MAX_ABS_DIFF`` and ``INT8_MIN_COSINE``. A figure beyond its bound
+raises :class:`ExportError` naming the measured figure and the bound.
 
 torch and transformers are imported inside the functions: they are the ``train`` extra.
 """
@@ -46,6 +54,10 @@ DEFAULT_MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length
 OPSET = 17
 MAX_ABS_DIFF = 1e-4
 MIN_COSINE = 0.9999
+PRECISIONS = ("int8", "fp32")
+DEFAULT_PRECISION = "int8"
+INT8_MAX_ABS_DIFF = 0.05
+INT8_MIN_COSINE = 0.97
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 VALIDATION_TEXTS = [
@@ -122,12 +134,17 @@ def _torchscript_export(wrapper, args: tuple, path: Path, inputs: list[str]) -> 
 
 
 def export_encoder(
-    out_dir: Path, source: Path | None = None, max_length: int = DEFAULT_MAX_LENGTH
+    out_dir: Path,
+    source: Path | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    precision: str = DEFAULT_PRECISION,
 ) -> dict:
-    """Export ``source`` (default: all-MiniLM-L6-v2) to ``out_dir`` and validate it.
+    """Export ``source`` (default: all-MiniLM-L6-v2) to ``out_dir`` at ``precision`` and validate it.
 
     Returns the validation figures (also written to encoder.json under "validation").
     """
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import inspect
 
@@ -189,12 +206,23 @@ def export_encoder(
         "output": "sentence_embedding",
         "source_sha256": sha256_file(weights),
         "opset": OPSET,
+        "precision": "fp32",
     }
     (out_dir / "encoder.json").write_text(json.dumps(config, indent=2) + "\n")
 
     hf_tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
     try:
-        figures = _validate(out_dir, wrapper, hf_tokenizer, inputs, max_length)
+        figures = _validate(out_dir, wrapper, hf_tokenizer, inputs, max_length,
+                            MAX_ABS_DIFF, MIN_COSINE)
+        if precision == "int8":
+            config["precision"] = "int8"
+            config["quantization"] = _quantize(out_dir / "model.onnx")
+            (out_dir / "encoder.json").write_text(json.dumps(config, indent=2) + "\n")
+            figures = {
+                "fp32": figures,
+                "int8": _validate(out_dir, wrapper, hf_tokenizer, inputs, max_length,
+                                  INT8_MAX_ABS_DIFF, INT8_MIN_COSINE),
+            }
     except ExportError:
         (out_dir / "encoder.json").unlink()  # leave no loadable folder behind
         raise
@@ -205,7 +233,29 @@ def export_encoder(
     return figures
 
 
-def _validate(out_dir: Path, wrapper, hf_tokenizer, inputs: list[str], max_length: int) -> dict:
+def _quantize(path: Path) -> dict:
+    """Quantise the MatMul weights of ``path`` to int8 per output channel, in place."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    method = {"method": "onnxruntime dynamic quantization", "op_types": ["MatMul"],
+              "per_channel": True, "weight_type": "int8"}
+    tmp = path.with_name("model.int8.onnx")
+    root = logging.getLogger()  # onnxruntime logs an advisory on the root logger: keep it quiet
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(path, tmp, op_types_to_quantize=method["op_types"], per_channel=True,
+                         weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    os.replace(tmp, path)
+    return method
+
+
+def _validate(
+    out_dir: Path, wrapper, hf_tokenizer, inputs: list[str], max_length: int,
+    max_abs_bound: float, min_cosine_bound: float,
+) -> dict:
     """Compare the serving encoder on ``out_dir`` with the torch model; raise beyond the bounds."""
     import torch
 
@@ -228,39 +278,48 @@ def _validate(out_dir: Path, wrapper, hf_tokenizer, inputs: list[str], max_lengt
         "texts": len(VALIDATION_TEXTS),
         "max_abs_diff": max_abs,
         "min_cosine": float(cosine.min()),
-        "max_abs_diff_bound": MAX_ABS_DIFF,
-        "min_cosine_bound": MIN_COSINE,
+        "max_abs_diff_bound": max_abs_bound,
+        "min_cosine_bound": min_cosine_bound,
     }
-    if max_abs > MAX_ABS_DIFF:
+    what = f"ONNX export ({encoder.precision})"
+    if max_abs > max_abs_bound:
         raise ExportError(
-            f"ONNX export differs from the torch model: max abs diff {max_abs:.3g} "
-            f"> bound {MAX_ABS_DIFF:g} over {len(VALIDATION_TEXTS)} texts"
+            f"{what} differs from the torch model: max abs diff {max_abs:.3g} "
+            f"> bound {max_abs_bound:g} over {len(VALIDATION_TEXTS)} texts"
         )
-    if figures["min_cosine"] < MIN_COSINE:
+    if figures["min_cosine"] < min_cosine_bound:
         raise ExportError(
-            f"ONNX export differs from the torch model: min cosine {figures['min_cosine']:.6f} "
-            f"< bound {MIN_COSINE}"
+            f"{what} differs from the torch model: min cosine {figures['min_cosine']:.6f} "
+            f"< bound {min_cosine_bound}"
         )
     return figures
 
 
-def cached_export(source: Path | None = None, max_length: int = DEFAULT_MAX_LENGTH) -> Path:
-    """The validated export of ``source``, made once per (weights sha256, max_length) in the user's
-    cache dir and reused: the same ONNX bytes keep the embedding cache warm across trainings."""
+def cached_export(
+    source: Path | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    precision: str = DEFAULT_PRECISION,
+) -> Path:
+    """The validated export of ``source``, made once per (weights sha256, max_length, precision)
+    in the user's cache dir and reused: the same ONNX bytes keep the embedding cache warm across
+    trainings."""
     import shutil
     import tempfile
 
     from ipr_model.embed_cache import default_root
 
     src = Path(source) if source is not None else default_source()
-    key = hashlib.sha256(f"{sha256_file(_weights_file(src))}:{max_length}".encode()).hexdigest()
+    spec = f"{sha256_file(_weights_file(src))}:{max_length}"
+    if precision != "fp32":  # fp32 keeps the key (and the cache) it always had
+        spec += f":{precision}"
+    key = hashlib.sha256(spec.encode()).hexdigest()
     target = default_root().parent / "encoders" / key[:16]
     if (target / "encoder.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     try:
-        export_encoder(tmp, source, max_length)
+        export_encoder(tmp, source, max_length, precision)
         try:
             os.replace(tmp, target)
         except OSError:  # another process won the race: use its export

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ipr_model.errors import ArtifactError
-from ipr_model.export import MAX_ABS_DIFF, MIN_COSINE
+from ipr_model.export import INT8_MAX_ABS_DIFF, INT8_MIN_COSINE, MAX_ABS_DIFF, MIN_COSINE
 
 pytestmark = pytest.mark.model
 
@@ -29,6 +29,49 @@ def test_export_parity_within_bounds(exported_encoder):
     assert config["pooling"] == "mean" and config["normalize"] is True
     assert config["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert len(config["source_sha256"]) == 64
+    assert config["precision"] == "fp32"
+
+
+def test_int8_export_is_validated_at_both_precisions(exported_int8, exported_encoder):
+    """The default export: the float32 graph passes the strict parity bounds before quantisation,
+    the int8 one its own, and it is a different (smaller) graph close to the float32 one."""
+    from ipr_model.encoder import OnnxEncoder
+    from ipr_model.export import VALIDATION_TEXTS
+
+    folder, figures = exported_int8
+    assert figures["fp32"]["max_abs_diff"] <= MAX_ABS_DIFF
+    assert figures["fp32"]["min_cosine"] >= MIN_COSINE
+    assert 0 < figures["int8"]["max_abs_diff"] <= INT8_MAX_ABS_DIFF
+    assert figures["int8"]["min_cosine"] >= INT8_MIN_COSINE
+    config = json.loads((folder / "encoder.json").read_text())
+    assert config["precision"] == "int8" and config["quantization"]["weight_type"] == "int8"
+    assert config["validation"]["int8"] == figures["int8"]
+    fp32_folder = exported_encoder[0]
+    assert (folder / "model.onnx").stat().st_size < 0.7 * (fp32_folder / "model.onnx").stat().st_size
+    a = OnnxEncoder.load(folder).encode(VALIDATION_TEXTS)
+    b = OnnxEncoder.load(fp32_folder).encode(VALIDATION_TEXTS)
+    cosine = (a * b).sum(axis=1)
+    assert cosine.min() >= INT8_MIN_COSINE and cosine.mean() > 0.985
+    assert np.abs(a - b).max() > 1e-4  # really quantised
+
+
+def test_int8_vectors_do_not_depend_on_their_batch(exported_int8):
+    from ipr_model.encoder import OnnxEncoder
+
+    encoder = OnnxEncoder.load(exported_int8[0])
+    texts = ["hi", "What is 2 + 2?", "word " * 300, "東京タワー 🚀"]
+    together = encoder.encode(texts)
+    alone = np.stack([encoder.encode([t])[0] for t in texts])
+    np.testing.assert_array_equal(together, alone)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+
+
+def test_unknown_precision_is_refused(tmp_path):
+    from ipr_model.errors import ExportError
+    from ipr_model.export import export_encoder
+
+    with pytest.raises(ExportError, match="precision must be one of int8, fp32, got 'fp16'"):
+        export_encoder(tmp_path, precision="fp16")
 
 
 def test_output_dim_and_unit_norm(encoder):
@@ -78,9 +121,10 @@ def test_truncation_keeps_the_head(encoder):
 
 def test_batching_and_order_do_not_change_vectors(encoder):
     texts = [f"prompt number {i} " + "word " * (i * 7 % 50) for i in range(20)]
-    together = encoder.encode(texts, batch_size=6)
+    together = encoder.encode(texts)
     alone = np.stack([encoder.encode([t])[0] for t in texts])
-    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+    np.testing.assert_allclose(encoder.encode(texts[::-1])[::-1], together, atol=1e-6)
 
 
 def test_missing_file_is_named(exported_encoder, tmp_path):
@@ -111,7 +155,7 @@ def test_serving_imports_neither_torch_nor_transformers(exported_encoder):
     assert result.returncode == 0, result.stderr
 
 
-def test_validation_error_names_the_difference_and_the_bound(exported_encoder, monkeypatch):
+def test_validation_error_names_the_difference_and_the_bound(exported_encoder):
     from transformers import AutoModel, AutoTokenizer
 
     from ipr_model import export
@@ -122,7 +166,7 @@ def test_validation_error_names_the_difference_and_the_bound(exported_encoder, m
     wrapper = export._pooled_module(AutoModel.from_pretrained(source, local_files_only=True))
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
     inputs = ["input_ids", "attention_mask", "token_type_ids"]
-    assert export._validate(folder, wrapper, tokenizer, inputs, 256)["min_cosine"] >= MIN_COSINE
-    monkeypatch.setattr(export, "MAX_ABS_DIFF", 1e-12)
-    with pytest.raises(ExportError, match=r"max abs diff \S+ > bound 1e-12"):
-        export._validate(folder, wrapper, tokenizer, inputs, 256)
+    figures = export._validate(folder, wrapper, tokenizer, inputs, 256, MAX_ABS_DIFF, MIN_COSINE)
+    assert figures["min_cosine"] >= MIN_COSINE
+    with pytest.raises(ExportError, match=r"ONNX export \(fp32\) .* max abs diff \S+ > bound 1e-12"):
+        export._validate(folder, wrapper, tokenizer, inputs, 256, 1e-12, MIN_COSINE)

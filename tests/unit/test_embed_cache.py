@@ -19,7 +19,7 @@ class FakeEncoder:
     def __init__(self):
         self.calls: list[list[str]] = []
 
-    def encode(self, texts, batch_size=64):
+    def encode(self, texts):
         self.calls.append(list(texts))
         seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:4], "little") for t in texts]
         v = np.stack([np.random.default_rng(s).normal(size=self.dim) for s in seeds])

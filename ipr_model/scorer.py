@@ -84,12 +84,15 @@ class Scorer:
         return self.manifest.version
 
     @classmethod
-    def load(cls, root: str | Path, verify: bool = True) -> "Scorer":
+    def load(
+        cls, root: str | Path, verify: bool = True, encoder_threads: int | None = None
+    ) -> "Scorer":
+        """``encoder_threads``: onnxruntime's intra-op threads (default: every core)."""
         from ipr_model.encoder import OnnxEncoder
 
         serial_blas()
         manifest = read_manifest(root, verify=verify)
-        encoder = OnnxEncoder.load(manifest.root / ENCODER_DIR)
+        encoder = OnnxEncoder.load(manifest.root / ENCODER_DIR, encoder_threads)
         memory = memory_loader(manifest.root)  # read once, shared by every card that uses it
         cards = [ModelCard.load(manifest.root, m, memory) for m in manifest.models]
         for c in cards:

@@ -22,7 +22,8 @@ from streams.routing import Record, route_records
 from streams.scorer_service import scorers
 
 log = logging.getLogger(__name__)
-scorers.configure(settings.artifacts)  # a path only: the model loads when the worker starts
+# A path only: the model loads when the worker starts.
+scorers.configure(settings.artifacts, settings.encoder_threads)
 
 
 @app.agent(prompts_in)

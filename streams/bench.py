@@ -25,11 +25,14 @@ from ipr_model.bench import percentiles
 from streams.broker import create_topics, kafka_bootstrap
 from streams.demo import collect, produce, prompt_events, restamp, wait_until_routing
 from streams.processes import Service, router_env
-from streams.settings import KafkaSettings
+from streams.settings import KafkaSettings, RouterSettings
 from streams.topics import model_topic
 
 
-def limit(artifacts: Path, texts: list[str], batch_size: int) -> float:
+LIMIT_BATCH = 32  # scoring in-process: the encoder runs per text, the adapters per batch
+
+
+def limit(artifacts: Path, texts: list[str], batch_size: int = LIMIT_BATCH) -> float:
     from ipr_model.scorer import Scorer
 
     scorer = Scorer.load(artifacts)
@@ -58,7 +61,8 @@ class RssSampler(threading.Thread):
                 return
 
 
-def run_bench(artifacts: Path, dataset: Path, n: int, batch_size: int, out: Path) -> dict:
+def run_bench(artifacts: Path, dataset: Path, n: int, batch_size: int | None, out: Path) -> dict:
+    """``batch_size``: the router's micro-batch (None: its default, ``IPR_ROUTER_BATCH_SIZE``)."""
     from ipr_model.artifacts import read_manifest
     from ipr_model.datasets import load_dataset
 
@@ -67,7 +71,7 @@ def run_bench(artifacts: Path, dataset: Path, n: int, batch_size: int, out: Path
     data = load_dataset(dataset)
     test = data.split("test") if data.has_split("test") else data
     texts = (test.prompts * (n // len(test.prompts) + 1))[:n]
-    limit_rate = limit(artifacts, texts, batch_size)
+    limit_rate = limit(artifacts, texts)
     print(f"limit (in-process, batched): {limit_rate:.1f} prompts/s", flush=True)
 
     settings = KafkaSettings()
@@ -78,6 +82,7 @@ def run_bench(artifacts: Path, dataset: Path, n: int, batch_size: int, out: Path
             bootstrap, [settings.prompts_in, settings.prompts_dlq, settings.decisions, *model_topics],
             partitions=settings.topic_partitions,
         ))
+        batch_size = batch_size or RouterSettings().batch_size
         env = router_env(bootstrap, f"ipr-router-bench-{run}",
                          IPR_ROUTER_BATCH_SIZE=str(batch_size))
         router = Service("router", ["router", "--artifacts", str(artifacts)], env,
@@ -116,6 +121,15 @@ def run_bench(artifacts: Path, dataset: Path, n: int, batch_size: int, out: Path
             rss.stopped.set()
             router.stop()
     latency = [(lat_got.arrival[k] - r.sent_at) * 1000.0 for k, r in lat_got.routed.items()]
+    # Where the time goes, per prompt (clocks of one machine): produce -> its micro-batch starts
+    # in the router's agent (Kafka, Faust's consumer, waiting for the batch ahead), the batch
+    # (encoder, adapters, rule, events), and decision -> a consumer of the model topic has it.
+    parts = {"to_router": [], "in_router": [], "to_consumer": []}
+    for k, r in lat_got.routed.items():
+        received = r.routed_at - r.routing_latency_ms / 1000.0
+        parts["to_router"].append((received - r.sent_at) * 1000.0)
+        parts["in_router"].append(r.routing_latency_ms)
+        parts["to_consumer"].append((lat_got.arrival[k] - r.routed_at) * 1000.0)
     report = {
         "dataset": data.name,
         "prompts": n,
@@ -127,8 +141,7 @@ def run_bench(artifacts: Path, dataset: Path, n: int, batch_size: int, out: Path
         "e2e_dead_lettered": len(e2e_got.dead),
         "latency_offered_rate_per_s": round(e2e_rate / 2, 2),
         "latency_ms": percentiles(latency),
-        "router_reported_latency_ms": percentiles(
-            [r.routing_latency_ms for r in lat_got.routed.values()]),
+        "latency_breakdown_ms": {name: percentiles(v) for name, v in parts.items()},
         "latency_routed": len(lat_got.routed),
         "router_peak_rss_mb": round(rss.peak_kb / 1024, 1),
         "router_version": manifest.version,
@@ -143,7 +156,8 @@ def main() -> None:
     ap.add_argument("--artifacts", type=Path, default=Path("artifacts/zeroeval"))
     ap.add_argument("--dataset", type=Path, default=Path("../shared/data/zeroeval"))
     ap.add_argument("--prompts", type=int, default=559)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="the router's micro-batch (default: IPR_ROUTER_BATCH_SIZE or its default)")
     ap.add_argument("--json", type=Path, default=Path("build/bench.json"))
     args = ap.parse_args()
     from ipr_model.cli import stop_on_sigterm

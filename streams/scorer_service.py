@@ -19,20 +19,25 @@ log = logging.getLogger(__name__)
 
 
 class ScorerHolder:
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, encoder_threads: int | None = None):
         self._root = root
+        self._encoder_threads = encoder_threads
         self._scorer: Scorer | None = None
         self._lock = threading.Lock()
 
-    def configure(self, root: Path) -> None:
+    def configure(self, root: Path, encoder_threads: int | None = None) -> None:
         self._root = Path(root)
+        self._encoder_threads = encoder_threads
+
+    def _load(self, root: Path) -> Scorer:
+        return Scorer.load(root, encoder_threads=self._encoder_threads)
 
     def current(self) -> Scorer:
         with self._lock:
             if self._scorer is None:
                 if self._root is None:
                     raise RuntimeError("no artifact directory configured")
-                self._scorer = Scorer.load(self._root)
+                self._scorer = self._load(self._root)
                 log.info("loaded artifacts %s version %s", self._root, self._scorer.version)
             return self._scorer
 
@@ -42,7 +47,7 @@ class ScorerHolder:
     def swap(self, root: Path, expected_sha256: str | None = None) -> bool:
         """Load ``root`` and make it current; on any failure keep the current scorer."""
         try:
-            new = Scorer.load(root)
+            new = self._load(root)
             if expected_sha256 and new.manifest.sha256 != expected_sha256:
                 raise IprError(
                     f"manifest sha256 {new.manifest.sha256[:12]}… is not the announced "

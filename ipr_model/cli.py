@@ -123,6 +123,9 @@ def train(
     dataset: DatasetOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="artifact directory to write")],
     encoder: Annotated[Optional[Path], typer.Option(help="a local Hugging Face model directory")] = None,
+    precision: Annotated[
+        str, typer.Option(help="encoder weights: int8 (faster) or fp32 (the exported graph as is)")
+    ] = "int8",
 ) -> None:
     """Train the estimators on the dataset's train split and write an artifact directory."""
     import time
@@ -132,7 +135,8 @@ def train(
     t0 = time.perf_counter()
     train_set = _load(dataset).split("train")
     with progress_bar() as cb:
-        manifest = run(train_set, out, encoder_source=encoder, progress=cb)
+        manifest = run(train_set, out, encoder_source=encoder, progress=cb,
+                       encoder_precision=precision)
     typer.echo(
         f"trained {len(manifest.models)} adapters on {len(train_set)} prompts in "
         f"{time.perf_counter() - t0:.1f}s: {out} (version {manifest.version})"

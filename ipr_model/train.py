@@ -138,6 +138,7 @@ def train(
     encoder_source: Path | None = None,
     cfg: AdapterConfig = AdapterConfig(),
     progress: Progress | None = None,
+    encoder_precision: str = "int8",
 ) -> Manifest:
     """Train every model's adapter on ``train_set`` and write a new artifact directory at ``out``
     (built beside it and renamed into place: a reader never sees a half-written directory)."""
@@ -147,7 +148,7 @@ def train(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        shutil.copytree(cached_export(encoder_source), tmp / ENCODER_DIR)
+        shutil.copytree(cached_export(encoder_source, precision=encoder_precision), tmp / ENCODER_DIR)
         emb = embed(tmp / ENCODER_DIR, train_set.prompts, progress)
         save_memory(tmp, emb, train_set.prompts)
         memory = (load_memory(tmp), np.arange(len(emb)))

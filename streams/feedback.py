@@ -3,7 +3,10 @@
 - ``remember_decisions`` keeps each routing decision's chosen model and prompt embedding in the
   changelog-backed table ``decision_log`` (a restart recovers it from Kafka), for at most
   ``decision_retention_s``: entries older than that are swept as new decisions arrive.
-- ``collect_labels`` joins each QualityFeedback to its decision. A label it cannot use (bad bytes,
+- ``collect_labels`` joins each QualityFeedback to its decision. The two topics are read
+  independently, so a label may be read before its decision: it then waits (up to
+  ``label_wait_s`` after it was produced, holding its offset uncommitted) for the decision to be
+  read. A label it cannot use (bad bytes,
   quality outside [0, 1], no decision for the prompt, a model the artifacts do not have, a model
   other than the one the prompt was routed to) goes to the dead-letter topic with the reason.
   Usable labels are kept per model in the table ``labels`` (at most ``max_labels`` per model).
@@ -122,7 +125,9 @@ async def collect_labels(stream):
         msg = event.message
         try:
             fb = decode(QualityFeedback, event.value)
-            problem = judge(fb, decision_log.get(fb.prompt_id), current.models)
+            decision = await decision_for(
+                fb.prompt_id, (msg.timestamp or time.time()) + settings.label_wait_s)
+            problem = judge(fb, decision, current.models)
         except SchemaError as e:
             fb, problem = None, (e.kind, str(e))
         if problem:
@@ -138,6 +143,15 @@ async def collect_labels(stream):
             pending[fb.model_id] = 0
             last_recal[fb.model_id] = time.monotonic()
             await recalibrate_model(fb.model_id)
+
+
+async def decision_for(prompt_id: str, deadline: float) -> dict | None:
+    """The decision of ``prompt_id``; while it is unknown, poll until ``deadline`` (epoch s)
+    for ``remember_decisions`` to read it. The wait is bounded by wall-clock time, so labels of
+    prompts that never had a decision delay the labels behind them by at most ``label_wait_s``."""
+    while (decision := decision_log.get(prompt_id)) is None and time.time() < deadline:
+        await asyncio.sleep(0.05)
+    return decision
 
 
 def due(new_labels: int, since_last_s: float) -> bool:

@@ -108,4 +108,9 @@ class FeedbackSettings(KafkaSettings):
     )
     max_labels: int = Field(2000, ge=1, description="most recent labels per model kept and used (IPR_FEEDBACK_MAX_LABELS)")
     decision_retention_s: float = Field(3600.0, gt=0, description="how long a decision waits for its label (IPR_FEEDBACK_DECISION_RETENTION_S)")
+    label_wait_s: float = Field(
+        5.0, ge=0,
+        description="how long after it was produced a label may wait for its decision to be read "
+        "before it is dead-lettered as unknown_prompt (IPR_FEEDBACK_LABEL_WAIT_S)",
+    )
     data_dir: Path = Field(Path("build/faust-feedback"), description="IPR_FEEDBACK_DATA_DIR")

@@ -33,6 +33,22 @@ async def read_all(bootstrap, topic, until, timeout):
     return out
 
 
+async def read_keys(bootstrap, topic, until, timeout) -> set:
+    """The JSON keys written to ``topic`` (a Faust table's changelog)."""
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    await c.start()
+    out, deadline = set(), time.monotonic() + timeout
+    try:
+        while not until(out) and time.monotonic() < deadline:
+            for msgs in (await c.getmany(timeout_ms=300)).values():
+                out.update(orjson.loads(m.key) for m in msgs)
+    finally:
+        await c.stop()
+    return out
+
+
 def test_labels_recalibrate_and_bad_labels_are_dead_lettered(
     kafka_bootstrap, unique, small_artifacts, zeroeval, tmp_path
 ):
@@ -58,9 +74,11 @@ def test_labels_recalibrate_and_bad_labels_are_dead_lettered(
             router_version=scorer.version, routing_latency_ms=1.0, routed_at=time.time(),
             embedding=pack(emb))
         decisions.append((d.prompt_id.encode(), encode(d)))
+    late = decisions[40:45]  # their labels are produced first: they wait for these decisions
+    decisions = decisions[:40] + decisions[45:]
     good = [(f"{unique}:{i}".encode(), encode(QualityFeedback(
         prompt_id=f"{unique}:{i}", model_id=MODEL, quality=0.0, source="test", task=task)))
-        for i in idx[:40]]
+        for i in idx[:45]]
     bad = {
         "invalid_json": b"{nope",
         "validation": orjson.dumps({"prompt_id": "p", "model_id": MODEL, "quality": 2, "source": "t"}),
@@ -76,18 +94,24 @@ def test_labels_recalibrate_and_bad_labels_are_dead_lettered(
             await asyncio.sleep(8)  # the service joins the group and reads the decisions
             await produce(kafka_bootstrap, topics["IPR_FEEDBACK"],
                           [(b"bad", v) for v in bad.values()] + good, 0)
-            dead = await read_all(kafka_bootstrap, topics["IPR_PROMPTS_DLQ"], lambda o: len(o) >= 5, 90)
+            await asyncio.sleep(1)
+            await produce(kafka_bootstrap, topics["IPR_DECISIONS"], late, 0)
             updates = await read_all(kafka_bootstrap, topics["IPR_CONTROL"], lambda o: len(o) >= 1, 120)
-            return dead, updates
+            stored = await read_keys(kafka_bootstrap, f"fb-{unique}-labels-changelog",
+                                     lambda o: len(o) >= 45, 60)
+            await asyncio.sleep(6)  # past the label wait: anything still unjoined is dead by now
+            dead = await read_all(kafka_bootstrap, topics["IPR_PROMPTS_DLQ"], lambda o: len(o) > 5, 5)
+            return dead, updates, stored
 
-        dead, updates = asyncio.run(scenario())
+        dead, updates, stored = asyncio.run(scenario())
         assert service.alive(), service.log_tail()
     finally:
         service.stop()
     assert sorted(d["error_kind"] for d in dead) == sorted(bad)
+    assert {f"{MODEL}|{unique}:{i}" for i in idx[:45]} <= stored  # the 5 late ones included
     assert len(updates) == 1, service.log_tail()
     update = ModelUpdate.model_validate(updates[0])
     new = Scorer.load(update.location)
     assert new.manifest.sha256 == update.sha256 and new.version != scorer.version
-    probe = [test.prompts[i] for i in idx[40:50]]  # labels never seen for these
+    probe = [test.prompts[i] for i in idx[45:60]]  # labels never seen for these
     assert new.score(probe).quality[:, j].mean() < scorer.score(probe).quality[:, j].mean() - 0.1

@@ -11,6 +11,7 @@ Every prompt id carries this run's id, so a run on an existing cluster counts on
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -101,19 +102,26 @@ async def collect(
 
 
 async def produce(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]], rate: float) -> float:
-    """Send ``events`` at ``rate`` per second (0: as fast as possible); returns the start time."""
+    """Send ``events`` at ``rate`` per second (0: as fast as possible); returns the start time.
+
+    Each event is taken from ``events`` only when it is due, so a lazy ``restamp`` stamps it as
+    it goes out (not a rate interval earlier)."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
     await producer.start()
     t0 = time.monotonic()
+    pending = iter(events)
     try:
-        for i, (key, value) in enumerate(events):
+        for i in itertools.count():
             if rate > 0:
                 delay = t0 + i / rate - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await producer.send(topic, key=key, value=value)
+            event = next(pending, None)
+            if event is None:
+                break
+            await producer.send(topic, key=event[0], value=event[1])
         await producer.flush()
     finally:
         await producer.stop()

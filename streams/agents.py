@@ -1,6 +1,6 @@
 """The router agent: a thin loop around :func:`streams.routing.route_records`.
 
-Micro-batches of ``prompts.in`` are scored off the event loop (one encoder call per batch), then
+Micro-batches of ``prompts.in`` are scored off the event loop (one scorer call per batch), then
 every routed prompt, decision and dead letter is sent and its delivery awaited before the batch is
 acknowledged: offsets are committed only for records whose outputs are on Kafka (at-least-once).
 """

@@ -58,7 +58,7 @@ def route_records(
     variant: Variant = "ipr",
     delta: float = 0.0,
 ) -> BatchResult:
-    """Validate, score (one encoder call for the batch) and route every record."""
+    """Validate, score (one scorer call for the batch) and route every record."""
     out = BatchResult()
     valid: list[tuple[Record, PromptRequest]] = []
     known = set(scorer.model_ids)

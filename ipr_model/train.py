@@ -24,6 +24,7 @@ from ipr_model.cards import ModelCard, load_memory, memory_hashes, save_memory, 
 from ipr_model.costs import fit_cost_model, prompt_tokens
 from ipr_model.datasets import Dataset
 from ipr_model.errors import ArtifactError
+from ipr_model.export import DEFAULT_PRECISION, cached_export
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -138,17 +139,16 @@ def train(
     encoder_source: Path | None = None,
     cfg: AdapterConfig = AdapterConfig(),
     progress: Progress | None = None,
-    encoder_precision: str = "int8",
+    encoder_precision: str = DEFAULT_PRECISION,
 ) -> Manifest:
     """Train every model's adapter on ``train_set`` and write a new artifact directory at ``out``
     (built beside it and renamed into place: a reader never sees a half-written directory)."""
-    from ipr_model.export import cached_export
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        shutil.copytree(cached_export(encoder_source, precision=encoder_precision), tmp / ENCODER_DIR)
+        encoder = cached_export(encoder_source, precision=encoder_precision)
+        shutil.copytree(encoder, tmp / ENCODER_DIR)
         emb = embed(tmp / ENCODER_DIR, train_set.prompts, progress)
         save_memory(tmp, emb, train_set.prompts)
         memory = (load_memory(tmp), np.arange(len(emb)))

@@ -18,7 +18,8 @@ from streams.vectors import pack
 MODEL = "gpt-4o-2024-08-06"
 
 
-async def read_all(bootstrap, topic, until, timeout):
+async def read_all(bootstrap, topic, until, timeout, pick=lambda m: orjson.loads(m.value)) -> list:
+    """``pick(message)`` of every message of ``topic`` until ``until(picked)`` or the timeout."""
     from aiokafka import AIOKafkaConsumer
 
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
@@ -27,23 +28,7 @@ async def read_all(bootstrap, topic, until, timeout):
     try:
         while not until(out) and time.monotonic() < deadline:
             for msgs in (await c.getmany(timeout_ms=300)).values():
-                out.extend(orjson.loads(m.value) for m in msgs)
-    finally:
-        await c.stop()
-    return out
-
-
-async def read_keys(bootstrap, topic, until, timeout) -> set:
-    """The JSON keys written to ``topic`` (a Faust table's changelog)."""
-    from aiokafka import AIOKafkaConsumer
-
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
-    await c.start()
-    out, deadline = set(), time.monotonic() + timeout
-    try:
-        while not until(out) and time.monotonic() < deadline:
-            for msgs in (await c.getmany(timeout_ms=300)).values():
-                out.update(orjson.loads(m.key) for m in msgs)
+                out.extend(pick(m) for m in msgs)
     finally:
         await c.stop()
     return out
@@ -97,8 +82,9 @@ def test_labels_recalibrate_and_bad_labels_are_dead_lettered(
             await asyncio.sleep(1)
             await produce(kafka_bootstrap, topics["IPR_DECISIONS"], late, 0)
             updates = await read_all(kafka_bootstrap, topics["IPR_CONTROL"], lambda o: len(o) >= 1, 120)
-            stored = await read_keys(kafka_bootstrap, f"fb-{unique}-labels-changelog",
-                                     lambda o: len(o) >= 45, 60)
+            stored = set(await read_all(kafka_bootstrap, f"fb-{unique}-labels-changelog",
+                                        lambda o: len(set(o)) >= 45, 60,
+                                        pick=lambda m: orjson.loads(m.key)))
             await asyncio.sleep(6)  # past the label wait: anything still unjoined is dead by now
             dead = await read_all(kafka_bootstrap, topics["IPR_PROMPTS_DLQ"], lambda o: len(o) > 5, 5)
             return dead, updates, stored

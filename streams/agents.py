@@ -1,8 +1,10 @@
 """The router agent: a thin loop around :func:`streams.routing.route_records`.
 
 Micro-batches of ``prompts.in`` are scored off the event loop (one scorer call per batch), then
-every routed prompt, decision and dead letter is sent and its delivery awaited before the batch is
-acknowledged: offsets are committed only for records whose outputs are on Kafka (at-least-once).
+every routed prompt, decision and dead letter is sent. A batch is acknowledged only once all of its
+outputs are on Kafka, so offsets are committed only for records whose outputs were delivered
+(at-least-once). Deliveries are awaited in the background while the next batch is scored: the
+encoder never waits for the broker's round trip, and at most one batch is in flight.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ scorers.configure(settings.artifacts, settings.encoder_threads)
 async def route_prompts(stream):
     loop = asyncio.get_running_loop()
     within = settings.batch_timeout_ms / 1000.0
-    async for events in stream.take_events(settings.batch_size, within=within):
+    in_flight: asyncio.Task | None = None
+    async for events in stream.noack_take(settings.batch_size, within=within):
         records = [
             Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
             for e in events
@@ -47,8 +50,17 @@ async def route_prompts(stream):
         for d in result.dead:
             key = d.key.encode() if d.key is not None else None
             sends.append(await dlq.send(key=key, value=encode(d), force=True))
-        await asyncio.gather(*sends)
+        if in_flight is not None:
+            await in_flight  # raises if the previous batch failed to deliver: never acked
+        in_flight = asyncio.ensure_future(_ack_when_delivered(stream, events, sends))
         _observe(result, len(records))
+
+
+async def _ack_when_delivered(stream, events, sends) -> None:
+    """Unacknowledged on a failed delivery or a stop: the batch is consumed again (duplicates)."""
+    await asyncio.gather(*sends)
+    for event in events:
+        await stream.ack(event)
 
 
 def _observe(result, n: int) -> None:

@@ -96,6 +96,30 @@ async def stream_and_collect(bootstrap, settings, run, events, model_topics, exp
     return await asyncio.wait_for(collector, timeout + 30)
 
 
+async def uncommitted(bootstrap: str, group: str, topic: str, wait_s: float = 20.0) -> int:
+    """Records of ``topic`` past the group's committed offsets, polled until 0 or ``wait_s``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(4)]
+        end = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + wait_s
+        while True:
+            committed = await admin.list_consumer_group_offsets(group)
+            lag = sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+            if lag == 0 or time.monotonic() > deadline:
+                return lag
+            await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
 def prepare(bootstrap, unique, artifacts):
     from ipr_model.artifacts import read_manifest
 
@@ -122,6 +146,9 @@ def test_every_valid_prompt_routed_every_bad_one_dead_lettered(
             kafka_bootstrap, settings, run, interleave(good, bad), model_topics, 1000
         ))
         assert router.alive(), router.log_tail()
+        # Every batch is acknowledged once delivered, so the group's commits reach the end.
+        lag = asyncio.run(uncommitted(kafka_bootstrap, f"router-{unique}", settings.prompts_in))
+        assert lag == 0, router.log_tail()
     finally:
         router.stop()
 

@@ -153,11 +153,12 @@ def run_bench(
                     print(f"end-to-end: {rate:.1f} prompts/s, steal {steal.percent}%", flush=True)
                     measure_limit()
                 rate = float(np.median([r["prompts_per_s"] for r in e2e]))
-                lat_got, _, _ = await phase("half", rate / 2)
-                return rate, lat_got
+                with Steal() as steal:
+                    lat_got, _, _ = await phase("half", rate / 2)
+                return rate, lat_got, steal.percent
 
             e2e: list[dict] = []
-            e2e_rate, lat_got = asyncio.run(main())
+            e2e_rate, lat_got, lat_steal = asyncio.run(main())
         finally:
             rss.stopped.set()
             router.stop()
@@ -186,6 +187,7 @@ def run_bench(
         "e2e_runs": e2e,
         "latency_offered_rate_per_s": round(e2e_rate / 2, 2),
         "latency_ms": percentiles(latency),
+        "latency_steal_percent": lat_steal,
         "latency_breakdown_ms": {name: percentiles(v) for name, v in parts.items()},
         "latency_routed": len(lat_got.routed),
         "router_peak_rss_mb": round(rss.peak_kb / 1024, 1),

@@ -63,6 +63,43 @@ class Steal:
         self.percent = round(100.0 * (s1 - s0) / max(1, t1 - t0), 1)
 
 
+class EndOffsets:
+    """The total end offset of some topics, polled without fetching any record."""
+
+    def __init__(self, bootstrap: str, topics: list[str]):
+        from aiokafka import AIOKafkaConsumer
+
+        self.bootstrap, self.topics = bootstrap, topics
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+
+    async def __aenter__(self):
+        from aiokafka import TopicPartition
+
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(self.topics)
+        finally:
+            await admin.close()
+        self.tps = [TopicPartition(t["topic"], p["partition"])
+                    for t in described for p in t["partitions"]]
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.consumer.stop()
+
+    async def total(self) -> int:
+        return sum((await self.consumer.end_offsets(self.tps)).values())
+
+    async def wait_for(self, total: int, timeout: float, every: float = 0.2) -> None:
+        deadline = time.monotonic() + timeout
+        while await self.total() < total and time.monotonic() < deadline:
+            await asyncio.sleep(every)
+
+
 class RssSampler(threading.Thread):
     """Peak resident memory of a process, sampled from /proc every 0.2 s."""
 
@@ -111,9 +148,15 @@ def run_bench(
     run = uuid.uuid4().hex[:8]
     with kafka_bootstrap() as bootstrap:
         model_topics = sorted({model_topic(m) for m in manifest.models})
+        outputs = [settings.prompts_dlq, *model_topics]
         asyncio.run(create_topics(
-            bootstrap, [settings.prompts_in, settings.prompts_dlq, settings.decisions, *model_topics],
-            partitions=settings.topic_partitions,
+            bootstrap, [settings.prompts_in, settings.decisions], partitions=settings.topic_partitions,
+        ))
+        # The broker stamps each output record as it appends it: "on its model topic" exactly,
+        # read after the phase, so no consumer competes with the router for the CPU meanwhile.
+        asyncio.run(create_topics(
+            bootstrap, outputs, partitions=settings.topic_partitions,
+            configs={"message.timestamp.type": "LogAppendTime"},
         ))
         batch_size = batch_size or RouterSettings().batch_size
         env = router_env(bootstrap, f"ipr-router-bench-{run}",
@@ -130,14 +173,16 @@ def run_bench(
 
             async def phase(tag: str, rate: float):
                 evs = events(tag)
-                outputs = [settings.prompts_dlq, *model_topics]
                 done = lambda c: len(c.routed) + len(c.dead) >= len(evs)  # noqa: E731
-                collector = asyncio.create_task(
-                    collect(bootstrap, outputs, f"{run}-{tag}", done, 900, settings))
-                await asyncio.sleep(1.0)
-                t0 = time.time()
-                await produce(bootstrap, settings.prompts_in, restamp(evs), rate)
-                got = await collector
+                async with EndOffsets(bootstrap, outputs) as ends:
+                    before = await ends.total()
+                    t0 = time.time()
+                    await produce(bootstrap, settings.prompts_in, restamp(evs), rate)
+                    await ends.wait_for(before + len(evs), timeout=900)
+                got = await collect(bootstrap, outputs, f"{run}-{tag}", done, 300, settings)
+                if got.broker_stamped < len(got.routed):
+                    raise RuntimeError(f"{outputs[1]}...: expected broker timestamps (LogAppendTime), "
+                                       "found topics created with another timestamp type")
                 last = max(got.arrival.values())
                 return got, t0, last
 
@@ -165,13 +210,13 @@ def run_bench(
     latency = [(lat_got.arrival[k] - r.sent_at) * 1000.0 for k, r in lat_got.routed.items()]
     # Where the time goes, per prompt (clocks of one machine): produce -> its micro-batch starts
     # in the router's agent (Kafka, Faust's consumer, waiting for the batch ahead), the batch
-    # (encoder, adapters, rule, events), and decision -> a consumer of the model topic has it.
-    parts = {"to_router": [], "in_router": [], "to_consumer": []}
+    # (encoder, adapters, rule, events), and decision -> the broker appended it to the model topic.
+    parts = {"to_router": [], "in_router": [], "to_topic": []}
     for k, r in lat_got.routed.items():
         received = r.routed_at - r.routing_latency_ms / 1000.0
         parts["to_router"].append((received - r.sent_at) * 1000.0)
         parts["in_router"].append(r.routing_latency_ms)
-        parts["to_consumer"].append((lat_got.arrival[k] - r.routed_at) * 1000.0)
+        parts["to_topic"].append((lat_got.arrival[k] - r.routed_at) * 1000.0)
     # Each end-to-end round against the limits measured just before and after it.
     for i, r in enumerate(e2e):
         around = (limits[i]["prompts_per_s"] + limits[i + 1]["prompts_per_s"]) / 2

@@ -45,13 +45,19 @@ class Collected:
     """What came back, keyed by prompt id (only this run's ids)."""
 
     routed: dict[str, RoutedPrompt] = field(default_factory=dict)
+    # When each routed prompt was on its topic: the broker's append time on a topic with
+    # ``message.timestamp.type=LogAppendTime`` (counted in ``broker_stamped``), else when read.
     arrival: dict[str, float] = field(default_factory=dict)
+    broker_stamped: int = 0
     routed_dupes: int = 0
     dead: dict[str, DeadLetter] = field(default_factory=dict)  # prompts the router refused
     other_dead: int = 0  # dead letters from other stages (e.g. labels the feedback service refused)
     responses: dict[str, ModelResponse] = field(default_factory=dict)
     response_dupes: int = 0
     feedback: dict[str, QualityFeedback] = field(default_factory=dict)
+
+
+LOG_APPEND_TIME = 1  # a record's ``timestamp_type`` when the broker set its timestamp
 
 
 async def collect(
@@ -93,6 +99,9 @@ async def collect(
                     else:
                         if key in out.routed:
                             out.routed_dupes += 1
+                        elif msg.timestamp_type == LOG_APPEND_TIME:
+                            out.arrival[key] = msg.timestamp / 1000.0
+                            out.broker_stamped += 1
                         else:
                             out.arrival[key] = now
                         out.routed[key] = RoutedPrompt.model_validate(v)

@@ -102,6 +102,20 @@ def _load(dataset: Path):
     return load_dataset(dataset)
 
 
+LayersOpt = Annotated[
+    Optional[str],
+    typer.Option(help="encoder hidden layers pooled into the embedding, e.g. 2,4,6 "
+                      "(default: the last one, the sentence embedding)"),
+]
+
+
+def _layers(text: str | None) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(x) for x in text.split(",")) if text else None
+    except ValueError:
+        raise UserError(f"--layers must be comma-separated layer numbers, got {text!r}") from None
+
+
 def _write_json(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1, default=_jsonable) + "\n")
@@ -126,6 +140,7 @@ def train(
     precision: Annotated[
         str, typer.Option(help="encoder weights: int8 (faster) or fp32 (the exported graph as is)")
     ] = "int8",
+    layers: LayersOpt = None,
 ) -> None:
     """Train the estimators on the dataset's train split and write an artifact directory."""
     import time
@@ -133,10 +148,11 @@ def train(
     from ipr_model.train import train as run
 
     t0 = time.perf_counter()
+    pooled = _layers(layers)
     train_set = _load(dataset).split("train")
     with progress_bar() as cb:
         manifest = run(train_set, out, encoder_source=encoder, progress=cb,
-                       encoder_precision=precision)
+                       encoder_precision=precision, encoder_layers=pooled)
     typer.echo(
         f"trained {len(manifest.models)} adapters on {len(train_set)} prompts in "
         f"{time.perf_counter() - t0:.1f}s: {out} (version {manifest.version})"
@@ -227,6 +243,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="split to measure on")] = "test",
     cv: Annotated[int, typer.Option(help="k-fold cross-validation instead of artifacts (k >= 2)")] = 0,
     plot: Annotated[Optional[Path], typer.Option(help="PNG of the quality-cost curves")] = None,
+    layers: LayersOpt = None,
 ) -> None:
     """Routing quality (cost saving at parity, ARQGC, ...) against the baselines."""
     from ipr_model import evaluate as ev
@@ -238,8 +255,11 @@ def evaluate(
         if cv:
             if cv < 2:
                 raise UserError(f"--cv must be >= 2, got {cv}")
-            rep, preds, cost, test = ev.cross_validate(data, folds=cv, progress=cb)
+            rep, preds, cost, test = ev.cross_validate(data, folds=cv, progress=cb,
+                                                       layers=_layers(layers))
         else:
+            if layers:
+                raise UserError("--layers applies to --cv (artifacts carry their own encoder)")
             if artifacts is None:
                 raise UserError("give --artifacts (held-out evaluation) or --cv K (cross-validation)")
             if not data.has_split(split):

@@ -149,3 +149,16 @@ class OnnxEncoder:
             }
             out[i] = self._session.run([self._output], {n: feed[n] for n in self._inputs})[0][0]
         return out
+
+
+def sentence_part(encoder_dir: Path | str, emb: np.ndarray) -> np.ndarray:
+    """The source model's sentence embedding (its last layer, mean-pooled, unit-norm) within
+    embeddings ``emb`` of the encoder in ``encoder_dir``: for an encoder that pools the last layer
+    among others (``ipr train --layers``), that layer's part, re-normalised; otherwise ``emb``."""
+    config = json.loads((Path(encoder_dir) / "encoder.json").read_text())
+    layers, depth = config.get("layers") or [], config.get("depth")
+    if len(layers) < 2 or depth not in layers:
+        return emb
+    width = int(config["dim"]) // len(layers)
+    part = emb[:, layers.index(depth) * width : (layers.index(depth) + 1) * width]
+    return part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)

@@ -20,6 +20,7 @@ import numpy as np
 from ipr_model import baselines, metrics
 from ipr_model.adapters import AdapterConfig
 from ipr_model.datasets import Dataset
+from ipr_model.encoder import sentence_part
 from ipr_model.rule import Variant
 
 Progress = Callable[[str, int, int], None]
@@ -63,13 +64,21 @@ def report(
 
 
 def baseline_predictions(
-    train_emb: np.ndarray, train_q: np.ndarray, test_emb: np.ndarray, test_q: np.ndarray
+    encoder_dir: Path, train_emb: np.ndarray, train_q: np.ndarray, test_emb: np.ndarray,
+    test_q: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    return {
-        "knn": baselines.knn_quality(train_emb, train_q, test_emb),
-        "linear": baselines.linear_quality(train_emb, train_q, test_emb, c=1.0),
-        "oracle": baselines.oracle_quality(test_q),
+    """DESIGN.md's baselines, on the encoder's sentence embedding (its last layer), and the oracle.
+    When the router's embedding pools more layers, kNN and linear on that embedding too
+    (``knn_layers``, ``linear_layers``): what the layers alone bring, without the adapters."""
+    s_train, s_test = sentence_part(encoder_dir, train_emb), sentence_part(encoder_dir, test_emb)
+    out = {
+        "knn": baselines.knn_quality(s_train, train_q, s_test),
+        "linear": baselines.linear_quality(s_train, train_q, s_test, c=1.0),
     }
+    if s_train is not train_emb:
+        out["knn_layers"] = baselines.knn_quality(train_emb, train_q, test_emb)
+        out["linear_layers"] = baselines.linear_quality(train_emb, train_q, test_emb, c=1.0)
+    return {**out, "oracle": baselines.oracle_quality(test_q)}
 
 
 def evaluate_split(
@@ -88,7 +97,10 @@ def evaluate_split(
     t0 = time.perf_counter()
     scores = scorer.score_embeddings(test_emb, test.prompts)
     cost = scores.cost
-    preds = {"ipr": scores.quality, **baseline_predictions(train_emb, train.quality, test_emb, test.quality)}
+    preds = {
+        "ipr": scores.quality,
+        **baseline_predictions(enc_dir, train_emb, train.quality, test_emb, test.quality),
+    }
     out = report(test, cost, preds)
     out.update(split=split, artifact_version=scorer.version, seconds=time.perf_counter() - t0)
     return out, preds, cost
@@ -100,16 +112,19 @@ def cross_validate(
     cfg: AdapterConfig = AdapterConfig(),
     seed: int = 0,
     progress: Progress | None = None,
+    layers: tuple[int, ...] | None = None,
 ) -> tuple[dict, dict[str, np.ndarray], np.ndarray, Dataset]:
-    """k-fold cross-validated evaluation on every row of ``dataset``."""
+    """k-fold cross-validated evaluation on every row of ``dataset`` (the default encoder, pooling
+    ``layers``)."""
     from ipr_model.export import cached_export
     from ipr_model.scorer import predict
     from ipr_model.train import embed, fit_cards
 
-    emb = embed(cached_export(), dataset.prompts, progress)
+    encoder_dir = cached_export(layers=layers)
+    emb = embed(encoder_dir, dataset.prompts, progress)
     n, m = dataset.quality.shape
     fold = np.random.default_rng(seed).permutation(np.arange(n) % folds)
-    preds = {k: np.zeros((n, m)) for k in ("ipr", "knn", "linear", "oracle")}
+    preds: dict[str, np.ndarray] = {"ipr": np.zeros((n, m))}
     cost = np.zeros((n, m))
     for f in range(folds):
         tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
@@ -117,8 +132,9 @@ def cross_validate(
         cards = fit_cards(emb[tr], train, cfg=cfg)
         q, c = predict(cards, emb[te], [dataset.prompts[i] for i in te])
         preds["ipr"][te], cost[te] = q, c
-        for k, v in baseline_predictions(emb[tr], train.quality, emb[te], dataset.quality[te]).items():
-            preds[k][te] = v
+        base = baseline_predictions(encoder_dir, emb[tr], train.quality, emb[te], dataset.quality[te])
+        for k, v in base.items():
+            preds.setdefault(k, np.zeros((n, m)))[te] = v
         if progress:
             progress("fold", f + 1, folds)
     out = report(dataset, cost, preds)

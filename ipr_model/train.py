@@ -140,6 +140,7 @@ def train(
     cfg: AdapterConfig = AdapterConfig(),
     progress: Progress | None = None,
     encoder_precision: str = DEFAULT_PRECISION,
+    encoder_layers: tuple[int, ...] | None = None,
 ) -> Manifest:
     """Train every model's adapter on ``train_set`` and write a new artifact directory at ``out``
     (built beside it and renamed into place: a reader never sees a half-written directory)."""
@@ -147,7 +148,7 @@ def train(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        encoder = cached_export(encoder_source, precision=encoder_precision)
+        encoder = cached_export(encoder_source, precision=encoder_precision, layers=encoder_layers)
         shutil.copytree(encoder, tmp / ENCODER_DIR)
         emb = embed(tmp / ENCODER_DIR, train_set.prompts, progress)
         save_memory(tmp, emb, train_set.prompts)

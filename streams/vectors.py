@@ -1,4 +1,4 @@
-"""Embeddings on the wire: base64 of little-endian float16 (768 bytes for 384 dimensions)."""
+"""Embeddings on the wire: base64 of little-endian float16 (2 bytes per dimension)."""
 
 from __future__ import annotations
 

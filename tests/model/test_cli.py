@@ -57,6 +57,12 @@ def test_user_mistakes_are_one_line_errors(small_artifacts, tmp_path, data_dir):
     (bad / "prompts.jsonl").write_text(first + json.dumps(row) + "\n")
     one_line_error(ipr("train", "--dataset", str(bad), "--out", str(tmp_path / "x")),
                    "prompts.jsonl:2", "missing model(s) gpt-4o-2024-08-06")
+    zeroeval = str(data_dir / "zeroeval")
+    one_line_error(ipr("train", "--dataset", zeroeval, "--out", str(tmp_path / "x"), "--layers", "2,x"),
+                   "--layers", "'2,x'")
+    one_line_error(ipr("evaluate", "--dataset", zeroeval, "--cv", "2", "--json", str(tmp_path / "e.json"),
+                       "--layers", "4,9"), "layers must be distinct numbers in [0, 6]", "[4, 9]")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "e.json").exists()
 
 
 def test_corrupt_partial_and_mismatched_artifacts_are_refused(small_artifacts, tmp_path):

@@ -27,6 +27,7 @@ def test_export_parity_within_bounds(exported_encoder):
     assert config["validation"]["max_abs_diff"] == figures["max_abs_diff"]
     assert config["max_length"] == 256
     assert config["pooling"] == "mean" and config["normalize"] is True
+    assert config["layers"] == [6] and config["depth"] == 6
     assert config["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert len(config["source_sha256"]) == 64
     assert config["precision"] == "fp32"
@@ -170,3 +171,35 @@ def test_validation_error_names_the_difference_and_the_bound(exported_encoder):
     assert figures["min_cosine"] >= MIN_COSINE
     with pytest.raises(ExportError, match=r"ONNX export \(fp32\) .* max abs diff \S+ > bound 1e-12"):
         export._validate(folder, wrapper, tokenizer, inputs, 256, 1e-12, MIN_COSINE)
+
+
+def test_layered_export_holds_the_sentence_embedding_as_its_last_part(encoder, tmp_path):
+    """``layers`` pools several layers: each part unit-norm / sqrt(#layers), the whole unit-norm,
+    validated against torch like the default; its last part is the default embedding, which
+    ``sentence_part`` (the baselines' input) recovers."""
+    from ipr_model.encoder import OnnxEncoder, sentence_part
+    from ipr_model.export import VALIDATION_TEXTS, export_encoder
+
+    figures = export_encoder(tmp_path, precision="fp32", layers=(2, 4, 6))
+    assert figures["max_abs_diff"] <= MAX_ABS_DIFF and figures["min_cosine"] >= MIN_COSINE
+    layered = OnnxEncoder.load(tmp_path)
+    config = json.loads((tmp_path / "encoder.json").read_text())
+    assert config["layers"] == [2, 4, 6] and layered.dim == config["dim"] == 3 * 384
+    out = layered.encode(VALIDATION_TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    parts = np.split(out, 3, axis=1)
+    for part in parts:
+        np.testing.assert_allclose(np.linalg.norm(part, axis=1), 3**-0.5, atol=1e-5)
+    assert float((parts[0] * parts[2]).sum(axis=1).max()) < 0.3  # layer 2 is not layer 6 again
+    default = encoder.encode(VALIDATION_TEXTS)
+    np.testing.assert_allclose(sentence_part(tmp_path, out), default, atol=2 * MAX_ABS_DIFF)
+    assert sentence_part(encoder.path, default) is default
+
+
+def test_layers_outside_the_model_are_refused(tmp_path):
+    from ipr_model.errors import ExportError
+    from ipr_model.export import export_encoder
+
+    with pytest.raises(ExportError, match=r"layers must be distinct numbers in \[0, 6\] .*got \[2, 7\]"):
+        export_encoder(tmp_path, layers=(2, 7))
+    assert not (tmp_path / "model.onnx").exists()

@@ -141,18 +141,20 @@ def train(
         str, typer.Option(help="encoder weights: int8 (faster) or fp32 (the exported graph as is)")
     ] = "int8",
     layers: LayersOpt = None,
+    seed: Annotated[int, typer.Option(help="seed of the MLP folds and initial weights")] = 0,
 ) -> None:
     """Train the estimators on the dataset's train split and write an artifact directory."""
     import time
 
+    from ipr_model.adapters import AdapterConfig
     from ipr_model.train import train as run
 
     t0 = time.perf_counter()
     pooled = _layers(layers)
     train_set = _load(dataset).split("train")
     with progress_bar() as cb:
-        manifest = run(train_set, out, encoder_source=encoder, progress=cb,
-                       encoder_precision=precision, encoder_layers=pooled)
+        manifest = run(train_set, out, encoder_source=encoder, cfg=AdapterConfig(seed=seed),
+                       progress=cb, encoder_precision=precision, encoder_layers=pooled)
     typer.echo(
         f"trained {len(manifest.models)} adapters on {len(train_set)} prompts in "
         f"{time.perf_counter() - t0:.1f}s: {out} (version {manifest.version})"

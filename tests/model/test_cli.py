@@ -104,3 +104,23 @@ def test_score_writes_one_line_per_prompt(small_artifacts, data_dir, tmp_path):
     assert len(rows) == 559
     assert set(rows[0]) == {"id", "predicted_quality", "estimated_cost_usd"}
     assert all(0 <= v <= 1 for v in rows[0]["predicted_quality"].values())
+
+
+def test_train_seed_draws_other_mlps_and_the_same_ridge(data_dir, tmp_path):
+    import numpy as np
+
+    small = tmp_path / "small"
+    small.mkdir()
+    shutil.copy(data_dir / "zeroeval" / "models.json", small / "models.json")
+    rows = [ln for ln in (data_dir / "zeroeval" / "prompts.jsonl").open() if '"train"' in ln]
+    (small / "prompts.jsonl").write_text("".join(rows[:120]))
+    adapters = {}
+    for seed in ("0", "3"):
+        out = tmp_path / f"a{seed}"
+        p = ipr("train", "--dataset", str(small), "--out", str(out), "--seed", seed)
+        assert p.returncode == 0, p.stderr
+        card = json.loads((out / "models" / "gpt-4o-2024-08-06" / "card.json").read_text())
+        assert card["adapter_config"]["seed"] == int(seed)
+        adapters[seed] = np.load(out / "models" / "gpt-4o-2024-08-06" / "adapter.npz")
+    assert not np.allclose(adapters["0"]["w1"], adapters["3"]["w1"])
+    np.testing.assert_array_equal(adapters["0"]["lin_w"], adapters["3"]["lin_w"])

@@ -74,7 +74,6 @@ class EndOffsets:
 
     async def __aenter__(self):
         from aiokafka import TopicPartition
-
         from aiokafka.admin import AIOKafkaAdminClient
 
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
@@ -137,6 +136,7 @@ def run_bench(
     scorer = Scorer.load(artifacts)
     scorer.score(texts[:LIMIT_BATCH])  # warm
     limits: list[dict] = []
+    e2e: list[dict] = []
 
     def measure_limit() -> None:
         with Steal() as steal:
@@ -202,7 +202,6 @@ def run_bench(
                     lat_got, _, _ = await phase("half", rate / 2)
                 return rate, lat_got, steal.percent
 
-            e2e: list[dict] = []
             e2e_rate, lat_got, lat_steal = asyncio.run(main())
         finally:
             rss.stopped.set()

@@ -96,7 +96,9 @@ async def stream_and_collect(bootstrap, settings, run, events, model_topics, exp
     return await asyncio.wait_for(collector, timeout + 30)
 
 
-async def uncommitted(bootstrap: str, group: str, topic: str, wait_s: float = 20.0) -> int:
+async def uncommitted(
+    bootstrap: str, group: str, topic: str, partitions: int, wait_s: float = 20.0
+) -> int:
     """Records of ``topic`` past the group's committed offsets, polled until 0 or ``wait_s``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
@@ -106,7 +108,7 @@ async def uncommitted(bootstrap: str, group: str, topic: str, wait_s: float = 20
     await admin.start()
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in range(4)]
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
         end = await consumer.end_offsets(tps)
         deadline = time.monotonic() + wait_s
         while True:
@@ -147,7 +149,8 @@ def test_every_valid_prompt_routed_every_bad_one_dead_lettered(
         ))
         assert router.alive(), router.log_tail()
         # Every batch is acknowledged once delivered, so the group's commits reach the end.
-        lag = asyncio.run(uncommitted(kafka_bootstrap, f"router-{unique}", settings.prompts_in))
+        lag = asyncio.run(uncommitted(kafka_bootstrap, f"router-{unique}", settings.prompts_in,
+                                      settings.topic_partitions))
         assert lag == 0, router.log_tail()
     finally:
         router.stop()

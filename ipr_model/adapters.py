@@ -1,7 +1,8 @@
 """Quality adapters: one small estimator per candidate model on the frozen sentence embedding.
 
-An adapter is an ensemble of three diverse estimators of the model's answer quality, averaged
-with equal weights (the per-model isotonic calibration is then fitted on that average):
+An adapter is an ensemble of three diverse estimators of the model's answer quality, blended by
+weights ``parts`` (mlp, ridge, kNN; chosen once per artifact by the trainer from ``PART_WEIGHTS``,
+see train.py; the per-model calibration is then fitted on the blend):
 
 - MLP: K small MLPs (embedding -> hidden -> 1, sigmoid), trained jointly in torch with binary
   cross-entropy on the recorded quality (soft targets, so graded quality in [0, 1] works as is).
@@ -15,8 +16,8 @@ with equal weights (the per-model isotonic calibration is then fitted on that av
   dataset that does not cover the memory prompts) its own memory embeddings.
 
 Every train prompt gets an out-of-sample prediction from each part (the MLP member that did not
-see its fold, the ridge and kNN leave-one-out estimates), so the calibration is fitted on data
-the ensemble did not train on. Serving is numpy only (``Adapter.raw``; torch is imported by
+see its fold, the ridge and kNN leave-one-out estimates), so the blend weights and the
+calibration are chosen on data the ensemble did not train on. Serving is numpy only (``Adapter.raw``; torch is imported by
 ``train_adapters`` alone).
 
 Adapters are independent: training several at once is the same computation as training each
@@ -27,7 +28,7 @@ untouched.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +36,12 @@ import numpy as np
 
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 3, 9))
 KNN_GRID = (5, 10, 20, 50, 100)
+# Blends of (mlp, ridge, kNN) the trainer chooses from, the equal blend first (it wins ties).
+PART_WEIGHTS = tuple(
+    tuple(float(x) / sum(w) for x in w)
+    for w in ((1, 1, 1), (1, 1, 2), (1, 2, 1), (2, 1, 1), (0, 1, 1), (0, 1, 0), (0, 0, 1))
+)
+EQUAL_PARTS = PART_WEIGHTS[0]
 _CHUNK = 1024
 
 
@@ -93,7 +100,8 @@ class Adapter:
 
     MLP: w1 [K, d, H], b1 [K, H], w2 [K, H], b2 [K]; ridge: lin_w [d], lin_b []; kNN: knn_k [],
     knn_y [N] (labels of the memory rows) and ``memory`` [N, d] (unit-norm float32; the shared
-    memory unless ``own_memory``, in which case it is saved in the adapter file as float16).
+    memory unless ``own_memory``, in which case it is saved in the adapter file as float16);
+    ``parts`` [3]: the blend weights of mlp, ridge and kNN (equal in files written before them).
     """
 
     w1: np.ndarray
@@ -106,6 +114,7 @@ class Adapter:
     knn_y: np.ndarray
     memory: np.ndarray
     own_memory: bool = False
+    parts: np.ndarray = field(default_factory=lambda: np.array(EQUAL_PARTS, dtype=np.float32))
 
     @property
     def dim(self) -> int:
@@ -129,14 +138,15 @@ class Adapter:
         return self.knn_y[nb].mean(axis=1)
 
     def raw(self, emb: np.ndarray, neighbours: Neighbours | None = None) -> np.ndarray:
-        """Equal-weight mean of the three parts' predicted quality, before calibration: [n]."""
+        """The blend of the three parts' predicted quality, before calibration: [n]."""
         emb = np.asarray(emb, dtype=np.float32)
-        return (self.mlp(emb) + self.linear(emb) + self.knn(emb, neighbours)) / 3.0
+        w = self.parts
+        return w[0] * self.mlp(emb) + w[1] * self.linear(emb) + w[2] * self.knn(emb, neighbours)
 
     def save(self, path: Path) -> None:
         # Written through a file object so np.savez adds no suffix; arrays are stored uncompressed
         # so the bytes (and the sha256) depend only on the weights.
-        arrays = {k: getattr(self, k) for k in _ARRAYS}
+        arrays = {k: getattr(self, k) for k in _ARRAYS + ("parts",)}
         if self.own_memory:
             arrays["memory"] = self.memory.astype(np.float16)
         with open(path, "wb") as f:
@@ -146,7 +156,8 @@ class Adapter:
     def load(cls, path: Path, shared_memory: Callable[[], np.ndarray] | None = None) -> "Adapter":
         """``shared_memory`` gives the artifact's memory when the file has none of its own."""
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k].astype(np.float32) for k in _ARRAYS}
+            names = _ARRAYS + (("parts",) if "parts" in z.files else ())
+            arrays = {k: z[k].astype(np.float32) for k in names}
             own = "memory" in z.files
             memory = unit(z["memory"]) if own else None
         if memory is None:
@@ -159,6 +170,7 @@ class Adapter:
             a.b1.shape != (k, h) or a.w2.shape != (k, h) or a.b2.shape != (k,)
             or a.lin_w.shape != (d,) or a.lin_b.shape != () or a.knn_k.shape != ()
             or a.memory.shape != (len(a.knn_y), d) or not 1 <= a.knn_k <= len(a.knn_y)
+            or a.parts.shape != (3,)
         ):
             raise ValueError(f"{path}: inconsistent adapter shapes")
         return a
@@ -184,6 +196,7 @@ class AdapterStack:
             self.b2 = np.stack([a.b2 for a in self.adapters])  # [M, K]
             self.lin_w = np.stack([a.lin_w for a in self.adapters], axis=1)
             self.lin_b = np.stack([a.lin_b for a in self.adapters])
+            self.parts = np.stack([a.parts for a in self.adapters], axis=1)  # [3, M]
 
     def raw(self, emb: np.ndarray) -> np.ndarray:
         """[n, M]: each adapter's ``raw`` prediction."""
@@ -197,7 +210,7 @@ class AdapterStack:
         mlp = (1.0 / (1.0 + np.exp(-z))).mean(axis=2)
         lin = np.clip(emb @ self.lin_w + self.lin_b, 0.0, 1.0)
         knn = np.stack([a.knn(emb, nb) for a in self.adapters], axis=1)
-        return (mlp + lin + knn) / 3.0
+        return self.parts[0] * mlp + self.parts[1] * lin + self.parts[2] * knn
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -331,8 +344,8 @@ def train_adapters(
 
     The kNN part looks up ``memory`` [N, d] (unit-norm) with labels ``memory_labels`` [N, M];
     ``memory_row`` [n] is each train prompt's row in the memory (-1: not in it), left out of its
-    own estimate. Returns the adapters and the out-of-sample ensemble predictions [n, M] (for
-    calibration).
+    own estimate. Returns the adapters (equal blend; the trainer sets ``parts``) and every part's
+    out-of-sample predictions [n, M, 3] (mlp, ridge, kNN), to choose the blend and calibrate it.
     """
     emb = np.asarray(emb, dtype=np.float32)
     mlps, oof_mlp = train_mlps(emb, targets, cfg, progress)
@@ -350,7 +363,7 @@ def train_adapters(
         )
         for j in range(targets.shape[1])
     ]
-    return adapters, (oof_mlp + oof_lin + oof_knn) / 3.0
+    return adapters, np.stack([oof_mlp, oof_lin, oof_knn], axis=2)
 
 
 def config_dict(cfg: AdapterConfig) -> dict:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ipr_model.adapters import Adapter
 from ipr_model.artifacts import Manifest, read_manifest, write_manifest
-from ipr_model.calibration import fit_isotonic
+from ipr_model.calibration import FITS
 from ipr_model.cards import ModelCard, memory_loader
 from ipr_model.errors import IprError
 
@@ -107,7 +107,7 @@ def candidate_card(card: ModelCard, x: np.ndarray, y: np.ndarray, cfg: RecalConf
     # Pseudo-labels from the old calibration keep its shape where the new labels say nothing.
     rng = np.random.default_rng(cfg.seed)
     px = rng.uniform(card.calibration.x.min(), card.calibration.x.max(), cfg.prior_labels)
-    cal = fit_isotonic(np.r_[raw, px], np.r_[y, card.calibration(px)])
+    cal = FITS[card.calibration.kind](np.r_[raw, px], np.r_[y, card.calibration(px)])
     info = {**card.info, "recalibrated_on": int(len(y))}
     return replace(card, adapter=new, calibration=cal, info=info)
 

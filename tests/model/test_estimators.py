@@ -1,5 +1,6 @@
 """The quality estimators on real data: held-out predictions carry signal, the kNN / ridge parts
-are what they claim, and adding a model leaves every existing artifact file byte-identical."""
+are what they claim, the fused serving path blends parts like each adapter, and adding a model
+leaves every existing artifact file byte-identical."""
 
 from __future__ import annotations
 
@@ -42,6 +43,28 @@ def test_held_out_predictions_carry_signal(zeroeval_slice, small_artifacts):
         if np.std(test.quality[:, j]) > 0 and np.std(q[:, j]) > 0
     ]
     assert np.mean(corr) > 0.1, np.mean(corr)
+
+
+def test_fused_stack_blends_each_adapters_parts_like_the_adapter(zeroeval_slice, small_artifacts):
+    from dataclasses import replace
+
+    from ipr_model.adapters import AdapterStack
+    from ipr_model.scorer import Scorer
+
+    _, test = zeroeval_slice
+    emb = _embed(small_artifacts, test.prompts[:30])
+    rng = np.random.default_rng(0)
+    adapters = [
+        replace(c.adapter, parts=rng.dirichlet(np.ones(3)).astype(np.float32))
+        for c in Scorer.load(small_artifacts).cards
+    ]
+    each = np.stack([a.raw(emb) for a in adapters], axis=1)
+    stack = AdapterStack(adapters)
+    assert stack.fused
+    np.testing.assert_allclose(stack.raw(emb), each, atol=1e-6)
+    a = adapters[0]
+    w = a.parts
+    np.testing.assert_allclose(each[:, 0], w[0] * a.mlp(emb) + w[1] * a.linear(emb) + w[2] * a.knn(emb), atol=1e-6)
 
 
 def test_top_k_matches_brute_force_and_leaves_one_out():
@@ -128,6 +151,10 @@ def test_add_model_leaves_existing_files_identical(tmp_path, zeroeval_slice):
     by_id = {c.id: c.adapter for c in scorer.cards}
     assert not by_id[shared].own_memory and by_id[shared].memory is by_id[base[0]].memory
     assert by_id[own].own_memory and len(by_id[own].knn_y) == len(data) // 2
+    # New adapters blend their parts as the artifact's training chose (the manifest carries it).
+    blend = read_manifest(root).data["part_weights"]
+    for m in (base[0], shared, own):
+        np.testing.assert_allclose(by_id[m].parts, blend, rtol=1e-6)
     q = scorer.score(test.prompts[:20]).quality
     assert q.shape == (20, len(data.model_ids)) and np.all(np.isfinite(q))
     j = scorer.model_ids.index(shared)

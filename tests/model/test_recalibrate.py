@@ -33,6 +33,8 @@ def test_bad_outcomes_on_a_task_lower_that_models_predictions_there(small_artifa
     after = Scorer.load(res.location)
     q1 = after.score(probe).quality[:, j]
     assert q1[:40].mean() < q0[:40].mean() - 0.2  # held-out prompts of the degraded task
+    # Refitted the way it was fitted: zeroeval's quality is binary, so Platt scaling.
+    assert before.cards[j].calibration.kind == after.cards[j].calibration.kind == "platt"
     new, old = read_manifest(res.location), read_manifest(small_artifacts)
     assert new.data["parent_version"] == old.version and new.version != old.version
     changed = {f for f in new.data["files"] if new.data["files"][f] != old.data["files"].get(f)}

@@ -13,12 +13,13 @@ see train.py; the per-model calibration is then fitted on the blend):
   embeddings; k is chosen per model by leave-one-out error over ``KNN_GRID``. The memory is
   shared by every adapter trained together (``memory/`` at the artifact root, see ``Memory``);
   the adapter stores only its labels, aligned with the memory rows, or (``add-model`` with a
-  dataset that does not cover the memory prompts) its own memory embeddings.
+  dataset that does not cover the memory prompts, or recalibration, which adds the labelled
+  prompts to it) its own memory embeddings.
 
 Every train prompt gets an out-of-sample prediction from each part (the MLP member that did not
 see its fold, the ridge and kNN leave-one-out estimates), so the blend weights and the
-calibration are chosen on data the ensemble did not train on. Serving is numpy only (``Adapter.raw``; torch is imported by
-``train_adapters`` alone).
+calibration are chosen on data the ensemble did not train on. Serving is numpy only
+(``Adapter.raw``; torch is imported by ``train_adapters`` alone).
 
 Adapters are independent: training several at once is the same computation as training each
 alone (the MLP losses add up and Adam updates each parameter on its own; ridge and kNN are per
@@ -102,6 +103,8 @@ class Adapter:
     knn_y [N] (labels of the memory rows) and ``memory`` [N, d] (unit-norm float32; the shared
     memory unless ``own_memory``, in which case it is saved in the adapter file as float16);
     ``parts`` [3]: the blend weights of mlp, ridge and kNN (equal in files written before them).
+    ``trained_rows``: after recalibration, the memory's first rows are the training ones and the
+    rest are feedback labels (None: all rows are from training).
     """
 
     w1: np.ndarray
@@ -115,6 +118,7 @@ class Adapter:
     memory: np.ndarray
     own_memory: bool = False
     parts: np.ndarray = field(default_factory=lambda: np.array(EQUAL_PARTS, dtype=np.float32))
+    trained_rows: int | None = None
 
     @property
     def dim(self) -> int:
@@ -149,6 +153,8 @@ class Adapter:
         arrays = {k: getattr(self, k) for k in _ARRAYS + ("parts",)}
         if self.own_memory:
             arrays["memory"] = self.memory.astype(np.float16)
+        if self.trained_rows is not None:
+            arrays["trained_rows"] = np.array(self.trained_rows, dtype=np.int64)
         with open(path, "wb") as f:
             np.savez(f, **arrays)
 
@@ -160,17 +166,19 @@ class Adapter:
             arrays = {k: z[k].astype(np.float32) for k in names}
             own = "memory" in z.files
             memory = unit(z["memory"]) if own else None
+            trained = int(z["trained_rows"]) if "trained_rows" in z.files else None
         if memory is None:
             if shared_memory is None:
                 raise ValueError(f"{path}: the adapter needs the artifact's shared memory")
             memory = shared_memory()
-        a = cls(**arrays, memory=memory, own_memory=own)
+        a = cls(**arrays, memory=memory, own_memory=own, trained_rows=trained)
         k, d, h = a.w1.shape
         if (
             a.b1.shape != (k, h) or a.w2.shape != (k, h) or a.b2.shape != (k,)
             or a.lin_w.shape != (d,) or a.lin_b.shape != () or a.knn_k.shape != ()
             or a.memory.shape != (len(a.knn_y), d) or not 1 <= a.knn_k <= len(a.knn_y)
             or a.parts.shape != (3,)
+            or (trained is not None and not 1 <= trained <= len(a.knn_y))
         ):
             raise ValueError(f"{path}: inconsistent adapter shapes")
         return a

@@ -246,9 +246,11 @@ def evaluate(
     cv: Annotated[int, typer.Option(help="k-fold cross-validation instead of artifacts (k >= 2)")] = 0,
     plot: Annotated[Optional[Path], typer.Option(help="PNG of the quality-cost curves")] = None,
     layers: LayersOpt = None,
+    seed: Annotated[int, typer.Option(help="with --cv: seed of the folds and of the MLPs")] = 0,
 ) -> None:
     """Routing quality (cost saving at parity, ARQGC, ...) against the baselines."""
     from ipr_model import evaluate as ev
+    from ipr_model.adapters import AdapterConfig
     from ipr_model.plot import make_refs, plot_curves
     from ipr_model import metrics
 
@@ -257,11 +259,11 @@ def evaluate(
         if cv:
             if cv < 2:
                 raise UserError(f"--cv must be >= 2, got {cv}")
-            rep, preds, cost, test = ev.cross_validate(data, folds=cv, progress=cb,
-                                                       layers=_layers(layers))
+            rep, preds, cost, test = ev.cross_validate(data, folds=cv, cfg=AdapterConfig(seed=seed),
+                                                       seed=seed, progress=cb, layers=_layers(layers))
         else:
-            if layers:
-                raise UserError("--layers applies to --cv (artifacts carry their own encoder)")
+            if layers or seed:
+                raise UserError("--layers and --seed apply to --cv (artifacts carry their own)")
             if artifacts is None:
                 raise UserError("give --artifacts (held-out evaluation) or --cv K (cross-validation)")
             if not data.has_split(split):

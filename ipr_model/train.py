@@ -70,9 +70,8 @@ class Blend:
         return {"part_weights": list(self.parts), "calibration_shrink": self.shrink}
 
 
-def calibrate(oof_parts: np.ndarray, quality: np.ndarray, parts: tuple[float, ...]) -> list[Calibration]:
-    """Each model's calibration of the ``parts`` blend of its out-of-sample predictions."""
-    raw = oof_parts @ np.asarray(parts)
+def calibrate(raw: np.ndarray, quality: np.ndarray) -> list[Calibration]:
+    """Each model's calibration of its blended out-of-sample predictions ``raw`` [n, M]."""
     return [fit_calibration(raw[:, j], quality[:, j]) for j in range(quality.shape[1])]
 
 
@@ -81,8 +80,7 @@ def select_blend(
 ) -> Blend:
     """The blend of ``PART_WEIGHTS`` x ``SHRINK_GRID`` whose out-of-sample predictions route the
     train split best (ARQGC, measured with its recorded quality and cost; ties: the earlier part
-    weights, then the larger shrink weight). 42 routings of the train split: about 10 s on
-    zeroeval's 2,198 prompts and 28 models."""
+    weights, then the larger shrink weight)."""
     from ipr_model import metrics
 
     q, c = train_set.quality[:, cols], train_set.cost[:, cols]
@@ -91,7 +89,7 @@ def select_blend(
     best, best_score = Blend(), -np.inf
     for parts in PART_WEIGHTS:
         raw = oof_parts @ np.asarray(parts)
-        oof_q = np.stack([cal(raw[:, j]) for j, cal in enumerate(calibrate(oof_parts, q, parts))], axis=1)
+        oof_q = np.stack([cal(raw[:, j]) for j, cal in enumerate(calibrate(raw, q))], axis=1)
         for w in SHRINK_GRID:
             pts = metrics.operating_points(mean + w * (oof_q - mean), est_cost, q, c, ids)
             score = metrics.arqgc(pts, refs.cheap_cost, refs.cheap_quality, refs.ref_cost, refs.ref_quality)
@@ -134,8 +132,8 @@ def fit_cards(
         est = np.stack([cm.estimate(tokens) for cm in costs], axis=1)
         blend = select_blend(oof_parts, est, train_set, ids, cols)
     blend = blend or Blend()
-    cals = calibrate(oof_parts, quality, blend.parts)
     oof = oof_parts @ np.asarray(blend.parts)
+    cals = calibrate(oof, quality)
     cards = []
     for j, (model_id, adapter) in enumerate(zip(ids, adapters)):
         adapter = replace(adapter, parts=np.array(blend.parts, dtype=np.float32))
@@ -191,7 +189,7 @@ def train(
         extra = {
             "dataset": train_set.name,
             "train_prompts": len(train_set),
-            **{k: cards[0].info[k] for k in Blend().as_manifest()},
+            **{k: cards[0].info[k] for k in ("part_weights", "calibration_shrink")},
         }
         write_manifest(tmp, train_set.model_ids, extra)
         if out.exists():

@@ -105,8 +105,9 @@ def fit_platt(raw: np.ndarray, target: np.ndarray, iters: int = 50) -> Calibrati
         if np.abs(step).max() < 1e-10:
             break
     if theta[0] < 0:  # raw ranks this model's quality backwards: predict its mean instead
-        theta = np.array([0.0, float(_logit(np.array([target.mean()]))[0])])
-    grid = _sigmoid(np.linspace(_logit(np.array([0.0]))[0], _logit(np.array([1.0]))[0], 48))
+        theta = np.array([0.0, float(_logit(target.mean()))])
+    edge = np.log((1.0 - _EPS) / _EPS)  # logit of the clipped ends
+    grid = _sigmoid(np.linspace(-edge, edge, 48))
     knots = np.unique(np.r_[0.0, grid, np.quantile(raw, np.linspace(0, 1, 64)), 1.0])
     return Calibration(knots, _sigmoid(theta[0] * _logit(knots) + theta[1]), "platt")
 

@@ -6,8 +6,8 @@ answers), a candidate adapter starts from the current one:
 - the MLP members are fine-tuned on the new labels with the old weights as the starting point and
   an L2 pull back to them (the guard against forgetting: ``anchor``);
 - the ridge head is refitted in closed form toward its old weights (the same guard);
-- the kNN part learns the labels as memory: the candidate's memory is the one training gave it
-  plus the labelled prompts (the adapter then keeps its own memory, float16, in its file);
+- the kNN part learns the labels: the labelled prompts become the adapter's ``extra_memory``,
+  searched together with the memory training gave it;
 - the calibration is refitted on the candidate's predictions of the new labels, pooled with
   pseudo-labels drawn from the old calibration so that a narrow batch of labels does not erase it.
 
@@ -103,13 +103,10 @@ def candidate_card(card: ModelCard, x: np.ndarray, y: np.ndarray, cfg: RecalConf
     a = card.adapter
     w1, b1, w2, b2 = finetune_mlp(a, x, y, cfg)
     lin_w, lin_b = refit_ridge(a, x, y, cfg.ridge_anchor)
-    # Every label of the model is passed in each time, so the memory restarts from training's rows.
-    base = a.trained_rows if a.trained_rows is not None else len(a.knn_y)
+    # Every label of the model is passed in each time: the feedback rows replace the previous ones.
     new = replace(
-        a, w1=w1, b1=b1, w2=w2, b2=b2, lin_w=lin_w, lin_b=lin_b,
-        memory=np.concatenate([a.memory[:base], unit(x)]),
-        knn_y=np.concatenate([a.knn_y[:base], y]).astype(np.float32),
-        own_memory=True, trained_rows=base,
+        a, w1=w1, b1=b1, w2=w2, b2=b2, lin_w=lin_w, lin_b=lin_b, extra_memory=unit(x),
+        knn_y=np.concatenate([a.knn_y[: len(a.memory)], y]).astype(np.float32),
     )
     raw = new.raw(x)
     # Pseudo-labels from the old calibration keep its shape where the new labels say nothing.

@@ -38,12 +38,13 @@ def test_bad_outcomes_on_a_task_lower_that_models_predictions_there(small_artifa
     assert before.cards[j].calibration.kind == after.cards[j].calibration.kind == "platt"
     # The kNN part remembers the labels; recalibrating again (the service passes every label of
     # the model each time) starts from the training rows, so nothing is counted twice.
-    base = len(before.cards[j].adapter.knn_y)
-    knn = after.cards[j].adapter
-    assert knn.own_memory and knn.trained_rows == base and len(knn.knn_y) == base + 80
-    assert np.all(knn.knn_y[base:] == 0)
+    old_knn, knn = before.cards[j].adapter, after.cards[j].adapter
+    base = len(old_knn.knn_y)
+    assert knn.extra_memory.shape == (80, emb.shape[1]) and len(knn.knn_y) == base + 80
+    assert np.all(knn.knn_y[base:] == 0) and np.array_equal(knn.knn_y[:base], old_knn.knn_y)
+    assert not knn.own_memory  # the shared memory stays shared; only the feedback rows are its own
     again = candidate_card(after.cards[j], emb[:80], np.zeros(80), RecalConfig()).adapter
-    assert again.trained_rows == base and len(again.knn_y) == base + 80
+    assert len(again.extra_memory) == 80 and len(again.knn_y) == base + 80
     new, old = read_manifest(res.location), read_manifest(small_artifacts)
     assert new.data["parent_version"] == old.version and new.version != old.version
     changed = {f for f in new.data["files"] if new.data["files"][f] != old.data["files"].get(f)}

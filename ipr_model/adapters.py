@@ -13,8 +13,7 @@ see train.py; the per-model calibration is then fitted on the blend):
   embeddings; k is chosen per model by leave-one-out error over ``KNN_GRID``. The memory is
   shared by every adapter trained together (``memory/`` at the artifact root, see ``Memory``);
   the adapter stores only its labels, aligned with the memory rows, or (``add-model`` with a
-  dataset that does not cover the memory prompts) its own memory embeddings. Recalibration adds
-  the labelled prompts as the adapter's ``extra_memory``, searched together with the memory.
+  dataset that does not cover the memory prompts) its own memory embeddings.
 
 Every train prompt gets an out-of-sample prediction from each part (the MLP member that did not
 see its fold, the ridge and kNN leave-one-out estimates), so the blend weights and the
@@ -61,17 +60,9 @@ def top_k(memory: np.ndarray, emb: np.ndarray, k: int, exclude: np.ndarray | Non
     """Indices [n, k'] (k' = min(k, rows available)) of the most cosine-similar ``memory`` rows
     to each row of ``emb``, most similar first (both unit-norm). ``exclude[i] >= 0`` drops that
     memory row for query i (leave-one-out on the memory itself)."""
-    return nearest(memory, emb, k, exclude)[0]
-
-
-def nearest(
-    memory: np.ndarray, emb: np.ndarray, k: int, exclude: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """``top_k`` and the cosine similarity of each row it returns: ([n, k'], [n, k'])."""
     n_mem = len(memory) - (exclude is not None)
     k = max(0, min(int(k), n_mem))
     out = np.empty((len(emb), k), dtype=np.int64)
-    out_sim = np.empty((len(emb), k), dtype=np.float32)
     for s in range(0, len(emb), _CHUNK):
         sim = emb[s : s + _CHUNK] @ memory.T
         if exclude is not None:
@@ -82,11 +73,9 @@ def nearest(
             part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         else:
             part = np.broadcast_to(np.arange(sim.shape[1]), sim.shape).copy()
-        part_sim = np.take_along_axis(sim, part, axis=1)
-        order = np.argsort(-part_sim, axis=1, kind="stable")[:, :k]
-        out[s : s + _CHUNK] = np.take_along_axis(part, order, axis=1)
-        out_sim[s : s + _CHUNK] = np.take_along_axis(part_sim, order, axis=1)
-    return out, out_sim
+        order = np.argsort(-np.take_along_axis(sim, part, axis=1), axis=1, kind="stable")
+        out[s : s + _CHUNK] = np.take_along_axis(part, order, axis=1)[:, :k]
+    return out
 
 
 class Neighbours:
@@ -95,28 +84,14 @@ class Neighbours:
 
     def __init__(self, emb: np.ndarray):
         self.emb = np.asarray(emb, dtype=np.float32)
-        self._hits: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-    def _lookup(self, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        hit = self._hits.get(id(memory))
-        if hit is None or hit[0] is not memory:
-            hit = self._hits[id(memory)] = (memory, *nearest(memory, self.emb, max(KNN_GRID)))
-        return hit[1], hit[2]
+        self._idx: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __call__(self, memory: np.ndarray, k: int) -> np.ndarray:
-        return self._lookup(memory)[0][:, :k]
-
-    def extended(self, memory: np.ndarray, extra: np.ndarray, k: int) -> np.ndarray:
-        """The k nearest rows of ``memory`` followed by ``extra`` (rows numbered on from
-        ``len(memory)``), reusing the shared look-up of ``memory``: a recalibrated adapter costs
-        one small matmul over its feedback rows, not a pass over the whole memory."""
-        idx, sim = self._lookup(memory)
-        all_sim = np.concatenate([sim, self.emb @ extra.T], axis=1)
-        all_idx = np.concatenate(
-            [idx, np.broadcast_to(len(memory) + np.arange(len(extra)), (len(idx), len(extra)))], axis=1
-        )
-        order = np.argsort(-all_sim, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(all_idx, order, axis=1)
+        hit = self._idx.get(id(memory))
+        if hit is None or hit[0] is not memory:
+            hit = (memory, top_k(memory, self.emb, max(KNN_GRID)))
+            self._idx[id(memory)] = hit
+        return hit[1][:, :k]
 
 
 @dataclass
@@ -127,8 +102,6 @@ class Adapter:
     knn_y [N] (labels of the memory rows) and ``memory`` [N, d] (unit-norm float32; the shared
     memory unless ``own_memory``, in which case it is saved in the adapter file as float16);
     ``parts`` [3]: the blend weights of mlp, ridge and kNN (equal in files written before them).
-    ``extra_memory`` [L, d]: prompts labelled by feedback (recalibration), searched with the
-    memory; their labels follow the memory's in ``knn_y``. Saved in the adapter file (float16).
     """
 
     w1: np.ndarray
@@ -142,7 +115,6 @@ class Adapter:
     memory: np.ndarray
     own_memory: bool = False
     parts: np.ndarray = field(default_factory=lambda: np.array(EQUAL_PARTS, dtype=np.float32))
-    extra_memory: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -162,11 +134,8 @@ class Adapter:
         return np.clip(emb @ self.lin_w + self.lin_b, 0.0, 1.0)
 
     def knn(self, emb: np.ndarray, neighbours: Neighbours | None = None) -> np.ndarray:
-        look = neighbours or Neighbours(emb)
-        k = int(self.knn_k)
-        if self.extra_memory is None:
-            return self.knn_y[look(self.memory, k)].mean(axis=1)
-        return self.knn_y[look.extended(self.memory, self.extra_memory, k)].mean(axis=1)
+        nb = (neighbours or Neighbours(emb))(self.memory, int(self.knn_k))
+        return self.knn_y[nb].mean(axis=1)
 
     def raw(self, emb: np.ndarray, neighbours: Neighbours | None = None) -> np.ndarray:
         """The blend of the three parts' predicted quality, before calibration: [n]."""
@@ -180,8 +149,6 @@ class Adapter:
         arrays = {k: getattr(self, k) for k in _ARRAYS + ("parts",)}
         if self.own_memory:
             arrays["memory"] = self.memory.astype(np.float16)
-        if self.extra_memory is not None:
-            arrays["extra_memory"] = self.extra_memory.astype(np.float16)
         with open(path, "wb") as f:
             np.savez(f, **arrays)
 
@@ -193,19 +160,17 @@ class Adapter:
             arrays = {k: z[k].astype(np.float32) for k in names}
             own = "memory" in z.files
             memory = unit(z["memory"]) if own else None
-            extra = unit(z["extra_memory"]) if "extra_memory" in z.files else None
         if memory is None:
             if shared_memory is None:
                 raise ValueError(f"{path}: the adapter needs the artifact's shared memory")
             memory = shared_memory()
-        a = cls(**arrays, memory=memory, own_memory=own, extra_memory=extra)
-        n_extra = 0 if extra is None else len(extra)
+        a = cls(**arrays, memory=memory, own_memory=own)
         k, d, h = a.w1.shape
         if (
             a.b1.shape != (k, h) or a.w2.shape != (k, h) or a.b2.shape != (k,)
             or a.lin_w.shape != (d,) or a.lin_b.shape != () or a.knn_k.shape != ()
-            or a.memory.shape != (len(a.knn_y) - n_extra, d) or not 1 <= a.knn_k <= len(a.knn_y)
-            or a.parts.shape != (3,) or (extra is not None and extra.shape != (n_extra, d))
+            or a.memory.shape != (len(a.knn_y), d) or not 1 <= a.knn_k <= len(a.knn_y)
+            or a.parts.shape != (3,)
         ):
             raise ValueError(f"{path}: inconsistent adapter shapes")
         return a

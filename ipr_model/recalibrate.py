@@ -6,8 +6,8 @@ answers), a candidate adapter starts from the current one:
 - the MLP members are fine-tuned on the new labels with the old weights as the starting point and
   an L2 pull back to them (the guard against forgetting: ``anchor``);
 - the ridge head is refitted in closed form toward its old weights (the same guard);
-- the kNN part learns the labels: the labelled prompts become the adapter's ``extra_memory``,
-  searched together with the memory training gave it;
+- the kNN part and the memory are kept (adding the labelled prompts to the memory was tried: on
+  ``make drift``'s replayed prompts it memorised them and lowered the realised quality);
 - the calibration is refitted on the candidate's predictions of the new labels, pooled with
   pseudo-labels drawn from the old calibration so that a narrow batch of labels does not erase it.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ipr_model.adapters import Adapter, unit
+from ipr_model.adapters import Adapter
 from ipr_model.artifacts import Manifest, read_manifest, write_manifest
 from ipr_model.calibration import FITS
 from ipr_model.cards import ModelCard, memory_loader
@@ -103,11 +103,7 @@ def candidate_card(card: ModelCard, x: np.ndarray, y: np.ndarray, cfg: RecalConf
     a = card.adapter
     w1, b1, w2, b2 = finetune_mlp(a, x, y, cfg)
     lin_w, lin_b = refit_ridge(a, x, y, cfg.ridge_anchor)
-    # Every label of the model is passed in each time: the feedback rows replace the previous ones.
-    new = replace(
-        a, w1=w1, b1=b1, w2=w2, b2=b2, lin_w=lin_w, lin_b=lin_b, extra_memory=unit(x),
-        knn_y=np.concatenate([a.knn_y[: len(a.memory)], y]).astype(np.float32),
-    )
+    new = replace(a, w1=w1, b1=b1, w2=w2, b2=b2, lin_w=lin_w, lin_b=lin_b)
     raw = new.raw(x)
     # Pseudo-labels from the old calibration keep its shape where the new labels say nothing.
     rng = np.random.default_rng(cfg.seed)

@@ -82,19 +82,6 @@ def test_top_k_matches_brute_force_and_leaves_one_out():
     assert np.array_equal(nb(mem, 5), expect) and np.array_equal(nb(mem, 2), expect[:, :2])
 
 
-def test_extended_neighbours_match_a_search_of_memory_and_extra_together():
-    from ipr_model.adapters import KNN_GRID
-
-    rng = np.random.default_rng(1)
-    memory, extra, emb = (unit(rng.normal(size=(n, 8))) for n in (300, 40, 25))
-    look = Neighbours(emb)
-    look(memory, 5)  # the shared look-up is cached first, as in serving
-    for k in (1, 7, max(KNN_GRID)):
-        got = look.extended(memory, extra, k)
-        want = top_k(np.concatenate([memory, extra]), emb, k)
-        assert np.array_equal(np.sort(got, axis=1), np.sort(want, axis=1)), k
-
-
 def test_fit_knn_is_out_of_sample_and_picks_k():
     rng = np.random.default_rng(1)
     # Two tight clusters with opposite labels: the out-of-sample estimate recovers the label.

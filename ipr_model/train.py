@@ -189,7 +189,7 @@ def train(
         extra = {
             "dataset": train_set.name,
             "train_prompts": len(train_set),
-            **{k: cards[0].info[k] for k in ("part_weights", "calibration_shrink")},
+            **Blend.from_manifest(cards[0].info).as_manifest(),
         }
         write_manifest(tmp, train_set.model_ids, extra)
         if out.exists():

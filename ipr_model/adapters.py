@@ -10,10 +10,11 @@ see train.py; the per-model calibration is then fitted on the blend):
 - linear: a ridge regression of the quality on the embedding (clipped to [0, 1]); its penalty is
   chosen per model by exact leave-one-out error over ``RIDGE_ALPHAS`` (closed form, one SVD).
 - kNN: the mean recorded quality of the k nearest prompts (cosine) of a stored memory of train
-  embeddings; k is chosen per model by leave-one-out error over ``KNN_GRID``. The memory is
-  shared by every adapter trained together (``memory/`` at the artifact root, see ``Memory``);
-  the adapter stores only its labels, aligned with the memory rows, or (``add-model`` with a
-  dataset that does not cover the memory prompts) its own memory embeddings.
+  embeddings, every prompt tied with the k-th included (``knn_weights``); k is chosen per model
+  by leave-one-out error over ``KNN_GRID``. The memory is shared by every adapter trained
+  together (``memory/`` at the artifact root, see ``Memory``); the adapter stores only its
+  labels, aligned with the memory rows, or (``add-model`` with a dataset that does not cover the
+  memory prompts) its own memory embeddings.
 
 Every train prompt gets an out-of-sample prediction from each part (the MLP member that did not
 see its fold, the ridge and kNN leave-one-out estimates), so the blend weights and the
@@ -43,6 +44,7 @@ PART_WEIGHTS = tuple(
 )
 EQUAL_PARTS = PART_WEIGHTS[0]
 _CHUNK = 1024
+TIE = 1e-6  # cosine similarities this close to the k-th count as tied with it
 
 
 @dataclass(frozen=True)
@@ -56,42 +58,46 @@ class AdapterConfig:
     seed: int = 0
 
 
-def top_k(memory: np.ndarray, emb: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
-    """Indices [n, k'] (k' = min(k, rows available)) of the most cosine-similar ``memory`` rows
-    to each row of ``emb``, most similar first (both unit-norm). ``exclude[i] >= 0`` drops that
-    memory row for query i (leave-one-out on the memory itself)."""
-    n_mem = len(memory) - (exclude is not None)
-    k = max(0, min(int(k), n_mem))
-    out = np.empty((len(emb), k), dtype=np.int64)
-    for s in range(0, len(emb), _CHUNK):
-        sim = emb[s : s + _CHUNK] @ memory.T
-        if exclude is not None:
-            ex = exclude[s : s + _CHUNK]
-            rows = np.flatnonzero(ex >= 0)
-            sim[rows, ex[rows]] = -np.inf
-        if k < sim.shape[1]:
-            part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        else:
-            part = np.broadcast_to(np.arange(sim.shape[1]), sim.shape).copy()
-        order = np.argsort(-np.take_along_axis(sim, part, axis=1), axis=1, kind="stable")
-        out[s : s + _CHUNK] = np.take_along_axis(part, order, axis=1)[:, :k]
+def knn_weights(
+    memory: np.ndarray, emb: np.ndarray, ks: list[int], exclude: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """For each k of ``ks``, weights [n, N] that average each row of ``emb``'s k most
+    cosine-similar ``memory`` rows (both unit-norm), with every row tied with the k-th
+    (within ``TIE``) counted in: prompts whose encoder windows are identical (a long shared
+    template, truncated) are one neighbourhood, not an arbitrary k of them. k is capped at the
+    rows available; ``exclude[i] >= 0`` drops that memory row for query i (leave-one-out)."""
+    sim = np.asarray(emb, dtype=np.float32) @ memory.T
+    n_mem = len(memory)
+    if exclude is not None:
+        rows = np.flatnonzero(exclude >= 0)
+        sim[rows, exclude[rows]] = -np.inf
+        n_mem -= 1
+    if n_mem < 1:
+        raise ValueError("the kNN memory needs at least one row besides the query's own")
+    ks = [max(1, min(int(k), n_mem)) for k in ks]
+    kth = -np.partition(-sim, sorted({k - 1 for k in ks}), axis=1)
+    out = []
+    for k in ks:
+        w = (sim >= kth[:, k - 1 : k] - TIE).astype(np.float32)
+        out.append(w / w.sum(axis=1, keepdims=True))
     return out
 
 
 class Neighbours:
-    """The nearest memory rows of a batch of embeddings, computed once per memory and shared by
-    every adapter that uses that memory (a 28-model router does one matmul, not 28)."""
+    """The kNN weights of a batch of embeddings, computed once per (memory, k) and shared by
+    every adapter that uses that memory (a 28-model router does one look-up per k, not 28)."""
 
     def __init__(self, emb: np.ndarray):
         self.emb = np.asarray(emb, dtype=np.float32)
-        self._idx: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._w: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
-    def __call__(self, memory: np.ndarray, k: int) -> np.ndarray:
-        hit = self._idx.get(id(memory))
+    def mean(self, memory: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+        """[n]: the mean of ``labels`` [N] over each embedding's k nearest memory rows."""
+        key = (id(memory), int(k))
+        hit = self._w.get(key)
         if hit is None or hit[0] is not memory:
-            hit = (memory, top_k(memory, self.emb, max(KNN_GRID)))
-            self._idx[id(memory)] = hit
-        return hit[1][:, :k]
+            hit = self._w[key] = (memory, knn_weights(memory, self.emb, [k])[0])
+        return hit[1] @ labels
 
 
 @dataclass
@@ -134,8 +140,7 @@ class Adapter:
         return np.clip(emb @ self.lin_w + self.lin_b, 0.0, 1.0)
 
     def knn(self, emb: np.ndarray, neighbours: Neighbours | None = None) -> np.ndarray:
-        nb = (neighbours or Neighbours(emb))(self.memory, int(self.knn_k))
-        return self.knn_y[nb].mean(axis=1)
+        return (neighbours or Neighbours(emb)).mean(self.memory, self.knn_y, int(self.knn_k))
 
     def raw(self, emb: np.ndarray, neighbours: Neighbours | None = None) -> np.ndarray:
         """The blend of the three parts' predicted quality, before calibration: [n]."""
@@ -199,8 +204,10 @@ class AdapterStack:
             self.parts = np.stack([a.parts for a in self.adapters], axis=1)  # [3, M]
 
     def raw(self, emb: np.ndarray) -> np.ndarray:
-        """[n, M]: each adapter's ``raw`` prediction."""
+        """[n, M]: each adapter's ``raw`` prediction (in chunks: the kNN weights are [n, N])."""
         emb = np.asarray(emb, dtype=np.float32)
+        if len(emb) > _CHUNK:
+            return np.concatenate([self.raw(emb[s : s + _CHUNK]) for s in range(0, len(emb), _CHUNK)])
         nb = Neighbours(emb)
         if not self.fused:
             return np.stack([a.raw(emb, nb) for a in self.adapters], axis=1)
@@ -259,16 +266,15 @@ def fit_knn(
     estimate of ``targets`` [n, M] (the labels of ``queries`` [n, d]), each query leaving out its
     own memory row ``exclude`` [n] (-1: not in the memory). Ties go to the smaller k.
     Returns k [M] and the out-of-sample predictions [n, M]."""
-    nb = top_k(memory, queries, max(KNN_GRID), exclude)
-    best = np.full(labels.shape[1], np.inf)
-    ks = np.zeros(labels.shape[1], dtype=np.int64)
-    pred = np.zeros((len(queries), labels.shape[1]))
-    for k in sorted({max(1, min(k, nb.shape[1])) for k in KNN_GRID}):
-        p = labels[nb[:, :k]].mean(axis=1)
-        err = ((p - targets) ** 2).mean(axis=0)
-        better = err < best
-        best[better], ks[better], pred[:, better] = err[better], k, p[:, better]
-    return ks, pred
+    grid = sorted({max(1, min(k, len(memory) - 1)) for k in KNN_GRID})
+    preds = np.zeros((len(grid), *targets.shape))
+    for s in range(0, len(queries), _CHUNK):
+        ws = knn_weights(memory, queries[s : s + _CHUNK], grid, exclude[s : s + _CHUNK])
+        for p, w in zip(preds, ws):
+            p[s : s + _CHUNK] = w @ labels
+    err = ((preds - targets) ** 2).mean(axis=1)  # [len(grid), M]
+    best = err.argmin(axis=0)  # the first (smallest k) on ties
+    return np.array(grid)[best], preds[best, :, np.arange(targets.shape[1])].T
 
 
 def train_mlps(

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ipr_model.adapters import AdapterConfig, Neighbours, fit_knn, fit_ridge, top_k, unit
+from ipr_model.adapters import AdapterConfig, Neighbours, fit_knn, fit_ridge, knn_weights, unit
 
 pytestmark = pytest.mark.model
 
@@ -67,19 +67,30 @@ def test_fused_stack_blends_each_adapters_parts_like_the_adapter(zeroeval_slice,
     np.testing.assert_allclose(each[:, 0], w[0] * a.mlp(emb) + w[1] * a.linear(emb) + w[2] * a.knn(emb), atol=1e-6)
 
 
-def test_top_k_matches_brute_force_and_leaves_one_out():
+def test_knn_weights_match_brute_force_count_ties_and_leave_one_out():
     rng = np.random.default_rng(0)
     mem, query = unit(rng.standard_normal((50, 8))), unit(rng.standard_normal((7, 8)))
-    expect = np.argsort(-(query @ mem.T), axis=1, kind="stable")[:, :5]
-    assert np.array_equal(top_k(mem, query, 5), expect)
-    assert top_k(mem, query, 500).shape == (7, 50)  # k is capped at the memory size
+    labels = rng.random(50)
+    expect = labels[np.argsort(-(query @ mem.T), axis=1)[:, :5]].mean(axis=1)
+    w5, w500 = knn_weights(mem, query, [5, 500])
+    np.testing.assert_allclose(w5 @ labels, expect, rtol=1e-6)
+    np.testing.assert_allclose(w500 @ labels, labels.mean(), rtol=1e-6)  # k capped at the memory
     # Querying the memory with itself: row i is its own nearest neighbour unless excluded.
-    assert np.array_equal(top_k(mem, mem, 1)[:, 0], np.arange(50))
-    loo = top_k(mem, mem, 3, exclude=np.arange(50))
-    assert loo.shape == (50, 3) and not np.any(loo == np.arange(50)[:, None])
-    # One matmul shared between adapters: the cache returns prefixes of the same look-up.
+    (w1,) = knn_weights(mem, mem, [1])
+    np.testing.assert_array_equal(w1, np.eye(50))
+    (loo,) = knn_weights(mem, mem, [3], exclude=np.arange(50))
+    assert np.all(np.diag(loo) == 0) and np.all((loo > 0).sum(axis=1) == 3)
+    # Six prompts with one embedding (a long shared template, truncated): all six are the
+    # nearest, so k=2 averages the six labels, not two chosen by the order of the memory.
+    dup = np.concatenate([np.repeat(mem[:1], 6, axis=0), mem[1:]])
+    y = np.concatenate([[1, 1, 0, 0, 0, 0], labels[1:]])
+    (w2,) = knn_weights(dup, mem[:1], [2])
+    assert w2 @ y == pytest.approx(2 / 6)
+    # Shared between adapters: one look-up per (memory, k), whatever the labels.
     nb = Neighbours(query)
-    assert np.array_equal(nb(mem, 5), expect) and np.array_equal(nb(mem, 2), expect[:, :2])
+    np.testing.assert_allclose(nb.mean(mem, labels, 5), expect, rtol=1e-6)
+    np.testing.assert_allclose(nb.mean(mem, 1 - labels, 5), 1 - expect, rtol=1e-6)
+    assert len(nb._w) == 1
 
 
 def test_fit_knn_is_out_of_sample_and_picks_k():

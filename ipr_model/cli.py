@@ -220,15 +220,16 @@ def _print_table(rep: dict) -> None:
 
     ref = rep["reference"]
     t = Table(title=f"{rep['dataset']} ({rep['split']}, {rep['prompts']} prompts, {rep['models']} models)")
-    for col in ("router", "ARQGC", "saving at parity", "Q at ref cost", "top-1"):
+    for col in ("router", "ARQGC", "steps", "saving at parity", "Q at ref cost", "top-1"):
         t.add_column(col, justify="right" if col != "router" else "left")
     for name, r in rep["routers"].items():
         sp = r["saving_at_parity"]
         parity = f"{sp['saving']:.1%}" if sp["reached"] else f"not reached (max Q {sp['max_quality']:.3f})"
         qr = r["quality_at_ref_cost"]
-        t.add_row(name, f"{r['arqgc']:.3f}", parity, "-" if qr is None else f"{qr:.3f}", f"{r['top1_accuracy']:.3f}")
+        t.add_row(name, f"{r['arqgc']:.3f}", f"{r['arqgc_steps']:.3f}", parity,
+                  "-" if qr is None else f"{qr:.3f}", f"{r['top1_accuracy']:.3f}")
     mix = rep["random_mix"]
-    t.add_row("random mix", f"{mix['arqgc']:.3f}", "0.0%", "-", "-")
+    t.add_row("random mix", f"{mix['arqgc']:.3f}", "-", "0.0%", "-", "-")
     Console().print(t)
     typer.echo(
         f"reference {ref.get('ref_model', ref.get('ref_idx'))}: Q {ref['ref_quality']:.3f}, C ${ref['ref_cost']:.6f}/prompt; "

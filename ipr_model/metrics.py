@@ -9,6 +9,7 @@ cost, and the chosen models' *recorded* cost and quality are averaged: one (C, Q
   (lowest mean recorded cost) single models.
 - :func:`saving_at_parity`: 1 - min{C : Q >= Q_ref} / C_ref, or "not reached" with max Q.
 - :func:`arqgc`: area under the normalised, upper non-decreasing hull (see its docstring).
+- :func:`arqgc_steps`: the same area without mixing: the curve a user gets from one tau.
 - :func:`quality_at_cost`: max Q with C <= a budget (the reference cost).
 - :func:`top1_accuracy`, :func:`ece`, :func:`calibration`: the estimator's own quality.
 - :func:`summarize`: one JSON-friendly dict per router.
@@ -206,6 +207,27 @@ def arqgc(points: np.ndarray, c_cheap: float, q_cheap: float, c_ref: float, q_re
     return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0))
 
 
+def arqgc_steps(points: np.ndarray, c_cheap: float, q_cheap: float, c_ref: float, q_ref: float) -> float:
+    """ARQGC without mixing: the same normalisation and integral over a in [0, 1], of the step
+    curve g(a) = max{g_i : a_i <= a} of the router's own points (0 left of its cheapest point).
+
+    This is what a user who sets one tau can get (a budget a buys the best point that fits it);
+    :func:`arqgc` also credits the straight line between two points, reachable only by routing
+    each prompt with one of two taus at random. A router whose decisions all move at the same
+    tau has few points: its hull can be large while its steps are coarse. NaN as for
+    :func:`arqgc`.
+    """
+    p = _points(points)
+    da, dg = c_ref - c_cheap, q_ref - q_cheap
+    if da == 0 or dg == 0:
+        return float("nan")
+    order = np.argsort(p[:, 0], kind="stable")
+    a = (p[order, 0] - c_cheap) / da
+    g = np.maximum.accumulate((p[order, 1] - q_cheap) / dg)
+    widths = np.diff(np.clip(np.append(a, 1.0), 0.0, 1.0))
+    return float(np.sum(widths * g))
+
+
 def quality_at_cost(points: np.ndarray, budget: float) -> float | None:
     """max Q over points with C <= budget (relative slack ``C_RTOL``); None when none fits."""
     p = _points(points)
@@ -255,16 +277,18 @@ def summarize(
     name: str, points: np.ndarray, refs: Refs, taus: np.ndarray | None = TAU_GRID
 ) -> dict:
     """One router as a JSON-friendly dict: points as [tau, C, Q] (tau None for a baseline without
-    one), saving_at_parity (without mixing), arqgc and quality_at_ref_cost."""
+    one), saving_at_parity (without mixing), arqgc, arqgc_steps and quality_at_ref_cost."""
     p = _points(points)
     t = [None] * len(p) if taus is None else [float(x) for x in taus]
     if len(t) != len(p):
         raise ValueError(f"{len(t)} taus for {len(p)} points")
-    score = arqgc(p, refs.cheap_cost, refs.cheap_quality, refs.ref_cost, refs.ref_quality)
+    norm = (refs.cheap_cost, refs.cheap_quality, refs.ref_cost, refs.ref_quality)
+    score, steps = arqgc(p, *norm), arqgc_steps(p, *norm)
     return {
         "name": name,
         "points": [[tau, float(c), float(q)] for tau, (c, q) in zip(t, p)],
         "saving_at_parity": saving_at_parity(p, refs.ref_cost, refs.ref_quality),
         "arqgc": None if np.isnan(score) else score,
+        "arqgc_steps": None if np.isnan(steps) else steps,
         "quality_at_ref_cost": quality_at_cost(p, refs.ref_cost),
     }

@@ -109,6 +109,22 @@ def test_arqgc_unit(points, want):
     assert M.arqgc(np.array(points, dtype=float), **UNIT) == pytest.approx(want)
 
 
+@pytest.mark.parametrize(
+    "points, want",
+    [
+        ([[0, 0], [1, 1]], 0.0),  # the reference is bought only at a = 1: no mixing
+        ([[0, 0], [0.5, 0.8], [1, 1]], 0.4),  # hull 0.65; steps 0.5 * 0 + 0.5 * 0.8
+        ([[1 / 3, 1]], 2 / 3),  # one point: the same as the hull
+        ([[0, 0], [0.5, 1], [1, 0.2]], 0.5),  # a dearer, worse point does not lower the step
+        ([[-0.5, 0.5], [2, 1]], 0.5),  # below a = 0 counts from 0; beyond a = 1 is cut
+        ([[0.6, 0.9], [0.2, 0.4]], 0.4 * 0.4 + 0.4 * 0.9),  # unsorted points
+    ],
+)
+def test_arqgc_steps_unit(points, want):
+    assert M.arqgc_steps(np.array(points, dtype=float), **UNIT) == pytest.approx(want)
+    assert M.arqgc_steps(np.array(points, dtype=float), **UNIT) <= M.arqgc(np.array(points, dtype=float), **UNIT) + 1e-12
+
+
 def test_arqgc_hand_case(oracle_points, refs):
     # a = (7-1)/9 = 2/3 at g = 1, from (0, 0): 0.5 * 2/3 + 1/3 = 2/3
     score = M.arqgc(

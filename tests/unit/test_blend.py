@@ -1,0 +1,41 @@
+"""The trainer's blend selection: the (part weights, shrink) pair whose out-of-sample routing of
+the train split has the largest area without mixing (``arqgc_steps``), not the largest hull."""
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from ipr_model import metrics
+from ipr_model.adapters import PART_WEIGHTS
+from ipr_model.train import SHRINK_GRID, Blend, calibrate, select_blend
+
+
+def _areas(oof, est, q, c, ids):
+    refs = metrics.reference_and_cheapest(q, c)
+    norm = (refs.cheap_cost, refs.cheap_quality, refs.ref_cost, refs.ref_quality)
+    mean, out = q.mean(axis=0), {}
+    for parts in PART_WEIGHTS:
+        raw = oof @ np.asarray(parts)
+        cal = np.stack([f(raw[:, j]) for j, f in enumerate(calibrate(raw, q))], axis=1)
+        for w in SHRINK_GRID:
+            pts = metrics.operating_points(mean + w * (cal - mean), est, q, c, ids)
+            out[Blend(parts, w)] = (metrics.arqgc(pts, *norm), metrics.arqgc_steps(pts, *norm))
+    return out
+
+
+def test_select_blend_takes_the_largest_steps_area_not_the_largest_hull():
+    # Six models of rising mean quality and cost, three parts of rising noise (a case where the
+    # two criteria disagree, on both the part weights and the shrink).
+    rng = np.random.default_rng(2)
+    n, m = 300, 6
+    skill = np.clip(np.linspace(0.5, 0.8, m) + rng.normal(0.0, 0.15, (n, m)), 0.0, 1.0)
+    q = (rng.random((n, m)) < skill).astype(float)
+    oof = np.clip(skill[..., None] + rng.normal(0.0, [0.2, 0.4, 0.6], (n, m, 3)), 0.0, 1.0)
+    cost = np.geomspace(1.0, 30.0, m) * (1.0 + 0.2 * rng.random((n, m)))
+    ids = [f"model-{j}" for j in range(m)]
+    areas = _areas(oof, cost, q, cost, ids)
+    by_hull = max(areas, key=lambda b: areas[b][0])
+    by_steps = max(areas, key=lambda b: areas[b][1])
+    assert by_hull != by_steps
+    chosen = select_blend(oof, cost, SimpleNamespace(quality=q, cost=cost), ids, list(range(m)))
+    assert chosen == by_steps

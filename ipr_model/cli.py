@@ -214,6 +214,9 @@ def score(
     typer.echo(f"scored {len(part)} prompts x {len(scorer.model_ids)} models: {out}")
 
 
+KNOB_TAUS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+
+
 def _print_table(rep: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -231,6 +234,10 @@ def _print_table(rep: dict) -> None:
     mix = rep["random_mix"]
     t.add_row("random mix", f"{mix['arqgc']:.3f}", "-", "0.0%", "-", "-")
     Console().print(t)
+    if "ipr" in rep["routers"]:  # the tau knob, for choosing one
+        knob = [p for p in rep["routers"]["ipr"]["points"] if p[0] is not None and round(p[0], 2) in KNOB_TAUS]
+        typer.echo("ipr by tau (cost / reference's, quality): " + "; ".join(
+            f"{t:.2f}: {c / ref['ref_cost']:.0%}, {q:.3f}" for t, c, q in knob))
     typer.echo(
         f"reference {ref.get('ref_model', ref.get('ref_idx'))}: Q {ref['ref_quality']:.3f}, C ${ref['ref_cost']:.6f}/prompt; "
         f"cheapest {ref.get('cheap_model', ref.get('cheap_idx'))}: Q {ref['cheap_quality']:.3f}, C ${ref['cheap_cost']:.6f}/prompt"

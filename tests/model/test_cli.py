@@ -126,3 +126,19 @@ def test_train_seed_draws_other_mlps_and_the_same_ridge(data_dir, tmp_path):
         adapters[seed] = np.load(out / "models" / "gpt-4o-2024-08-06" / "adapter.npz")
     assert not np.allclose(adapters["0"]["w1"], adapters["3"]["w1"])
     np.testing.assert_array_equal(adapters["0"]["lin_w"], adapters["3"]["lin_w"])
+
+
+def test_evaluate_reports_every_router_and_the_tau_knob(small_artifacts, data_dir, tmp_path):
+    out = tmp_path / "eval.json"
+    p = ipr("evaluate", "--artifacts", str(small_artifacts), "--dataset", str(data_dir / "zeroeval"),
+            "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(out.read_text())
+    assert {"ipr", "knn", "linear", "oracle"} <= set(rep["routers"]) and rep["prompts"] == 559
+    for r in rep["routers"].values():
+        assert len(r["points"]) == 101 and r["arqgc_steps"] <= r["arqgc"] + 1e-12
+    (knob,) = [ln for ln in p.stdout.splitlines() if ln.startswith("ipr by tau")]
+    entries = knob.split(": ", 1)[1].split("; ")
+    assert len(entries) == 7
+    tau0, ref_cost = rep["routers"]["ipr"]["points"][0], rep["reference"]["ref_cost"]
+    assert entries[0] == f"0.00: {tau0[1] / ref_cost:.0%}, {tau0[2]:.3f}"

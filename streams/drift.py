@@ -5,7 +5,8 @@ quality 0 there, what a bad provider update looks like). The task's test prompts
 rounds through the running system: round 0 before the degradation, rounds 1..R after it. Run twice,
 each on a broker of its own: with the feedback service on (labels -> recalibration -> hot swap)
 and, as the control, with it off. Reports quality and the degraded model's share of the task's
-traffic per round, the labels it took to recover, the versions published and lost prompts, to
+traffic per round, the labels it took to recover, the versions published and lost prompts, and
+the degraded model's share of the other tasks before and after (the latest version, offline), to
 ``build/drift.json`` and ``build/drift.png``.
 """
 
@@ -42,9 +43,39 @@ def pick_target(artifacts: Path, test, tolerance: float) -> tuple[str, str]:
     return Counter(x.model_id for x in d).most_common(1)[0][0], task
 
 
-def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tolerance, min_labels):
+def latest_version(versions_dir: Path, first: Path) -> Path:
+    """The newest artifact version the feedback service wrote to ``versions_dir`` (``first`` when
+    it published none)."""
+    found = sorted((json.loads((d / "manifest.json").read_text())["created_at"], d)
+                   for d in versions_dir.glob("*") if (d / "manifest.json").is_file())
+    return found[-1][1] if found else first
+
+
+def other_tasks_share(artifacts: Path, latest: Path, test, task: str, model: str,
+                      tolerance: float) -> dict:
+    """The degraded model's share of each other task of the split at ``tolerance``, by the first
+    artifact and by the latest version (offline, in-process): what the recovery cost where the
+    model did not degrade."""
+    from ipr_model.scorer import Scorer
+
+    idx = [i for i, t in enumerate(test.tasks) if t != task]
+    texts, tasks = [test.prompts[i] for i in idx], np.array([test.tasks[i] for i in idx])
+    share = {}
+    for name, root in (("before", artifacts), ("after", latest)):
+        scorer = Scorer.load(root)
+        chosen = np.array([d.model_id == model for d in
+                           scorer.decide(scorer.score(texts), [tolerance] * len(texts))])
+        share[name] = {t: float(chosen[tasks == t].mean()) for t in sorted(set(tasks))}
+    return share
+
+
+def versions_dir(run: str) -> Path:
+    return Path("build") / "drift-versions" / run
+
+
+def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tolerance, min_labels,
+                 run: str):
     settings = KafkaSettings()
-    run = uuid.uuid4().hex[:6]
     log_dir = Path("build") / "logs" / f"drift-{run}"
     out = []
     with kafka_bootstrap() as bootstrap:
@@ -65,7 +96,7 @@ def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tole
             services.append(Service(
                 "feedback", ["feedback", "--artifacts", str(artifacts), "--min-labels", str(min_labels)],
                 {**env, "IPR_FEEDBACK_APP_ID": f"drift-feedback-{run}",
-                 "IPR_FEEDBACK_VERSIONS_DIR": str(Path("build") / "drift-versions" / run),
+                 "IPR_FEEDBACK_VERSIONS_DIR": str(versions_dir(run)),
                  "IPR_FEEDBACK_DATA_DIR": str(log_dir / "faust-feedback")}, log_dir))
         router_pid = services[0].proc.pid
         try:
@@ -119,8 +150,11 @@ def run_drift(artifacts: Path, dataset: Path, rounds: int = 4, rate: float = 15.
     model, task = pick_target(artifacts, test, tolerance)
     part = test.subset([i for i, t in enumerate(test.tasks) if t == task])
     print(f"degrading {model} on {task} ({len(part)} test prompts per round)", flush=True)
-    on, restarted_on = run_scenario(artifacts, dataset, part, model, task, True, rounds, rate, tolerance, min_labels)
-    off, restarted_off = run_scenario(artifacts, dataset, part, model, task, False, 2, rate, tolerance, min_labels)
+    run_on, run_off = uuid.uuid4().hex[:6], uuid.uuid4().hex[:6]
+    on, restarted_on = run_scenario(artifacts, dataset, part, model, task, True, rounds, rate,
+                                    tolerance, min_labels, run_on)
+    off, restarted_off = run_scenario(artifacts, dataset, part, model, task, False, 2, rate,
+                                      tolerance, min_labels, run_off)
     before = on[0]
     last = on[-1]
     recovered = [r for r in on[1:] if r["share_to_degraded"] <= 0.2 * before["share_to_degraded"]
@@ -143,6 +177,8 @@ def run_drift(artifacts: Path, dataset: Path, rounds: int = 4, rate: float = 15.
         "versions_published": len({v for r in on for v, _ in r["versions"]}) - 1,
         "lost_prompts": sum(r["lost"] for r in on + off),
         "router_restarted": restarted_on or restarted_off,
+        "share_to_degraded_other_tasks": other_tasks_share(
+            artifacts, latest_version(versions_dir(run_on), artifacts), test, task, model, tolerance),
         "rounds_with_loop": on,
         "rounds_without_loop": off,
     }

@@ -6,6 +6,7 @@
     DIR/encoder/encoder.json          max_length, dim, export validation figures
     DIR/models/<safe id>/adapter.npz  that model's quality adapter (MLP, ridge, kNN labels)
     DIR/models/<safe id>/card.json    id, family, cost model, calibration, training figures
+    DIR/models/<safe id>/feedback.npz the local correction from quality feedback (once there is one)
     DIR/memory/embeddings.npy         the train prompts' embeddings (float16): the kNN memory
     DIR/memory/prompts.sha256         the sha256 of each memory prompt's text, one per line
 

@@ -2,6 +2,8 @@
 
     models/<safe id>/adapter.npz   the quality adapter (MLP, ridge and kNN parts, see adapters.py)
     models/<safe id>/card.json     id, family, cost model, calibration, training figures
+    models/<safe id>/feedback.npz  the local correction from quality feedback, once there is one
+                                   (corrections.py)
 
 The kNN parts of the adapters trained together share one memory of train prompts at the artifact
 root; each adapter holds only its labels for those rows:
@@ -24,6 +26,7 @@ import numpy as np
 from ipr_model.adapters import Adapter, Neighbours, unit
 from ipr_model.artifacts import model_dir, write_json
 from ipr_model.calibration import Calibration
+from ipr_model.corrections import Correction
 from ipr_model.costs import CostModel
 from ipr_model.errors import ArtifactError
 
@@ -36,16 +39,25 @@ class ModelCard:
     calibration: Calibration
     adapter: Adapter
     info: dict = field(default_factory=dict)  # training config and figures, for people
+    correction: Correction | None = None  # from quality feedback (recalibrate.py)
 
     def quality(self, emb: np.ndarray, neighbours: Neighbours | None = None) -> np.ndarray:
-        """Calibrated predicted quality [n] of this model for embeddings [n, d] (``neighbours``:
-        the batch's nearest memory rows, shared between cards)."""
-        return self.calibration(self.adapter.raw(emb, neighbours))
+        """Predicted quality [n] of this model for embeddings [n, d] (``neighbours``: the batch's
+        nearest memory rows, shared between cards)."""
+        return self.from_raw(self.adapter.raw(emb, neighbours), emb)
+
+    def from_raw(self, raw: np.ndarray, emb: np.ndarray) -> np.ndarray:
+        """Predicted quality from the adapter's ``raw`` output at ``emb``: calibrated, then
+        corrected by the feedback near ``emb`` when there is some."""
+        q = self.calibration(raw)
+        return q if self.correction is None else self.correction(q, emb)
 
     def save(self, root: Path) -> None:
         d = Path(root) / model_dir(self.id)
         d.mkdir(parents=True, exist_ok=True)
         self.adapter.save(d / "adapter.npz")
+        if self.correction is not None:
+            self.correction.save(d / FEEDBACK)
         write_json(
             d / "card.json",
             {
@@ -75,12 +87,14 @@ class ModelCard:
                 calibration=Calibration.from_dict(card["calibration"]),
                 adapter=Adapter.load(d / "adapter.npz", memory or (lambda: load_memory(root))),
                 info={k: v for k, v in card.items() if k not in _STORED},
+                correction=Correction.load(d / FEEDBACK) if (d / FEEDBACK).is_file() else None,
             )
         except (KeyError, TypeError, ValueError, OSError) as e:
             raise ArtifactError(f"{d}: cannot load model {model_id!r}: {e}") from None
 
 
 _STORED = {"id", "family", "cost", "calibration"}
+FEEDBACK = "feedback.npz"
 
 
 MEMORY_EMB = "memory/embeddings.npy"

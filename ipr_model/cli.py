@@ -454,7 +454,7 @@ def recalibrate(
     feedback: Annotated[Path, typer.Option(help='JSONL: {"model_id", "quality", "text"} per label')],
     out: Annotated[Path, typer.Option("--out", "-o", help="directory of the new version")],
 ) -> None:
-    """Offline recalibration: fine-tune and recalibrate the adapters of the models with feedback,
+    """Offline recalibration: fit each labelled model's local correction from the feedback,
     publish a new version only where the guardrail passes."""
     import numpy as np
     import orjson
@@ -478,7 +478,7 @@ def recalibrate(
     result = run(artifacts, labels, out)
     for m in result.models:
         verdict = "published" if m.published else "kept the current version"
-        typer.echo(f"{m.model_id}: {m.labels} labels, held-out Brier {m.brier_current:.4f} -> "
+        typer.echo(f"{m.model_id}: {m.labels} labels, held-out Brier {m.brier_uncorrected:.4f} -> "
                    f"{m.brier_candidate:.4f}: {verdict}")
     typer.echo(f"new version {result.version} at {out}" if result.version else "nothing published")
 

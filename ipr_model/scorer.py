@@ -43,7 +43,7 @@ def predict(
     """Predicted quality and estimated cost [n, m] of every card's model for every prompt."""
     tokens = prompt_tokens(list(texts))
     raw = _stack(cards).raw(emb)
-    q = np.stack([c.calibration(raw[:, j]) for j, c in enumerate(cards)], axis=1)
+    q = np.stack([c.from_raw(raw[:, j], emb) for j, c in enumerate(cards)], axis=1)
     cost = np.stack([c.cost.estimate(tokens) for c in cards], axis=1)
     return q, cost
 

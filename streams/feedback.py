@@ -11,7 +11,7 @@
   other than the one the prompt was routed to) goes to the dead-letter topic with the reason.
   Usable labels are kept per model in the table ``labels`` (at most ``max_labels`` per model).
 - When a model has ``min_labels`` new labels, or has some and was last recalibrated
-  ``recal_interval_s`` ago (checked as labels arrive), its adapter is recalibrated
+  ``recal_interval_s`` ago (checked as labels arrive), its local correction is refitted on them
   (:mod:`ipr_model.recalibrate`, off the event loop, with the held-out guardrail); a published
   version is announced on ``router.control`` and routers hot-swap to it.
 
@@ -179,7 +179,7 @@ async def recalibrate_model(model_id: str) -> None:
     )
     for m in result.models:
         log.warning("recalibration of %s on %d labels: held-out Brier %.4f -> %.4f, %s (%.1fs)",
-                    m.model_id, m.labels, m.brier_current, m.brier_candidate,
+                    m.model_id, m.labels, m.brier_uncorrected, m.brier_candidate,
                     "published" if m.published else "kept the current version",
                     time.perf_counter() - t0)
     if result.manifest is not None:

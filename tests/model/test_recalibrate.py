@@ -1,5 +1,6 @@
-"""Recalibration from feedback: labels move the next version's predictions the right way, the
-guardrail refuses a worse candidate, and untouched models keep their files."""
+"""Recalibration from feedback: labels move the next version's predictions the right way where
+they were observed and nowhere else, the guardrail refuses a worse candidate, and untouched models
+keep their files."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.model
 MODEL = "gpt-4o-2024-08-06"
 
 
-def test_bad_outcomes_on_a_task_lower_that_models_predictions_there(small_artifacts, zeroeval, tmp_path):
+def test_bad_outcomes_on_a_task_lower_that_models_predictions_there_only(small_artifacts, zeroeval, tmp_path):
     test = zeroeval.split("test")
     math = [i for i, t in enumerate(test.tasks) if t == test.tasks[0]][:120]
     other = [i for i, t in enumerate(test.tasks) if t != test.tasks[0]][:120]
@@ -29,16 +30,27 @@ def test_bad_outcomes_on_a_task_lower_that_models_predictions_there(small_artifa
     # The model now fails the task every time (what a bad provider update looks like).
     res = recalibrate(small_artifacts, {MODEL: (emb[:80], np.zeros(80))}, tmp_path / "v2")
     assert res.version and res.models[0].published
-    assert res.models[0].brier_candidate < res.models[0].brier_current
+    assert res.models[0].brier_candidate < res.models[0].brier_uncorrected
     after = Scorer.load(res.location)
     q1 = after.score(probe).quality[:, j]
     assert q1[:40].mean() < q0[:40].mean() - 0.2  # held-out prompts of the degraded task
-    # Refitted the way it was fitted: zeroeval's quality is binary, so Platt scaling.
-    assert before.cards[j].calibration.kind == after.cards[j].calibration.kind == "platt"
+    # The other tasks keep their estimates (a refitted calibration moved them all).
+    assert np.abs(q1[40:] - q0[40:]).mean() < 0.01
+    # Adapter and calibration as trained; the labels live in the model's correction.
+    card = after.cards[j]
+    np.testing.assert_array_equal(card.calibration.y, before.cards[j].calibration.y)
+    assert card.correction is not None and len(card.correction.residual) == 80
+    assert card.info["feedback_labels"] == 80
     new, old = read_manifest(res.location), read_manifest(small_artifacts)
     assert new.data["parent_version"] == old.version and new.version != old.version
     changed = {f for f in new.data["files"] if new.data["files"][f] != old.data["files"].get(f)}
-    assert changed and all(f.startswith("models/gpt-4o-2024-08-06/") for f in changed)
+    assert changed == {f"models/{MODEL}/card.json", f"models/{MODEL}/feedback.npz"}
+
+    # The next recalibration replaces the correction (every label is passed each time), fitted
+    # against the estimator without it: labels that agree with the first correction change nothing.
+    again = recalibrate(res.location, {MODEL: (emb[:80], np.zeros(80))}, tmp_path / "v3")
+    q2 = Scorer.load(again.location).score(probe).quality[:, j]
+    np.testing.assert_allclose(q2, q1, atol=1e-6)
 
 
 def test_guardrail_refuses_a_candidate_that_is_worse_on_held_out_labels(
@@ -60,5 +72,5 @@ def test_guardrail_refuses_a_candidate_that_is_worse_on_held_out_labels(
     labels[held] = np.round(current[held])
     res = recalibrate(small_artifacts, {MODEL: (emb, labels)}, tmp_path / "v2")
     m = res.models[0]
-    assert not m.published and m.brier_candidate > m.brier_current
+    assert not m.published and m.brier_candidate > m.brier_uncorrected
     assert res.version is None and not (tmp_path / "v2").exists()

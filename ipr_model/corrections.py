@@ -1,0 +1,64 @@
+"""Local corrections from quality feedback: what a model's answers scored on labelled prompts,
+against what its estimator predicted for them, carried to the prompts near them.
+
+    q'(x) = q(x) + sum_i w_i(x) r_i / (strength + sum_i w_i(x)),   r_i = y_i - q(x_i)
+    w_i(x) = max(0, (cos(x, x_i) - radius) / (1 - radius))
+
+``q`` is the card's calibrated estimate without correction, ``x_i`` and ``y_i`` the labelled
+prompts' embeddings and observed quality. A prompt with no labelled prompt within ``radius`` keeps
+its estimate; one among labels that agree with the estimator keeps it too; one among labels that
+contradict it moves toward them, half way once the labels near it weigh ``strength`` (an exact
+repeat of a labelled prompt weighs 1). So a model that fails one task loses that task's traffic
+and keeps the rest (README, "The feedback loop"), which a refitted calibration (one curve for every
+prompt) cannot do. Stored as ``models/<id>/feedback.npz``; numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ipr_model.adapters import unit
+
+RADIUS = 0.4  # MiniLM cosine: prompts of one task are mostly above it, other tasks' below
+STRENGTH = 1.0  # the estimate weighs as much as one label on the prompt itself
+
+
+@dataclass(frozen=True)
+class Correction:
+    emb: np.ndarray  # [F, d] unit-norm embeddings of the labelled prompts
+    residual: np.ndarray  # [F] observed minus estimated quality
+    radius: float = RADIUS
+    strength: float = STRENGTH
+
+    @classmethod
+    def fit(cls, estimate: np.ndarray, emb: np.ndarray, observed: np.ndarray, radius: float = RADIUS,
+            strength: float = STRENGTH) -> "Correction":
+        """From labels: the uncorrected ``estimate`` [F] at the labelled prompts ``emb`` [F, d]
+        and the ``observed`` quality [F]."""
+        if not 0.0 <= radius < 1.0 or strength <= 0:
+            raise ValueError(f"expected 0 <= radius < 1 and strength > 0, got {radius}, {strength}")
+        residual = np.clip(observed, 0.0, 1.0) - np.asarray(estimate, np.float64)
+        return cls(unit(np.asarray(emb, np.float16)), residual.astype(np.float32), radius, strength)
+
+    def __call__(self, quality: np.ndarray, emb: np.ndarray) -> np.ndarray:
+        """The corrected quality [n] of estimates ``quality`` [n] at embeddings ``emb`` [n, d]."""
+        w = np.maximum(np.asarray(emb, np.float32) @ self.emb.T - self.radius, 0.0) / (1.0 - self.radius)
+        shift = (w @ self.residual) / (self.strength + w.sum(axis=1))
+        return np.clip(quality + shift, 0.0, 1.0)
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as f:  # uncompressed, through a file object: stable bytes
+            np.savez(f, emb=self.emb.astype(np.float16), residual=self.residual,
+                     radius=np.float32(self.radius), strength=np.float32(self.strength))
+
+    @classmethod
+    def load(cls, path: Path) -> "Correction":
+        with np.load(path, allow_pickle=False) as z:
+            emb, res = unit(z["emb"]), z["residual"].astype(np.float32)
+            radius, strength = float(z["radius"]), float(z["strength"])
+        if emb.ndim != 2 or res.shape != (len(emb),) or not 0 <= radius < 1 or strength <= 0:
+            raise ValueError(f"{path}: inconsistent feedback correction")
+        return cls(emb, res, radius, strength)

@@ -1,0 +1,52 @@
+"""Local corrections from feedback: a label moves the estimates near it, by the documented amount,
+and nothing beyond its radius."""
+
+import numpy as np
+import pytest
+
+from ipr_model.adapters import unit
+from ipr_model.corrections import Correction
+
+
+def _at_cosine(base: np.ndarray, other: np.ndarray, cos: float) -> np.ndarray:
+    """A unit vector at cosine ``cos`` from unit ``base``, in the plane of ``base`` and ``other``."""
+    ortho = unit((other - (other @ base) * base)[None])[0]
+    return cos * base + np.sqrt(1.0 - cos**2) * ortho
+
+
+def test_a_repeat_of_a_label_moves_by_one_over_strength_plus_one_and_far_prompts_stay():
+    rng = np.random.default_rng(0)
+    a, b = unit(rng.normal(size=(2, 16)))
+    fix = Correction.fit(np.array([0.8]), a[None], np.array([0.0]), radius=0.4, strength=3.0)
+    near = _at_cosine(a, b, 0.7)  # weight (0.7 - 0.4) / 0.6 = 0.5
+    far = _at_cosine(a, b, 0.39)
+    q = np.array([0.8, 0.6, 0.6])
+    out = fix(q, np.stack([a, near, far]))
+    np.testing.assert_allclose(out, [0.8 - 0.8 / 4.0, 0.6 - 0.8 * 0.5 / 3.5, 0.6], atol=1e-3)
+
+
+def test_labels_that_agree_with_the_estimate_change_nothing_and_output_stays_in_0_1():
+    rng = np.random.default_rng(1)
+    x = unit(rng.normal(size=(20, 8)))
+    est = rng.random(20)
+    agree = Correction.fit(est, x, est)
+    np.testing.assert_allclose(agree(est, x), est, atol=1e-6)
+    up = Correction.fit(np.zeros(20), x, np.ones(20), strength=0.01)
+    assert np.all(up(np.full(20, 0.9), x) <= 1.0) and up(np.full(20, 0.9), x).min() > 0.99
+
+
+def test_saved_and_loaded_it_corrects_alike(tmp_path):
+    rng = np.random.default_rng(2)
+    x = unit(rng.normal(size=(30, 8)))
+    fix = Correction.fit(rng.random(30), x, (rng.random(30) > 0.5).astype(float), 0.3, 2.0)
+    fix.save(tmp_path / "feedback.npz")
+    back = Correction.load(tmp_path / "feedback.npz")
+    assert (back.radius, back.strength) == pytest.approx((0.3, 2.0))
+    q = rng.random(30)
+    np.testing.assert_allclose(back(q, x), fix(q, x), atol=1e-3)  # float16 embeddings
+
+
+@pytest.mark.parametrize("radius,strength", [(1.0, 3.0), (-0.1, 3.0), (0.4, 0.0)])
+def test_a_bad_radius_or_strength_is_refused(radius, strength):
+    with pytest.raises(ValueError, match="radius"):
+        Correction.fit(np.zeros(1), np.ones((1, 4)), np.zeros(1), radius, strength)

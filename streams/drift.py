@@ -6,7 +6,8 @@ rounds through the running system: round 0 before the degradation, rounds 1..R a
 each on a broker of its own: with the feedback service on (labels -> recalibration -> hot swap)
 and, as the control, with it off. Reports quality and the degraded model's share of the task's
 traffic per round, the labels it took to recover, the versions published and lost prompts, and
-the degraded model's share of the other tasks before and after (the latest version, offline), to
+the degraded model's share of the other tasks before and after (the latest version, offline),
+and offline, a recalibration on labels of train prompts judged on the test prompts, to
 ``build/drift.json`` and ``build/drift.png``.
 """
 
@@ -51,22 +52,53 @@ def latest_version(versions_dir: Path, first: Path) -> Path:
     return found[-1][1] if found else first
 
 
-def other_tasks_share(artifacts: Path, latest: Path, test, task: str, model: str,
-                      tolerance: float) -> dict:
-    """The degraded model's share of each other task of the split at ``tolerance``, by the first
-    artifact and by the latest version (offline, in-process): what the recovery cost where the
-    model did not degrade."""
+def shares(root: Path, texts: list[str], tasks: list[str], model: str, tolerance: float) -> dict:
+    """``model``'s share of each task's ``texts`` at ``tolerance`` by the artifacts at ``root``
+    (offline, in-process)."""
     from ipr_model.scorer import Scorer
 
+    scorer = Scorer.load(root)
+    chosen = np.array([d.model_id == model for d in
+                       scorer.decide(scorer.score(texts), [tolerance] * len(texts))])
+    t = np.array(tasks)
+    return {k: float(chosen[t == k].mean()) for k in sorted(set(tasks))}
+
+
+def other_tasks_share(artifacts: Path, latest: Path, test, task: str, model: str,
+                      tolerance: float) -> dict:
+    """The degraded model's share of each other task of the split, by the first artifact and by
+    the latest version: what the recovery cost where the model did not degrade."""
     idx = [i for i, t in enumerate(test.tasks) if t != task]
-    texts, tasks = [test.prompts[i] for i in idx], np.array([test.tasks[i] for i in idx])
-    share = {}
-    for name, root in (("before", artifacts), ("after", latest)):
-        scorer = Scorer.load(root)
-        chosen = np.array([d.model_id == model for d in
-                           scorer.decide(scorer.score(texts), [tolerance] * len(texts))])
-        share[name] = {t: float(chosen[tasks == t].mean()) for t in sorted(set(tasks))}
-    return share
+    texts, tasks = [test.prompts[i] for i in idx], [test.tasks[i] for i in idx]
+    return {name: shares(root, texts, tasks, model, tolerance)
+            for name, root in (("before", artifacts), ("after", latest))}
+
+
+def held_out_recovery(artifacts: Path, data, task: str, model: str, tolerance: float,
+                      labels: int = 150) -> dict:
+    """Recalibration judged on prompts it has no label for (``make drift`` replays its labelled
+    prompts): ``labels`` train prompts of ``task`` that the first version routes to ``model``,
+    labelled "failed", recalibrate it offline; its share of every task's test prompts before and
+    after."""
+    import tempfile
+
+    from ipr_model.recalibrate import recalibrate
+    from ipr_model.scorer import Scorer
+    from ipr_model.train import embed
+
+    train, test = data.split("train"), data.split("test")
+    idx = [i for i, t in enumerate(train.tasks) if t == task]
+    scorer = Scorer.load(artifacts)
+    scores = scorer.score([train.prompts[i] for i in idx])
+    routed = [i for i, d in zip(idx, scorer.decide(scores, [tolerance] * len(idx)))
+              if d.model_id == model][:labels]
+    emb = embed(Path(artifacts) / "encoder", [train.prompts[i] for i in routed])
+    with tempfile.TemporaryDirectory() as tmp:
+        res = recalibrate(artifacts, {model: (emb, np.zeros(len(routed)))}, Path(tmp) / "v")
+        after = res.location or artifacts
+        return {"labels": len(routed), "published": res.version is not None,
+                **{name: shares(root, test.prompts, test.tasks, model, tolerance)
+                   for name, root in (("before", artifacts), ("after", after))}}
 
 
 def versions_dir(run: str) -> Path:
@@ -179,6 +211,8 @@ def run_drift(artifacts: Path, dataset: Path, rounds: int = 4, rate: float = 15.
         "router_restarted": restarted_on or restarted_off,
         "share_to_degraded_other_tasks": other_tasks_share(
             artifacts, latest_version(versions_dir(run_on), artifacts), test, task, model, tolerance),
+        "held_out_recovery": (held_out_recovery(artifacts, data, task, model, tolerance)
+                              if data.has_split("test") else None),
         "rounds_with_loop": on,
         "rounds_without_loop": off,
     }

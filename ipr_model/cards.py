@@ -80,14 +80,19 @@ class ModelCard:
             card = json.loads((d / "card.json").read_text())
             if card["id"] != model_id:
                 raise ValueError(f"card.json names {card['id']!r}")
+            adapter = Adapter.load(d / "adapter.npz", memory or (lambda: load_memory(root)))
+            fix = Correction.load(d / FEEDBACK) if (d / FEEDBACK).is_file() else None
+            if fix is not None and fix.emb.shape[1] != adapter.dim:
+                raise ValueError(f"{FEEDBACK} has {fix.emb.shape[1]}-d embeddings, "
+                                 f"the adapter {adapter.dim}-d")
             return cls(
                 id=card["id"],
                 family=card.get("family", ""),
                 cost=CostModel.from_dict(card["cost"]),
                 calibration=Calibration.from_dict(card["calibration"]),
-                adapter=Adapter.load(d / "adapter.npz", memory or (lambda: load_memory(root))),
+                adapter=adapter,
                 info={k: v for k, v in card.items() if k not in _STORED},
-                correction=Correction.load(d / FEEDBACK) if (d / FEEDBACK).is_file() else None,
+                correction=fix,
             )
         except (KeyError, TypeError, ValueError, OSError) as e:
             raise ArtifactError(f"{d}: cannot load model {model_id!r}: {e}") from None

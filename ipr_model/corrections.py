@@ -45,7 +45,8 @@ class Correction:
 
     def __call__(self, quality: np.ndarray, emb: np.ndarray) -> np.ndarray:
         """The corrected quality [n] of estimates ``quality`` [n] at embeddings ``emb`` [n, d]."""
-        w = np.maximum(np.asarray(emb, np.float32) @ self.emb.T - self.radius, 0.0) / (1.0 - self.radius)
+        sim = np.asarray(emb, np.float32) @ self.emb.T
+        w = np.maximum(sim - self.radius, 0.0) / (1.0 - self.radius)
         shift = (w @ self.residual) / (self.strength + w.sum(axis=1))
         return np.clip(quality + shift, 0.0, 1.0)
 

@@ -45,6 +45,7 @@ class RecalConfig:
     strength: float = STRENGTH  # weight of nearby labels that moves an estimate half way
     seed: int = 0  # of the held-out split
 
+
 @dataclass
 class ModelResult:
     model_id: str

@@ -74,3 +74,19 @@ def test_guardrail_refuses_a_candidate_that_is_worse_on_held_out_labels(
     m = res.models[0]
     assert not m.published and m.brier_candidate > m.brier_uncorrected
     assert res.version is None and not (tmp_path / "v2").exists()
+
+
+def test_a_correction_of_another_dimension_is_refused(small_artifacts, tmp_path):
+    import shutil
+
+    from ipr_model.artifacts import write_manifest
+    from ipr_model.corrections import Correction
+    from ipr_model.errors import ArtifactError
+
+    root = tmp_path / "copy"
+    shutil.copytree(small_artifacts, root)
+    Correction.fit(np.zeros(3), np.eye(3, 8), np.zeros(3)).save(root / "models" / MODEL / "feedback.npz")
+    m = read_manifest(root)
+    write_manifest(root, m.models, m.carried_over(), parent=m.version)  # a consistent manifest
+    with pytest.raises(ArtifactError, match="feedback.npz has 8-d embeddings"):
+        Scorer.load(root)

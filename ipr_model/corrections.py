@@ -2,10 +2,12 @@
 against what its estimator predicted for them, carried to the prompts near them.
 
     q'(x) = q(x) + sum_i w_i(x) r_i / (strength + sum_i w_i(x)),   r_i = y_i - q(x_i)
-    w_i(x) = max(0, (cos(x, x_i) - radius) / (1 - radius))
+    w_i(x) = a_i max(0, (cos(x, x_i) - radius) / (1 - radius))
 
 ``q`` is the card's calibrated estimate without correction, ``x_i`` and ``y_i`` the labelled
-prompts' embeddings and observed quality. A prompt with no labelled prompt within ``radius`` keeps
+prompts' embeddings and observed quality, ``a_i`` in (0, 1] each label's weight for its age
+(recalibrate.py: halved every ``half_life_s``, so a model that failed and recovered wins its
+traffic back as its old labels fade). A prompt with no labelled prompt within ``radius`` keeps
 its estimate; one among labels that agree with the estimator keeps it too; one among labels that
 contradict it moves toward them, half way once the labels near it weigh ``strength`` (an exact
 repeat of a labelled prompt weighs 1). So a model that fails one task loses that task's traffic
@@ -30,36 +32,44 @@ STRENGTH = 1.0  # the estimate weighs as much as one label on the prompt itself
 class Correction:
     emb: np.ndarray  # [F, d] unit-norm embeddings of the labelled prompts
     residual: np.ndarray  # [F] observed minus estimated quality
+    weight: np.ndarray  # [F] each label's weight, in (0, 1]
     radius: float = RADIUS
     strength: float = STRENGTH
 
     @classmethod
-    def fit(cls, estimate: np.ndarray, emb: np.ndarray, observed: np.ndarray, radius: float = RADIUS,
+    def fit(cls, estimate: np.ndarray, emb: np.ndarray, observed: np.ndarray,
+            weight: np.ndarray | None = None, radius: float = RADIUS,
             strength: float = STRENGTH) -> "Correction":
-        """From labels: the uncorrected ``estimate`` [F] at the labelled prompts ``emb`` [F, d]
-        and the ``observed`` quality [F]."""
+        """From labels: the uncorrected ``estimate`` [F] at the labelled prompts ``emb`` [F, d],
+        the ``observed`` quality [F] and each label's ``weight`` [F] (default 1)."""
         if not 0.0 <= radius < 1.0 or strength <= 0:
             raise ValueError(f"expected 0 <= radius < 1 and strength > 0, got {radius}, {strength}")
         residual = np.clip(observed, 0.0, 1.0) - np.asarray(estimate, np.float64)
-        return cls(unit(np.asarray(emb, np.float16)), residual.astype(np.float32), radius, strength)
+        weight = np.ones(len(residual)) if weight is None else np.asarray(weight, np.float64)
+        if weight.shape != residual.shape or not np.all((weight > 0) & (weight <= 1)):
+            raise ValueError(f"expected one weight in (0, 1] per label, got {weight.shape}")
+        return cls(unit(np.asarray(emb, np.float16)), residual.astype(np.float32),
+                   weight.astype(np.float32), radius, strength)
 
     def __call__(self, quality: np.ndarray, emb: np.ndarray) -> np.ndarray:
         """The corrected quality [n] of estimates ``quality`` [n] at embeddings ``emb`` [n, d]."""
         sim = np.asarray(emb, np.float32) @ self.emb.T
-        w = np.maximum(sim - self.radius, 0.0) / (1.0 - self.radius)
+        w = np.maximum(sim - self.radius, 0.0) * (self.weight / (1.0 - self.radius))
         shift = (w @ self.residual) / (self.strength + w.sum(axis=1))
         return np.clip(quality + shift, 0.0, 1.0)
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as f:  # uncompressed, through a file object: stable bytes
-            np.savez(f, emb=self.emb.astype(np.float16), residual=self.residual,
+            np.savez(f, emb=self.emb.astype(np.float16), residual=self.residual, weight=self.weight,
                      radius=np.float32(self.radius), strength=np.float32(self.strength))
 
     @classmethod
     def load(cls, path: Path) -> "Correction":
         with np.load(path, allow_pickle=False) as z:
             emb, res = unit(z["emb"]), z["residual"].astype(np.float32)
+            weight = z["weight"].astype(np.float32)
             radius, strength = float(z["radius"]), float(z["strength"])
-        if emb.ndim != 2 or res.shape != (len(emb),) or not 0 <= radius < 1 or strength <= 0:
+        if (emb.ndim != 2 or res.shape != (len(emb),) or weight.shape != res.shape
+                or not 0 <= radius < 1 or strength <= 0):
             raise ValueError(f"{path}: inconsistent feedback correction")
-        return cls(emb, res, radius, strength)
+        return cls(emb, res, weight, radius, strength)

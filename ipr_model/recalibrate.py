@@ -37,12 +37,14 @@ from ipr_model.errors import IprError
 
 HOLDOUT = 0.3
 MIN_LABELS = 10
+MIN_WEIGHT = 0.5**10
 
 
 @dataclass(frozen=True)
 class RecalConfig:
     radius: float = RADIUS  # cosine beyond which a label does not reach a prompt
     strength: float = STRENGTH  # weight of nearby labels that moves an estimate half way
+    half_life_s: float = 7 * 24 * 3600.0  # a label's weight halves with every this much age
     seed: int = 0  # of the held-out split
 
 
@@ -66,10 +68,12 @@ class RecalResult:
     manifest: Manifest | None = None
 
 
-def candidate_card(card: ModelCard, x: np.ndarray, y: np.ndarray, cfg: RecalConfig) -> ModelCard:
-    """``card`` with a correction fitted on labels ``y`` at embeddings ``x`` (replacing its own)."""
+def candidate_card(card: ModelCard, x: np.ndarray, y: np.ndarray, w: np.ndarray,
+                   cfg: RecalConfig) -> ModelCard:
+    """``card`` with a correction fitted on labels ``y`` at embeddings ``x``, weighted ``w``
+    (replacing its own)."""
     base = uncorrected(card)
-    fix = Correction.fit(base.quality(x), x, y, cfg.radius, cfg.strength)
+    fix = Correction.fit(base.quality(x), x, y, w, cfg.radius, cfg.strength)
     return replace(card, correction=fix, info={**card.info, "feedback_labels": int(len(y))})
 
 
@@ -77,39 +81,49 @@ def uncorrected(card: ModelCard) -> ModelCard:
     return replace(card, correction=None)
 
 
-def brier(card: ModelCard, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean((card.quality(x) - y) ** 2))
+def brier(card: ModelCard, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    return float(np.average((card.quality(x) - y) ** 2, weights=w))
 
 
 def recalibrate(
     root: Path,
-    labels: dict[str, tuple[np.ndarray, np.ndarray]],
+    labels: dict[str, tuple[np.ndarray, ...]],
     out: Path,
     cfg: RecalConfig = RecalConfig(),
 ) -> RecalResult:
     """Write a new version of the artifacts at ``root`` to ``out`` from ``labels``:
-    model id -> (embeddings [n, d], observed quality [n]). Returns what was published."""
+    model id -> (embeddings [n, d], observed quality [n]) or (embeddings, quality, age in
+    seconds [n]); a label's weight halves every ``cfg.half_life_s`` of age (no age: weight 1).
+    Returns what was published."""
     current = read_manifest(root)
     unknown = sorted(set(labels) - set(current.models))
     if unknown:
         raise IprError(f"feedback for model(s) not in the artifacts: {', '.join(unknown)}")
     memory = memory_loader(Path(root))
     results, accepted = [], []
-    for model_id, (x, y) in sorted(labels.items()):
+    for model_id, (x, y, *age) in sorted(labels.items()):
         x, y = np.asarray(x, np.float32), np.clip(np.asarray(y, np.float64), 0.0, 1.0)
+        age_s = np.asarray(age[0], np.float64) if age else np.zeros(len(y))
+        if not len(x) == len(y) == len(age_s):
+            raise IprError(f"labels of {model_id}: expected as many embeddings, qualities and ages, "
+                           f"got {len(x)}, {len(y)}, {len(age_s)}")
+        w = 0.5 ** (np.maximum(age_s, 0.0) / cfg.half_life_s)
+        keep = w >= MIN_WEIGHT  # labels older than ten half-lives are dropped
+        x, y, w = x[keep], y[keep], w[keep]
         if len(y) < MIN_LABELS:
             continue
         perm = np.random.default_rng(cfg.seed).permutation(len(y))
         cut = max(1, int(round(len(y) * HOLDOUT)))
         test, fit = perm[:cut], perm[cut:]
         card = ModelCard.load(Path(root), model_id, memory)
-        cand = candidate_card(card, x[fit], y[fit], cfg)
-        b_cur, b_new = brier(uncorrected(card), x[test], y[test]), brier(cand, x[test], y[test])
+        cand = candidate_card(card, x[fit], y[fit], w[fit], cfg)
+        b_cur = brier(uncorrected(card), x[test], y[test], w[test])
+        b_new = brier(cand, x[test], y[test], w[test])
         ok = b_new <= b_cur
         results.append(ModelResult(model_id, int(len(y)), b_cur, b_new, ok))
         if ok:
             # The published correction uses every label (the holdout only judged it).
-            accepted.append(candidate_card(card, x, y, cfg))
+            accepted.append(candidate_card(card, x, y, w, cfg))
     if not accepted:
         return RecalResult(version=None, location=None, models=results)
     out = Path(out)

@@ -163,7 +163,7 @@ def due(new_labels: int, since_last_s: float) -> bool:
 
 
 async def recalibrate_model(model_id: str) -> None:
-    from ipr_model.recalibrate import recalibrate
+    from ipr_model.recalibrate import RecalConfig, recalibrate
 
     mine = sorted(((k, v) for k, v in labels.items() if v and k.startswith(f"{model_id}|")),
                   key=lambda kv: kv[1]["at"])
@@ -172,10 +172,12 @@ async def recalibrate_model(model_id: str) -> None:
     mine = mine[-settings.max_labels:]
     x = np.stack([unpack(v["embedding"]) for _, v in mine])
     y = np.array([v["quality"] for _, v in mine])
+    age = time.time() - np.array([v["at"] for _, v in mine])
+    cfg = RecalConfig(half_life_s=settings.label_half_life_s)
     out = settings.versions_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()
     result = await asyncio.get_running_loop().run_in_executor(
-        None, recalibrate, current.root, {model_id: (x, y)}, out
+        None, recalibrate, current.root, {model_id: (x, y, age)}, out, cfg
     )
     for m in result.models:
         log.warning("recalibration of %s on %d labels: held-out Brier %.4f -> %.4f, %s (%.1fs)",

@@ -109,6 +109,11 @@ class FeedbackSettings(KafkaSettings):
         "recalibration is this old (IPR_FEEDBACK_RECAL_INTERVAL_S)",
     )
     max_labels: int = Field(2000, ge=1, description="most recent labels per model kept and used (IPR_FEEDBACK_MAX_LABELS)")
+    label_half_life_s: float = Field(
+        7 * 24 * 3600.0, gt=0,
+        description="a label's weight in its model's correction halves with every this much age "
+        "(IPR_FEEDBACK_LABEL_HALF_LIFE_S)",
+    )
     decision_retention_s: float = Field(3600.0, gt=0, description="how long a decision waits for its label (IPR_FEEDBACK_DECISION_RETENTION_S)")
     label_wait_s: float = Field(
         5.0, ge=0,

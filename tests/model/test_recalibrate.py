@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ipr_model.artifacts import read_manifest
-from ipr_model.recalibrate import recalibrate
+from ipr_model.recalibrate import RecalConfig, recalibrate
 from ipr_model.scorer import Scorer
 from ipr_model.train import embed
 
@@ -52,11 +52,21 @@ def test_bad_outcomes_on_a_task_lower_that_models_predictions_there_only(small_a
     q2 = Scorer.load(again.location).score(probe).quality[:, j]
     np.testing.assert_allclose(q2, q1, atol=1e-6)
 
+    # Labels fade with age: three half-lives old, they pull an eighth as hard; ten, not at all.
+    half = RecalConfig().half_life_s
+    old = recalibrate(small_artifacts, {MODEL: (emb[:80], np.zeros(80), np.full(80, 3 * half))},
+                      tmp_path / "v4")
+    q_old = Scorer.load(old.location).score(probe).quality[:, j]
+    assert q1[:40].mean() < q_old[:40].mean() - 0.1 and q_old[:40].mean() < q0[:40].mean() - 0.01
+    ancient = recalibrate(small_artifacts, {MODEL: (emb[:80], np.zeros(80), np.full(80, 10.5 * half))},
+                          tmp_path / "v5")
+    assert ancient.version is None and not ancient.models
+
 
 def test_guardrail_refuses_a_candidate_that_is_worse_on_held_out_labels(
     small_artifacts, zeroeval, tmp_path
 ):
-    from ipr_model.recalibrate import HOLDOUT, RecalConfig
+    from ipr_model.recalibrate import HOLDOUT
 
     test = zeroeval.split("test")
     n = 60

@@ -38,7 +38,8 @@ def test_labels_that_agree_with_the_estimate_change_nothing_and_output_stays_in_
 def test_saved_and_loaded_it_corrects_alike(tmp_path):
     rng = np.random.default_rng(2)
     x = unit(rng.normal(size=(30, 8)))
-    fix = Correction.fit(rng.random(30), x, (rng.random(30) > 0.5).astype(float), 0.3, 2.0)
+    fix = Correction.fit(rng.random(30), x, (rng.random(30) > 0.5).astype(float), rng.random(30) + 0.01,
+                         radius=0.3, strength=2.0)
     fix.save(tmp_path / "feedback.npz")
     back = Correction.load(tmp_path / "feedback.npz")
     assert (back.radius, back.strength) == pytest.approx((0.3, 2.0))
@@ -49,4 +50,14 @@ def test_saved_and_loaded_it_corrects_alike(tmp_path):
 @pytest.mark.parametrize("radius,strength", [(1.0, 3.0), (-0.1, 3.0), (0.4, 0.0)])
 def test_a_bad_radius_or_strength_is_refused(radius, strength):
     with pytest.raises(ValueError, match="radius"):
-        Correction.fit(np.zeros(1), np.ones((1, 4)), np.zeros(1), radius, strength)
+        Correction.fit(np.zeros(1), np.ones((1, 4)), np.zeros(1), radius=radius, strength=strength)
+
+
+def test_a_label_weighs_its_weight_and_weights_outside_0_1_are_refused():
+    x = unit(np.eye(2, 8))
+    fix = Correction.fit(np.array([0.8, 0.8]), x, np.zeros(2), np.array([0.5, 1.0]), strength=1.0)
+    # each prompt is the other's orthogonal: only its own label reaches it
+    np.testing.assert_allclose(fix(np.array([0.8, 0.8]), x), [0.8 - 0.8 * 0.5 / 1.5, 0.4], atol=1e-3)
+    for bad in (np.array([0.0, 1.0]), np.array([1.5, 1.0]), np.ones(3)):
+        with pytest.raises(ValueError, match="weight"):
+            Correction.fit(np.zeros(2), x, np.zeros(2), bad)

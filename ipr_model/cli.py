@@ -321,18 +321,22 @@ def route(
         typer.echo(json.dumps({"model_id": d.model_id, "threshold": d.threshold,
                                "tolerance": d.tolerance, "router_version": scorer.version,
                                "predicted_quality": d.predicted_quality,
-                               "estimated_cost_usd": d.estimated_cost_usd}, indent=1))
+                               "estimated_cost_usd": d.estimated_cost_usd,
+                               "feedback_adjustment": d.feedback_adjustment}, indent=1))
         return
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"tau={tolerance} threshold={d.threshold:.3f} -> {d.model_id}")
-    for col in ("model", "predicted quality", "estimated cost (USD)", ""):
+    moved = d.feedback_adjustment or {}  # a column only when feedback moved some estimate
+    for col in ("model", "predicted quality", *(["of which feedback"] if moved else []),
+                "estimated cost (USD)", ""):
         t.add_column(col)
     for m in sorted(d.predicted_quality, key=lambda m: -d.predicted_quality[m]):
         q = d.predicted_quality[m]
         mark = "chosen" if m == d.model_id else ("feasible" if q >= d.threshold else "")
-        t.add_row(m, f"{q:.3f}", f"{d.estimated_cost_usd[m]:.6f}", mark)
+        fb = [f"{moved[m]:+.3f}" if m in moved else ""] if moved else []
+        t.add_row(m, f"{q:.3f}", *fb, f"{d.estimated_cost_usd[m]:.6f}", mark)
     Console().print(t)
 
 

@@ -130,7 +130,7 @@ def cross_validate(
         tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         train = dataset.subset(tr)
         cards = fit_cards(emb[tr], train, cfg=cfg)
-        q, c = predict(cards, emb[te], [dataset.prompts[i] for i in te])
+        q, c, _ = predict(cards, emb[te], [dataset.prompts[i] for i in te])
         preds["ipr"][te], cost[te] = q, c
         base = baseline_predictions(encoder_dir, emb[tr], train.quality, emb[te], dataset.quality[te])
         for k, v in base.items():

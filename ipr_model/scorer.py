@@ -23,9 +23,10 @@ from ipr_model.rule import Variant, allowed_mask, check_tolerance, route_batch
 
 @dataclass(frozen=True)
 class Scores:
-    quality: np.ndarray  # [n, m] calibrated predicted quality
+    quality: np.ndarray  # [n, m] predicted quality (calibrated, then corrected by feedback)
     cost: np.ndarray  # [n, m] estimated USD
     embeddings: np.ndarray  # [n, d]
+    feedback: np.ndarray | None = None  # [n, m] what the feedback corrections added (None: none)
 
 
 @dataclass(frozen=True)
@@ -35,17 +36,25 @@ class Decision:
     tolerance: float
     predicted_quality: dict[str, float]
     estimated_cost_usd: dict[str, float]
+    feedback_adjustment: dict[str, float] | None = None  # models whose estimate feedback moved
 
 
 def predict(
     cards: Sequence[ModelCard], emb: np.ndarray, texts: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted quality and estimated cost [n, m] of every card's model for every prompt."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Predicted quality and estimated cost [n, m] of every card's model for every prompt, and
+    what the cards' feedback corrections added to the quality (None when no card has one)."""
     tokens = prompt_tokens(list(texts))
     raw = _stack(cards).raw(emb)
     q = np.stack([c.from_raw(raw[:, j], emb) for j, c in enumerate(cards)], axis=1)
     cost = np.stack([c.cost.estimate(tokens) for c in cards], axis=1)
-    return q, cost
+    fixed = [j for j, c in enumerate(cards) if c.correction is not None]
+    if not fixed:
+        return q, cost, None
+    shift = np.zeros_like(q)
+    for j in fixed:
+        shift[:, j] = q[:, j] - cards[j].calibration(raw[:, j])
+    return q, cost, shift
 
 
 def serial_blas() -> None:
@@ -104,8 +113,8 @@ class Scorer:
         return cls(manifest, encoder, cards)
 
     def score_embeddings(self, emb: np.ndarray, texts: Sequence[str]) -> Scores:
-        q, cost = predict(self.cards, emb, texts)
-        return Scores(quality=q, cost=cost, embeddings=emb)
+        q, cost, shift = predict(self.cards, emb, texts)
+        return Scores(quality=q, cost=cost, embeddings=emb, feedback=shift)
 
     def score(self, texts: Sequence[str]) -> Scores:
         for i, t in enumerate(texts):
@@ -144,6 +153,11 @@ class Scorer:
                     estimated_cost_usd={
                         m: float(scores.cost[i, j]) for j, m in enumerate(self.model_ids) if m in ids
                     },
+                    feedback_adjustment=None if scores.feedback is None else {
+                        m: round(float(scores.feedback[i, j]), 6)
+                        for j, m in enumerate(self.model_ids)
+                        if m in ids and abs(scores.feedback[i, j]) >= 1e-6
+                    } or None,
                 )
             )
         return out

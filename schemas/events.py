@@ -59,6 +59,8 @@ MetadataValue = (
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=L.MAX_METADATA_KEYS)]
 QualityMap = Annotated[dict[ModelId, Probability], Field(min_length=1, max_length=L.MAX_MODELS)]
 CostMap = Annotated[dict[ModelId, NonNegative], Field(min_length=1, max_length=L.MAX_MODELS)]
+AdjustmentMap = Annotated[dict[ModelId, Annotated[float, Field(ge=-1, le=1)]],
+                         Field(min_length=1, max_length=L.MAX_MODELS)]
 
 
 class Event(BaseModel):
@@ -99,6 +101,11 @@ class _Routed(Event):
     threshold: float = Field(description="r: models with predicted quality >= r were feasible")
     predicted_quality: QualityMap
     estimated_cost_usd: CostMap
+    feedback_adjustment: AdjustmentMap | None = Field(
+        default=None,
+        description="what quality feedback added to a model's predicted quality (included in "
+        "predicted_quality), for the models it moved; absent when none",
+    )
     router_version: Label = Field(description="version of the model artifact that routed it")
     routing_latency_ms: NonNegative
     routed_at: Timestamp

@@ -98,7 +98,8 @@ def route_records(
                 prompt_id=req.prompt_id, tenant=req.tenant, allowed_models=req.allowed_models,
                 sent_at=req.sent_at, model_id=d.model_id, tolerance=d.tolerance,
                 threshold=d.threshold, predicted_quality=d.predicted_quality,
-                estimated_cost_usd=d.estimated_cost_usd, router_version=scorer.version,
+                estimated_cost_usd=d.estimated_cost_usd,
+                feedback_adjustment=d.feedback_adjustment, router_version=scorer.version,
                 routing_latency_ms=max(0.0, (now - rec.received_at) * 1000.0), routed_at=now,
                 text=req.text, metadata=req.metadata,
             )

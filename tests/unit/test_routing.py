@@ -17,9 +17,10 @@ IDS = ["big", "mid", "small"]
 class TableScorer(Scorer):
     """The real decision logic (Scorer.decide) over fixed scores: big is best and dearest."""
 
-    def __init__(self):
+    def __init__(self, feedback=None):
         self.model_ids = IDS
         self.calls = 0
+        self.feedback = feedback  # [m]: what feedback added to each model's quality
 
     @property
     def version(self) -> str:
@@ -31,7 +32,8 @@ class TableScorer(Scorer):
         q = np.tile([0.9, 0.8, 0.3], (n, 1))
         c = np.tile([10.0, 1.0, 0.1], (n, 1))
         emb = np.tile(np.linspace(-1, 1, 8, dtype=np.float32), (n, 1))
-        return Scores(quality=q, cost=c, embeddings=emb)
+        fb = None if self.feedback is None else np.tile(self.feedback, (n, 1))
+        return Scores(quality=q, cost=c, embeddings=emb, feedback=fb)
 
 
 def rec(offset: int, value: bytes, key: bytes | None = b"k") -> Record:
@@ -80,3 +82,12 @@ def test_batch_of_only_bad_records_never_scores():
     scorer = TableScorer()
     out = route_records([rec(0, b"[]"), rec(1, b"")], scorer, default_tolerance=0.2)
     assert scorer.calls == 0 and len(out.dead) == 2 and not out.routed
+
+
+def test_a_decision_names_what_feedback_added_to_each_model_it_moved():
+    plain = route_records([rec(0, req("a", tolerance=0.5))], TableScorer(), 0.5).routed[0]
+    assert plain.prompt.feedback_adjustment is None and plain.decision.feedback_adjustment is None
+    # mid's 0.8 includes -0.25 from feedback; big and small were not moved
+    out = route_records([rec(0, req("a", tolerance=0.5))], TableScorer([0.0, -0.25, 0.0]), 0.5)
+    r = out.routed[0]
+    assert r.prompt.feedback_adjustment == r.decision.feedback_adjustment == {"mid": -0.25}

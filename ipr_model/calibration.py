@@ -6,7 +6,7 @@ is graded (task scores whose shape a logistic curve need not follow). Cross-vali
 prompt, Platt scaling raised ARQGC on both binary datasets (README "Routing quality"); on the
 graded one the two tied. Fitted on out-of-sample predictions (data the adapter part did not train
 on; see adapters.py) and applied at serving time with ``np.interp``, so it needs numpy only.
-Recalibration refits a card the way it was fitted (``Calibration.kind``). ``shrink`` pulls a
+``Calibration.kind`` records which fit made it. ``shrink`` pulls a
 calibration toward the model's mean quality by a weight the trainer chooses from out-of-sample
 routing quality (train.py): with many candidate models, the best of their noisy estimates is
 biased upward, and compressing every model's deviations from its mean counters that.
@@ -23,7 +23,7 @@ import numpy as np
 class Calibration:
     x: np.ndarray  # increasing knots (raw adapter output)
     y: np.ndarray  # calibrated quality at each knot, non-decreasing, in [0, 1]
-    kind: str = "isotonic"  # how it was fitted (``FITS``); recalibration refits the same way
+    kind: str = "isotonic"  # how it was fitted (``FITS``)
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         return np.interp(raw, self.x, self.y)

@@ -46,15 +46,15 @@ def predict(
     what the cards' feedback corrections added to the quality (None when no card has one)."""
     tokens = prompt_tokens(list(texts))
     raw = _stack(cards).raw(emb)
-    q = np.stack([c.from_raw(raw[:, j], emb) for j, c in enumerate(cards)], axis=1)
+    base = np.stack([c.calibration(raw[:, j]) for j, c in enumerate(cards)], axis=1)
     cost = np.stack([c.cost.estimate(tokens) for c in cards], axis=1)
     fixed = [j for j, c in enumerate(cards) if c.correction is not None]
     if not fixed:
-        return q, cost, None
-    shift = np.zeros_like(q)
+        return base, cost, None
+    q = base.copy()
     for j in fixed:
-        shift[:, j] = q[:, j] - cards[j].calibration(raw[:, j])
-    return q, cost, shift
+        q[:, j] = cards[j].correction(base[:, j], emb)
+    return q, cost, q - base
 
 
 def serial_blas() -> None:

@@ -8,7 +8,7 @@ see train.py; the per-model calibration is then fitted on the blend):
   cross-entropy on the recorded quality (soft targets, so graded quality in [0, 1] works as is).
   Member k trains on every fold but k; serving averages the members.
 - linear: a ridge regression of the quality on the embedding (clipped to [0, 1]) with a strong
-  fixed penalty ``RIDGE_ALPHA``, ten to thirty times what leave-one-out squared error picks (3 to
+  fixed penalty (``AdapterConfig.ridge_alpha``, recorded in each card), ten to thirty times what leave-one-out squared error picks (3 to
   10 on the shared datasets): the router compares many models' estimates and picks among the best,
   so noise in any one estimate is paid for twice; the heavier penalty drops the embedding
   directions a model's quality is poorly estimated along (README, "How the estimator was chosen").
@@ -38,7 +38,6 @@ from typing import Callable
 
 import numpy as np
 
-RIDGE_ALPHA = 100.0
 KNN_GRID = (5, 10, 20, 50, 100)
 # Blends of (mlp, ridge, kNN) the trainer chooses from, the equal blend first (it wins ties).
 PART_WEIGHTS = tuple(
@@ -59,6 +58,7 @@ class AdapterConfig:
     weight_decay: float = 1e-2
     dropout: float = 0.1
     seed: int = 0
+    ridge_alpha: float = 100.0
 
 
 def knn_weights(
@@ -237,11 +237,11 @@ def fold_ids(n: int, members: int, seed: int) -> np.ndarray:
 
 
 def fit_ridge(
-    emb: np.ndarray, targets: np.ndarray, alpha: float = RIDGE_ALPHA
+    emb: np.ndarray, targets: np.ndarray, alpha: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-column ridge with an unpenalised intercept and penalty ``alpha``. Returns weights
-    [d, M], intercepts [M] and the exact leave-one-out predictions [n, M] (closed form, one SVD),
-    all clipped to [0, 1] like the served part."""
+    [d, M], intercepts [M] and the exact leave-one-out predictions [n, M] (closed form, one SVD;
+    clipped to [0, 1] like the served part)."""
     x = np.asarray(emb, dtype=np.float64)
     y = np.asarray(targets, dtype=np.float64)
     mu, ym = x.mean(axis=0), y.mean(axis=0)
@@ -352,7 +352,7 @@ def train_adapters(
     """
     emb = np.asarray(emb, dtype=np.float32)
     mlps, oof_mlp = train_mlps(emb, targets, cfg, progress)
-    lin_w, lin_b, oof_lin = fit_ridge(emb, targets)
+    lin_w, lin_b, oof_lin = fit_ridge(emb, targets, cfg.ridge_alpha)
     ks, oof_knn = fit_knn(memory, memory_labels, emb, targets, memory_row)
     adapters = [
         Adapter(

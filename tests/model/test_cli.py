@@ -123,6 +123,7 @@ def test_train_seed_draws_other_mlps_and_the_same_ridge(data_dir, tmp_path):
         assert p.returncode == 0, p.stderr
         card = json.loads((out / "models" / "gpt-4o-2024-08-06" / "card.json").read_text())
         assert card["adapter_config"]["seed"] == int(seed)
+        assert card["adapter_config"]["ridge_alpha"] == 100.0  # the penalty is recorded
         adapters[seed] = np.load(out / "models" / "gpt-4o-2024-08-06" / "adapter.npz")
     assert not np.allclose(adapters["0"]["w1"], adapters["3"]["w1"])
     np.testing.assert_array_equal(adapters["0"]["lin_w"], adapters["3"]["lin_w"])

@@ -43,13 +43,9 @@ class ModelCard:
 
     def quality(self, emb: np.ndarray, neighbours: Neighbours | None = None) -> np.ndarray:
         """Predicted quality [n] of this model for embeddings [n, d] (``neighbours``: the batch's
-        nearest memory rows, shared between cards)."""
-        return self.from_raw(self.adapter.raw(emb, neighbours), emb)
-
-    def from_raw(self, raw: np.ndarray, emb: np.ndarray) -> np.ndarray:
-        """Predicted quality from the adapter's ``raw`` output at ``emb``: calibrated, then
-        corrected by the feedback near ``emb`` when there is some."""
-        q = self.calibration(raw)
+        nearest memory rows, shared between cards): calibrated, then corrected by the feedback
+        near ``emb`` when there is some."""
+        q = self.calibration(self.adapter.raw(emb, neighbours))
         return q if self.correction is None else self.correction(q, emb)
 
     def save(self, root: Path) -> None:

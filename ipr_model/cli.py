@@ -109,6 +109,13 @@ LayersOpt = Annotated[
 ]
 
 
+TailOpt = Annotated[
+    int,
+    typer.Option(help="keep a long prompt's last N tokens, after as much of its head as fits "
+                      "(default 0: the head only; for prompts that end with their question)"),
+]
+
+
 def _layers(text: str | None) -> tuple[int, ...] | None:
     try:
         return tuple(int(x) for x in text.split(",")) if text else None
@@ -141,6 +148,7 @@ def train(
         str, typer.Option(help="encoder weights: int8 (faster) or fp32 (the exported graph as is)")
     ] = "int8",
     layers: LayersOpt = None,
+    tail_tokens: TailOpt = 0,
     seed: Annotated[int, typer.Option(help="seed of the MLP folds and initial weights")] = 0,
 ) -> None:
     """Train the estimators on the dataset's train split and write an artifact directory."""
@@ -154,11 +162,18 @@ def train(
     train_set = _load(dataset).split("train")
     with progress_bar() as cb:
         manifest = run(train_set, out, encoder_source=encoder, cfg=AdapterConfig(seed=seed),
-                       progress=cb, encoder_precision=precision, encoder_layers=pooled)
+                       progress=cb, encoder_precision=precision, encoder_layers=pooled,
+                       encoder_tail_tokens=tail_tokens)
     typer.echo(
         f"trained {len(manifest.models)} adapters on {len(train_set)} prompts in "
         f"{time.perf_counter() - t0:.1f}s: {out} (version {manifest.version})"
     )
+    cut = manifest.data.get("train_prompts_cut", 0)
+    if cut:
+        keep = (f"their last {tail_tokens} tokens after the head that fits" if tail_tokens
+                else "their head (--tail-tokens N keeps their last N tokens too)")
+        typer.echo(f"{cut} of {len(train_set)} train prompts are longer than the encoder's "
+                   f"window: the encoder keeps {keep}")
 
 
 @app.command("add-model")
@@ -254,6 +269,7 @@ def evaluate(
     cv: Annotated[int, typer.Option(help="k-fold cross-validation instead of artifacts (k >= 2)")] = 0,
     plot: Annotated[Optional[Path], typer.Option(help="PNG of the quality-cost curves")] = None,
     layers: LayersOpt = None,
+    tail_tokens: TailOpt = 0,
     seed: Annotated[int, typer.Option(help="with --cv: seed of the folds and of the MLPs")] = 0,
 ) -> None:
     """Routing quality (cost saving at parity, ARQGC, ...) against the baselines."""
@@ -268,10 +284,12 @@ def evaluate(
             if cv < 2:
                 raise UserError(f"--cv must be >= 2, got {cv}")
             rep, preds, cost, test = ev.cross_validate(data, folds=cv, cfg=AdapterConfig(seed=seed),
-                                                       seed=seed, progress=cb, layers=_layers(layers))
+                                                       seed=seed, progress=cb, layers=_layers(layers),
+                                                       tail_tokens=tail_tokens)
         else:
-            if layers or seed:
-                raise UserError("--layers and --seed apply to --cv (artifacts carry their own)")
+            if layers or seed or tail_tokens:
+                raise UserError("--layers, --tail-tokens and --seed apply to --cv "
+                                "(artifacts carry their own)")
             if artifacts is None:
                 raise UserError("give --artifacts (held-out evaluation) or --cv K (cross-validation)")
             if not data.has_split(split):

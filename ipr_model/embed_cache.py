@@ -5,7 +5,7 @@ Keyed by (encoder key, sha256 of the text). One sqlite file per encoder key unde
 
     embeddings(text_sha256 BLOB PRIMARY KEY, vector BLOB)   -- vector: float32 bytes, dim values
 
-The encoder key (:func:`encoder_key`) is the sha256 of model.onnx + tokenizer.json + max_length, so
+The encoder key (:func:`encoder_key`) is the sha256 of model.onnx + tokenizer.json + its cut, so
 a re-exported or differently truncated encoder never reads another's vectors. Texts themselves are
 not stored (prompt text is user data), only their hashes.
 """
@@ -38,8 +38,8 @@ def default_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "ipr-router" / "embeddings"
 
 
-def encoder_key(encoder_dir: Path, max_length: int) -> str:
-    """sha256 over model.onnx, tokenizer.json and max_length of an encoder folder."""
+def encoder_key(encoder_dir: Path, max_length: int, tail_tokens: int = 0) -> str:
+    """sha256 over model.onnx, tokenizer.json, max_length and tail_tokens of an encoder folder."""
     h = hashlib.sha256()
     for name in ("model.onnx", "tokenizer.json"):
         path = Path(encoder_dir) / name
@@ -49,6 +49,8 @@ def encoder_key(encoder_dir: Path, max_length: int) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     h.update(f"max_length={max_length}".encode())
+    if tail_tokens:  # head-only encoders keep the key they always had
+        h.update(f"tail_tokens={tail_tokens}".encode())
     return h.hexdigest()
 
 
@@ -77,7 +79,7 @@ class EmbeddingCache:
     @classmethod
     def for_encoder(cls, encoder, root: Path | None = None) -> EmbeddingCache:
         """The cache of a loaded :class:`~ipr_model.encoder.OnnxEncoder` (keyed by its files)."""
-        return cls(encoder_key(encoder.path, encoder.max_length), root)
+        return cls(encoder_key(encoder.path, encoder.max_length, encoder.tail_tokens), root)
 
     def get(self, keys: list[bytes], dim: int) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}

@@ -6,9 +6,12 @@ self-contained folder::
     model.onnx       input_ids, attention_mask[, token_type_ids] -> sentence_embedding [batch, dim]
                      (mean pooling and L2 normalisation are inside the graph)
     tokenizer.json   the source model's tokenizer
-    encoder.json     name, max_length, dim, inputs, ...
+    encoder.json     name, max_length, tail_tokens, dim, inputs, ...
 
-Texts longer than ``max_length`` tokens (special tokens included) are truncated, keeping the head.
+Texts longer than ``max_length`` tokens (special tokens included) are truncated: they keep their
+last ``tail_tokens`` tokens and fill the rest from their head (``tail_tokens`` 0, the default, keeps
+the head only; ``cut``). Prompts that end with their question (few-shot templates, a document then
+a question) lose it to a head-only cut.
 Loading is explicit (``OnnxEncoder.load``); importing this module loads nothing.
 """
 
@@ -28,9 +31,13 @@ ENCODER_FILES = ("model.onnx", "tokenizer.json", "encoder.json")
 TOKENIZER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def configure_tokenizer(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
-    """Truncate to ``max_length`` tokens keeping the head; pad to the longest text of a batch."""
-    tokenizer.enable_truncation(max_length, direction="right")
+def configure_tokenizer(tokenizer: Tokenizer, max_length: int, tail_tokens: int = 0) -> Tokenizer:
+    """Truncate to ``max_length`` tokens keeping the head (with ``tail_tokens``, no truncation: the
+    encoder ``cut``s each text itself); pad to the longest text of a batch."""
+    if tail_tokens:
+        tokenizer.no_truncation()
+    else:
+        tokenizer.enable_truncation(max_length, direction="right")
     pad = tokenizer.padding or {}
     tokenizer.enable_padding(
         pad_id=pad.get("pad_id", 0),
@@ -39,6 +46,23 @@ def configure_tokenizer(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
         length=None,
     )
     return tokenizer
+
+
+def cut(ids: list[int], max_length: int, tail_tokens: int) -> list[int]:
+    """A whole text's tokens (special tokens included) cut to ``max_length``: its last
+    ``tail_tokens`` (the closing [SEP] among them) after as many of its first as fit ([CLS] first).
+    Shorter sequences, and any with ``tail_tokens`` 0 (the tokenizer cut those), are kept whole."""
+    if len(ids) <= max_length or not tail_tokens:
+        return ids
+    return ids[: max_length - tail_tokens] + ids[len(ids) - tail_tokens :]
+
+
+def check_tail_tokens(tail_tokens: int, max_length: int) -> None:
+    if not 0 <= tail_tokens < max_length:
+        raise ValueError(
+            f"tail_tokens must be in [0, {max_length - 1}] (max_length {max_length} minus the "
+            f"first token), got {tail_tokens}"
+        )
 
 
 class OnnxEncoder:
@@ -69,14 +93,16 @@ class OnnxEncoder:
         try:
             config = json.loads((directory / "encoder.json").read_text())
             max_length, dim = int(config["max_length"]), int(config["dim"])
+            check_tail_tokens(int(config.get("tail_tokens", 0)), max_length)
         except (ValueError, KeyError, TypeError) as e:
             raise ArtifactError(
-                f"{directory / 'encoder.json'} is not a valid encoder config "
-                f"(expected JSON with 'max_length' and 'dim'): {e!r}"
+                f"{directory / 'encoder.json'} is not a valid encoder config (expected JSON with "
+                f"'max_length', 'dim' and optionally 'tail_tokens'): {e!r}"
             ) from e
 
         tokenizer = configure_tokenizer(
-            Tokenizer.from_file(str(directory / "tokenizer.json")), max_length
+            Tokenizer.from_file(str(directory / "tokenizer.json")), max_length,
+            int(config.get("tail_tokens", 0)),
         )
         tokenizer.no_padding()  # one text per run (``encode``): nothing to pad
 
@@ -116,6 +142,10 @@ class OnnxEncoder:
         return int(self._config["max_length"])
 
     @property
+    def tail_tokens(self) -> int:
+        return int(self._config.get("tail_tokens", 0))
+
+    @property
     def precision(self) -> str:
         return str(self._config.get("precision", "fp32"))
 
@@ -129,7 +159,12 @@ class OnnxEncoder:
 
     def count_tokens(self, text: str) -> int:
         """Tokens the encoder sees for ``text`` (after truncation, special tokens included)."""
-        return len(self._tokenizer.encode(text).ids)
+        return min(len(self._tokenizer.encode(text).ids), self.max_length)
+
+    def is_cut(self, text: str) -> bool:
+        """Whether ``text`` is longer than ``max_length`` tokens, so the encoder drops a part."""
+        encoding = self._tokenizer.encode(text)
+        return len(encoding.ids) > self.max_length or bool(encoding.overflowing)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts``: float32 [len(texts), dim], L2-normalised, in the order given.
@@ -141,11 +176,15 @@ class OnnxEncoder:
         if isinstance(texts, str):
             raise TypeError("encode expects a list of texts, got a single str")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        length, tail = self.max_length, self.tail_tokens
         for i, encoding in enumerate(self._tokenizer.encode_batch(list(texts))):
+            # a no-op cut without tail_tokens: the tokenizer truncated already
+            ids, mask, types = (cut(x, length, tail) for x in
+                                (encoding.ids, encoding.attention_mask, encoding.type_ids))
             feed = {
-                "input_ids": np.array([encoding.ids], dtype=np.int64),
-                "attention_mask": np.array([encoding.attention_mask], dtype=np.int64),
-                "token_type_ids": np.array([encoding.type_ids], dtype=np.int64),
+                "input_ids": np.array([ids], dtype=np.int64),
+                "attention_mask": np.array([mask], dtype=np.int64),
+                "token_type_ids": np.array([types], dtype=np.int64),
             }
             out[i] = self._session.run([self._output], {n: feed[n] for n in self._inputs})[0][0]
         return out

@@ -113,14 +113,15 @@ def cross_validate(
     seed: int = 0,
     progress: Progress | None = None,
     layers: tuple[int, ...] | None = None,
+    tail_tokens: int = 0,
 ) -> tuple[dict, dict[str, np.ndarray], np.ndarray, Dataset]:
     """k-fold cross-validated evaluation on every row of ``dataset`` (the default encoder, pooling
-    ``layers``)."""
+    ``layers``, keeping ``tail_tokens`` of long prompts' tails)."""
     from ipr_model.export import cached_export
     from ipr_model.scorer import predict
     from ipr_model.train import embed, fit_cards
 
-    encoder_dir = cached_export(layers=layers)
+    encoder_dir = cached_export(layers=layers, tail_tokens=tail_tokens)
     emb = embed(encoder_dir, dataset.prompts, progress)
     n, m = dataset.quality.shape
     fold = np.random.default_rng(seed).permutation(np.arange(n) % folds)

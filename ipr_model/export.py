@@ -22,6 +22,8 @@ estimators and the artifact"), so the default stays the sentence embedding.
 
 Truncation is explicit: a text is cut to ``max_length`` tokens, special tokens included (default
 256, all-MiniLM-L6-v2's ``max_seq_length``), keeping the head of the prompt; the rest is ignored.
+``tail_tokens`` (``ipr train --tail-tokens``) keeps that many of the prompt's last tokens instead,
+after the head that fits (``encoder.cut``; encoder.json carries it).
 
 Precision: ``int8`` (the default) quantises the weights of every MatMul to int8, per output
 channel, with onnxruntime's dynamic quantisation (activations are quantised on the fly; embeddings,
@@ -52,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from ipr_model.artifacts import sha256_file
-from ipr_model.encoder import configure_tokenizer
+from ipr_model.encoder import check_tail_tokens, configure_tokenizer, cut
 from ipr_model.errors import ExportError
 
 log = logging.getLogger(__name__)
@@ -157,9 +159,11 @@ def export_encoder(
     max_length: int = DEFAULT_MAX_LENGTH,
     precision: str = DEFAULT_PRECISION,
     layers: tuple[int, ...] | None = None,
+    tail_tokens: int = 0,
 ) -> dict:
     """Export ``source`` (default: all-MiniLM-L6-v2) to ``out_dir`` at ``precision`` and validate it.
-    ``layers``: the hidden layers pooled into the embedding (default: the last one).
+    ``layers``: the hidden layers pooled into the embedding (default: the last one);
+    ``tail_tokens``: how many of a long text's last tokens its cut keeps (default: none).
 
     Returns the validation figures (also written to encoder.json under "validation").
     """
@@ -188,6 +192,10 @@ def export_encoder(
     limit = getattr(model_config, "max_position_embeddings", max_length)
     if not 2 <= max_length <= limit:
         raise ExportError(f"max_length must be in [2, {limit}] for {name}, got {max_length}")
+    try:
+        check_tail_tokens(tail_tokens, max_length)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     depth = int(model_config.num_hidden_layers)
     layers = tuple(layers or (depth,))
     if any(not 0 <= i <= depth for i in layers) or len(set(layers)) != len(layers):
@@ -206,7 +214,7 @@ def export_encoder(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
-    tokenizer = configure_tokenizer(tokenizer, max_length)
+    tokenizer = configure_tokenizer(tokenizer, max_length, tail_tokens)
     tokenizer.save(str(out_dir / "tokenizer.json"))
 
     sample = tokenizer.encode_batch(["a short one", "a somewhat longer sample sentence to trace"])
@@ -228,6 +236,7 @@ def export_encoder(
     config = {
         "name": name,
         "max_length": max_length,
+        "tail_tokens": tail_tokens,
         "dim": dim,
         "pooling": "mean",
         "layers": list(layers),
@@ -292,12 +301,18 @@ def _validate(
 
     from ipr_model.encoder import OnnxEncoder  # the serving path itself is what gets validated
 
-    batch = hf_tokenizer(
-        VALIDATION_TEXTS, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-    )
+    encoder = OnnxEncoder.load(out_dir)
+    if encoder.tail_tokens:  # transformers tokenises each text whole, then the encoder's cut
+        hf_tokenizer.model_max_length = 1 << 30  # (no warning about the long texts: they are cut)
+        tail = encoder.tail_tokens
+        cuts = [{k: cut(v, max_length, tail) for k, v in hf_tokenizer(t).items()}
+                for t in VALIDATION_TEXTS]
+        batch = hf_tokenizer.pad(cuts, padding=True, return_tensors="pt")
+    else:
+        batch = hf_tokenizer(VALIDATION_TEXTS, padding=True, truncation=True,
+                             max_length=max_length, return_tensors="pt")
     with torch.no_grad():
         expected = wrapper(*(batch[i] for i in inputs)).numpy().astype(np.float32)
-    encoder = OnnxEncoder.load(out_dir)
     got = encoder.encode(VALIDATION_TEXTS)
     if got.shape != expected.shape:
         raise ExportError(f"ONNX output shape {got.shape} != torch output shape {expected.shape}")
@@ -331,10 +346,11 @@ def cached_export(
     max_length: int = DEFAULT_MAX_LENGTH,
     precision: str = DEFAULT_PRECISION,
     layers: tuple[int, ...] | None = None,
+    tail_tokens: int = 0,
 ) -> Path:
     """The validated export of ``source``, made once per (weights sha256, max_length, precision,
-    layers) in the user's cache dir and reused: the same ONNX bytes keep the embedding cache warm
-    across trainings."""
+    layers, tail_tokens) in the user's cache dir and reused: the same ONNX bytes keep the embedding
+    cache warm across trainings."""
     import shutil
     import tempfile
 
@@ -346,6 +362,8 @@ def cached_export(
         spec += f":{precision}"
     if layers:  # the default (the last layer) keeps the key it always had
         spec += f":layers={','.join(map(str, layers))}"
+    if tail_tokens:
+        spec += f":tail={tail_tokens}"
     key = hashlib.sha256(spec.encode()).hexdigest()
     target = default_root().parent / "encoders" / key[:16]
     if (target / "encoder.json").is_file():
@@ -353,7 +371,7 @@ def cached_export(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     try:
-        export_encoder(tmp, source, max_length, precision, layers)
+        export_encoder(tmp, source, max_length, precision, layers, tail_tokens)
         try:
             os.replace(tmp, target)
         except OSError:  # another process won the race: use its export

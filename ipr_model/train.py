@@ -24,6 +24,7 @@ from ipr_model.calibration import Calibration, fit_calibration, shrink
 from ipr_model.cards import ModelCard, load_memory, memory_hashes, save_memory, text_sha256
 from ipr_model.costs import fit_cost_model, prompt_tokens
 from ipr_model.datasets import Dataset
+from ipr_model.encoder import OnnxEncoder
 from ipr_model.errors import ArtifactError
 from ipr_model.export import DEFAULT_PRECISION, cached_export
 
@@ -32,12 +33,11 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 def embed(encoder_dir: Path, texts: list[str], progress: Progress | None = None) -> np.ndarray:
     """Embeddings of ``texts`` by the encoder in ``encoder_dir``, through the on-disk cache."""
-    from ipr_model.embed_cache import EmbeddingCache, encode_cached, encoder_key
-    from ipr_model.encoder import OnnxEncoder
+    from ipr_model.embed_cache import EmbeddingCache, encode_cached
 
     enc = OnnxEncoder.load(encoder_dir)
     cb = (lambda done: progress("encode", done, len(texts))) if progress else None
-    with EmbeddingCache(encoder_key(encoder_dir, enc.max_length)) as cache:
+    with EmbeddingCache.for_encoder(enc) as cache:
         return encode_cached(enc, texts, cache, progress=cb)
 
 
@@ -176,6 +176,7 @@ def train(
     progress: Progress | None = None,
     encoder_precision: str = DEFAULT_PRECISION,
     encoder_layers: tuple[int, ...] | None = None,
+    encoder_tail_tokens: int = 0,
 ) -> Manifest:
     """Train every model's adapter on ``train_set`` and write a new artifact directory at ``out``
     (built beside it and renamed into place: a reader never sees a half-written directory)."""
@@ -183,9 +184,12 @@ def train(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        encoder = cached_export(encoder_source, precision=encoder_precision, layers=encoder_layers)
+        encoder = cached_export(encoder_source, precision=encoder_precision, layers=encoder_layers,
+                                tail_tokens=encoder_tail_tokens)
         shutil.copytree(encoder, tmp / ENCODER_DIR)
         emb = embed(tmp / ENCODER_DIR, train_set.prompts, progress)
+        enc = OnnxEncoder.load(tmp / ENCODER_DIR, intra_op_threads=1)
+        cut = sum(enc.is_cut(text) for text in train_set.prompts)
         save_memory(tmp, emb, train_set.prompts)
         memory = (load_memory(tmp), np.arange(len(emb)))
         cards = fit_cards(emb, train_set, cfg=cfg, progress=progress, memory=memory)
@@ -194,6 +198,7 @@ def train(
         extra = {
             "dataset": train_set.name,
             "train_prompts": len(train_set),
+            "train_prompts_cut": cut,  # longer than the encoder's max_length
             **Blend.from_manifest(cards[0].info).as_manifest(),
         }
         write_manifest(tmp, train_set.model_ids, extra)

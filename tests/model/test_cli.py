@@ -62,6 +62,8 @@ def test_user_mistakes_are_one_line_errors(small_artifacts, tmp_path, data_dir):
                    "--layers", "'2,x'")
     one_line_error(ipr("evaluate", "--dataset", zeroeval, "--cv", "2", "--json", str(tmp_path / "e.json"),
                        "--layers", "4,9"), "layers must be distinct numbers in [0, 6]", "[4, 9]")
+    one_line_error(ipr("train", "--dataset", zeroeval, "--out", str(tmp_path / "x"), "--tail-tokens",
+                       "256"), "tail_tokens must be in [0, 255]", "got 256")
     one_line_error(ipr("evaluate", "--dataset", zeroeval, "--artifacts", str(small_artifacts),
                        "--json", str(tmp_path / "e.json"), "--seed", "3"), "--seed apply to --cv")
     assert not (tmp_path / "x").exists() and not (tmp_path / "e.json").exists()

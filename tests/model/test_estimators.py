@@ -185,3 +185,17 @@ def test_corrupt_memory_is_refused(tmp_path, small_artifacts):
         f.write(b"\x00\x7f")
     with pytest.raises(ArtifactError, match="memory/embeddings.npy is corrupt"):
         Scorer.load(root)
+
+
+def test_manifest_counts_the_train_prompts_the_encoder_cut(zeroeval_slice, small_artifacts):
+    """The count the trainer reports agrees with transformers' own tokenizer."""
+    from transformers import AutoTokenizer
+
+    from ipr_model.artifacts import read_manifest
+    from ipr_model.export import default_source
+
+    tokenizer = AutoTokenizer.from_pretrained(default_source(), local_files_only=True)
+    tokenizer.model_max_length = 1 << 30
+    longer = sum(len(tokenizer(t)["input_ids"]) > 256 for t in zeroeval_slice[0].prompts)
+    manifest = read_manifest(small_artifacts)
+    assert longer > 0 and manifest.data["train_prompts_cut"] == longer

@@ -120,6 +120,41 @@ def test_truncation_keeps_the_head(encoder):
     assert float(e_short @ e_head) < 0.99999  # the head really is what counts
 
 
+def test_tail_tokens_keep_the_end_of_a_long_prompt(encoder, tmp_path):
+    """With ``tail_tokens`` a long text keeps its last tokens after the head that fits (validated
+    against torch with the same cut); short texts are untouched."""
+    from ipr_model.encoder import OnnxEncoder
+    from ipr_model.export import export_encoder
+
+    figures = export_encoder(tmp_path, precision="fp32", tail_tokens=128)
+    assert figures["max_abs_diff"] <= MAX_ABS_DIFF and figures["min_cosine"] >= MIN_COSINE
+    cut = OnnxEncoder.load(tmp_path)
+    assert cut.tail_tokens == 128 and encoder.tail_tokens == 0
+    words = "the cat sat on a mat and the dog ran to the house".split()
+    body = [words[i % len(words)] for i in range(1000)]
+    question = "so what is the capital city of france and why".split()
+    long_text = " ".join(body + question)  # one token per word
+    # [CLS] + 127 head words, then the last 127 words + [SEP]: 256 tokens, nothing left to cut
+    kept = " ".join(body[:127] + (body + question)[-127:])
+    other_end = " ".join(body + "please write a haiku about autumn leaves in kyoto".split())
+    e_long, e_kept, e_other, e_short = cut.encode([long_text, kept, other_end, "What is 2 + 2?"])
+    np.testing.assert_allclose(e_long, e_kept, atol=1e-5)
+    assert float(e_long @ e_other) < 0.99  # the end counts ...
+    h_long, h_other, h_short = encoder.encode([long_text, other_end, "What is 2 + 2?"])
+    np.testing.assert_allclose(h_long, h_other, atol=1e-5)  # ... which the head-only cut drops
+    np.testing.assert_allclose(e_short, h_short, atol=1e-5)
+    assert cut.count_tokens(long_text) == 256
+    assert cut.is_cut(long_text) and encoder.is_cut(long_text) and not cut.is_cut(kept)
+
+
+def test_tail_tokens_must_leave_the_first_token(tmp_path):
+    from ipr_model.errors import ExportError
+    from ipr_model.export import export_encoder
+
+    with pytest.raises(ExportError, match=r"tail_tokens must be in \[0, 255\] .* got 256"):
+        export_encoder(tmp_path, precision="fp32", tail_tokens=256)
+
+
 def test_batching_and_order_do_not_change_vectors(encoder):
     texts = [f"prompt number {i} " + "word " * (i * 7 % 50) for i in range(20)]
     together = encoder.encode(texts)

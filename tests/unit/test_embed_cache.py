@@ -90,6 +90,7 @@ def test_encoder_key_depends_on_files_and_max_length(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{}")
     k = encoder_key(tmp_path, 256)
     assert k == encoder_key(tmp_path, 256) and k != encoder_key(tmp_path, 128)
+    assert encoder_key(tmp_path, 256, 0) == k != encoder_key(tmp_path, 256, 128)
     (tmp_path / "model.onnx").write_bytes(b"graph2")
     assert encoder_key(tmp_path, 256) != k
     (tmp_path / "tokenizer.json").unlink()

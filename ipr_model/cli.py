@@ -110,9 +110,10 @@ LayersOpt = Annotated[
 
 
 TailOpt = Annotated[
-    int,
-    typer.Option(help="keep a long prompt's last N tokens, after as much of its head as fits "
-                      "(default 0: the head only; for prompts that end with their question)"),
+    Optional[int],
+    typer.Option(help="keep a long prompt's last N tokens after as much of its head as fits (0: "
+                      "the head only). Default: the head, or, when 10%+ of the train prompts are "
+                      "cut, whichever of the head and the first and last 128 routes them better"),
 ]
 
 
@@ -148,7 +149,7 @@ def train(
         str, typer.Option(help="encoder weights: int8 (faster) or fp32 (the exported graph as is)")
     ] = "int8",
     layers: LayersOpt = None,
-    tail_tokens: TailOpt = 0,
+    tail_tokens: TailOpt = None,
     seed: Annotated[int, typer.Option(help="seed of the MLP folds and initial weights")] = 0,
 ) -> None:
     """Train the estimators on the dataset's train split and write an artifact directory."""
@@ -170,10 +171,13 @@ def train(
     )
     cut = manifest.data.get("train_prompts_cut", 0)
     if cut:
-        keep = (f"their last {tail_tokens} tokens after the head that fits" if tail_tokens
-                else "their head (--tail-tokens N keeps their last N tokens too)")
+        tail = json.loads((out / "encoder" / "encoder.json").read_text()).get("tail_tokens", 0)
+        keep = f"their last {tail} tokens after the head that fits" if tail else "their head"
+        scores = manifest.data.get("cut_scores")
+        why = (" (routing the train split out of fold, by tail tokens: " + ", ".join(
+            f"{t}: {s:.4f}" for t, s in scores.items()) + ")") if scores else ""
         typer.echo(f"{cut} of {len(train_set)} train prompts are longer than the encoder's "
-                   f"window: the encoder keeps {keep}")
+                   f"window: the encoder keeps {keep}{why}")
 
 
 @app.command("add-model")
@@ -269,7 +273,7 @@ def evaluate(
     cv: Annotated[int, typer.Option(help="k-fold cross-validation instead of artifacts (k >= 2)")] = 0,
     plot: Annotated[Optional[Path], typer.Option(help="PNG of the quality-cost curves")] = None,
     layers: LayersOpt = None,
-    tail_tokens: TailOpt = 0,
+    tail_tokens: TailOpt = None,
     seed: Annotated[int, typer.Option(help="with --cv: seed of the folds and of the MLPs")] = 0,
 ) -> None:
     """Routing quality (cost saving at parity, ARQGC, ...) against the baselines."""
@@ -287,7 +291,7 @@ def evaluate(
                                                        seed=seed, progress=cb, layers=_layers(layers),
                                                        tail_tokens=tail_tokens)
         else:
-            if layers or seed or tail_tokens:
+            if layers or seed or tail_tokens is not None:
                 raise UserError("--layers, --tail-tokens and --seed apply to --cv "
                                 "(artifacts carry their own)")
             if artifacts is None:
@@ -300,6 +304,8 @@ def evaluate(
             test = data.split(split).restrict(Scorer.load(artifacts, verify=False).model_ids)
     _write_json(json_out, rep)
     _print_table(rep)
+    if any(rep.get("tail_tokens_per_fold", [])):
+        typer.echo(f"the cut each fold chose (tail tokens, 0: the head): {rep['tail_tokens_per_fold']}")
     if plot:
         ids = test.model_ids
         curves = {

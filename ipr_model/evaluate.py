@@ -113,31 +113,36 @@ def cross_validate(
     seed: int = 0,
     progress: Progress | None = None,
     layers: tuple[int, ...] | None = None,
-    tail_tokens: int = 0,
+    tail_tokens: int | None = None,
 ) -> tuple[dict, dict[str, np.ndarray], np.ndarray, Dataset]:
     """k-fold cross-validated evaluation on every row of ``dataset`` (the default encoder, pooling
-    ``layers``, keeping ``tail_tokens`` of long prompts' tails)."""
-    from ipr_model.export import cached_export
+    ``layers``). Each fold chooses its cut of long prompts as ``ipr train`` does, among candidates
+    set by the whole dataset's prompt lengths (``tail_tokens`` fixes it); its baselines use the
+    same embeddings."""
     from ipr_model.scorer import predict
-    from ipr_model.train import embed, fit_cards
+    from ipr_model.train import choose_cut, cut_candidates, embed
 
-    encoder_dir = cached_export(layers=layers, tail_tokens=tail_tokens)
-    emb = embed(encoder_dir, dataset.prompts, progress)
+    encoders, _ = cut_candidates(dataset.prompts, layers=layers, tail_tokens=tail_tokens)
+    views = {tail: embed(path, dataset.prompts, progress) for tail, path in encoders.items()}
     n, m = dataset.quality.shape
     fold = np.random.default_rng(seed).permutation(np.arange(n) % folds)
     preds: dict[str, np.ndarray] = {"ipr": np.zeros((n, m))}
     cost = np.zeros((n, m))
+    chosen = []
     for f in range(folds):
         tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         train = dataset.subset(tr)
-        cards = fit_cards(emb[tr], train, cfg=cfg)
+        tail, cards, _ = choose_cut({t: v[tr] for t, v in views.items()}, train, cfg)
+        emb = views[tail]
         q, c, _ = predict(cards, emb[te], [dataset.prompts[i] for i in te])
         preds["ipr"][te], cost[te] = q, c
-        base = baseline_predictions(encoder_dir, emb[tr], train.quality, emb[te], dataset.quality[te])
+        base = baseline_predictions(encoders[tail], emb[tr], train.quality, emb[te],
+                                    dataset.quality[te])
         for k, v in base.items():
             preds.setdefault(k, np.zeros((n, m)))[te] = v
+        chosen.append(tail)
         if progress:
             progress("fold", f + 1, folds)
     out = report(dataset, cost, preds)
-    out.update(split=f"{folds}-fold cross-validation", folds=folds)
+    out.update(split=f"{folds}-fold cross-validation", folds=folds, tail_tokens_per_fold=chosen)
     return out, preds, cost, dataset

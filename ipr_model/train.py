@@ -1,5 +1,7 @@
 """Training: export the encoder, embed the train split (cached), fit adapters, calibrations and cost
 models, and write a verified artifact directory. ``add_model`` trains one more adapter in place.
+When many train prompts are longer than the encoder's window, ``train`` fits everything on two cuts
+of them and keeps the one that routes the train split better (``cut_candidates``, ``choose_cut``).
 
 The train prompts become the shared kNN memory (``memory/`` at the artifact root, see cards.py).
 ``add_model`` maps the new model's dataset onto that memory by the sha256 of each prompt's text
@@ -77,10 +79,10 @@ def calibrate(raw: np.ndarray, quality: np.ndarray) -> list[Calibration]:
 
 def select_blend(
     oof_parts: np.ndarray, est_cost: np.ndarray, train_set: Dataset, ids: list[str], cols: list[int]
-) -> Blend:
+) -> tuple[Blend, float]:
     """The blend of ``PART_WEIGHTS`` x ``SHRINK_GRID`` whose out-of-sample predictions route the
     train split best, measured with its recorded quality and cost by ``arqgc_steps`` (ties: the
-    earlier part weights, then the larger shrink weight).
+    earlier part weights, then the larger shrink weight), and that score.
 
     Steps, not the hull: the hull credits mixing two taus, which a router does not do, so it
     favoured strong shrinks whose decisions all flip at one tau (zeroeval: 104% of the reference
@@ -100,7 +102,50 @@ def select_blend(
             score = metrics.arqgc_steps(pts, refs.cheap_cost, refs.cheap_quality, refs.ref_cost, refs.ref_quality)
             if np.isfinite(score) and score > best_score + 1e-9:
                 best, best_score = Blend(parts, w), score
-    return best
+    return best, float(best_score)
+
+
+CUT_CHOICE_MIN_SHARE = 0.1  # of train prompts longer than the encoder's window
+
+
+def cut_candidates(
+    prompts: list[str],
+    source: Path | None = None,
+    precision: str = DEFAULT_PRECISION,
+    layers: tuple[int, ...] | None = None,
+    tail_tokens: int | None = None,
+) -> tuple[dict[int, Path], int]:
+    """The encoder exports to choose between, by their ``tail_tokens``, and how many of
+    ``prompts`` are longer than the encoder's window. A given ``tail_tokens`` is the only
+    candidate; None: the head, and when at least ``CUT_CHOICE_MIN_SHARE`` of the prompts are cut,
+    also the cut keeping their last half (first 128 and last 128 tokens of 256)."""
+    first = cached_export(source, precision=precision, layers=layers, tail_tokens=tail_tokens or 0)
+    enc = OnnxEncoder.load(first, intra_op_threads=1)
+    cut = sum(enc.is_cut(text) for text in prompts)
+    out = {enc.tail_tokens: first}
+    if tail_tokens is None and cut >= CUT_CHOICE_MIN_SHARE * len(prompts):
+        half = enc.max_length // 2
+        out[half] = cached_export(source, precision=precision, layers=layers, tail_tokens=half)
+    return out, cut
+
+
+def choose_cut(
+    views: dict[int, np.ndarray],
+    train_set: Dataset,
+    cfg: AdapterConfig = AdapterConfig(),
+    progress: Progress | None = None,
+) -> tuple[int, list[ModelCard], dict[int, float]]:
+    """Fit every model's card on each candidate cut's train embeddings (``views``: tail_tokens ->
+    [n, d], each its own shared memory) and keep the cut whose chosen blend routes the train split
+    best out of fold (``select_blend``'s score; ties: the first). Returns (tail_tokens, cards,
+    score of each cut)."""
+    fits, scores = {}, {}
+    for tail, emb in views.items():
+        memory = (unit(np.asarray(emb, dtype=np.float16)), np.arange(len(emb)))
+        fits[tail] = fit_cards(emb, train_set, cfg=cfg, progress=progress, memory=memory)
+        scores[tail] = fits[tail][0].info["train"]["oof_arqgc_steps"]
+    best = max(scores, key=lambda t: -np.inf if scores[t] is None else scores[t])
+    return best, fits[best], scores
 
 
 def fit_cards(
@@ -133,9 +178,10 @@ def fit_cards(
     adapters, oof_parts = train_adapters(emb, quality, mem, labels, row, cfg, own_memory=own, progress=cb)
     tokens = prompt_tokens(train_set.prompts)
     costs = [fit_cost_model(train_set.model(m), tokens, train_set.cost[:, c]) for m, c in zip(ids, cols)]
+    score = None
     if blend is None and len(ids) > 1:
         est = np.stack([cm.estimate(tokens) for cm in costs], axis=1)
-        blend = select_blend(oof_parts, est, train_set, ids, cols)
+        blend, score = select_blend(oof_parts, est, train_set, ids, cols)
     blend = blend or Blend()
     oof = oof_parts @ np.asarray(blend.parts)
     cals = calibrate(oof, quality)
@@ -149,6 +195,7 @@ def fit_cards(
             "mean_quality": mean,
             "oof_brier": float(np.mean((cal(oof[:, j]) - quality[:, j]) ** 2)),
             "knn_k": int(adapter.knn_k),
+            "oof_arqgc_steps": score,  # the chosen blend's, on the train split (None: not chosen)
             "shared_memory": not adapter.own_memory,
         }
         cards.append(
@@ -176,23 +223,22 @@ def train(
     progress: Progress | None = None,
     encoder_precision: str = DEFAULT_PRECISION,
     encoder_layers: tuple[int, ...] | None = None,
-    encoder_tail_tokens: int = 0,
+    encoder_tail_tokens: int | None = None,
 ) -> Manifest:
     """Train every model's adapter on ``train_set`` and write a new artifact directory at ``out``
-    (built beside it and renamed into place: a reader never sees a half-written directory)."""
+    (built beside it and renamed into place: a reader never sees a half-written directory).
+    ``encoder_tail_tokens``: the encoder's cut of long prompts; None chooses it (``choose_cut``
+    among ``cut_candidates``)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        encoder = cached_export(encoder_source, precision=encoder_precision, layers=encoder_layers,
-                                tail_tokens=encoder_tail_tokens)
-        shutil.copytree(encoder, tmp / ENCODER_DIR)
-        emb = embed(tmp / ENCODER_DIR, train_set.prompts, progress)
-        enc = OnnxEncoder.load(tmp / ENCODER_DIR, intra_op_threads=1)
-        cut = sum(enc.is_cut(text) for text in train_set.prompts)
-        save_memory(tmp, emb, train_set.prompts)
-        memory = (load_memory(tmp), np.arange(len(emb)))
-        cards = fit_cards(emb, train_set, cfg=cfg, progress=progress, memory=memory)
+        encoders, cut = cut_candidates(train_set.prompts, encoder_source, encoder_precision,
+                                       encoder_layers, encoder_tail_tokens)
+        views = {tail: embed(path, train_set.prompts, progress) for tail, path in encoders.items()}
+        tail, cards, scores = choose_cut(views, train_set, cfg, progress)
+        shutil.copytree(encoders[tail], tmp / ENCODER_DIR)
+        save_memory(tmp, views[tail], train_set.prompts)
         for card in cards:
             card.save(tmp)
         extra = {
@@ -201,6 +247,8 @@ def train(
             "train_prompts_cut": cut,  # longer than the encoder's max_length
             **Blend.from_manifest(cards[0].info).as_manifest(),
         }
+        if len(scores) > 1:  # the cut was chosen: each candidate's train routing score
+            extra["cut_scores"] = {str(t): score for t, score in scores.items()}
         write_manifest(tmp, train_set.model_ids, extra)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -199,3 +199,32 @@ def test_manifest_counts_the_train_prompts_the_encoder_cut(zeroeval_slice, small
     longer = sum(len(tokenizer(t)["input_ids"]) > 256 for t in zeroeval_slice[0].prompts)
     manifest = read_manifest(small_artifacts)
     assert longer > 0 and manifest.data["train_prompts_cut"] == longer
+
+
+def test_the_cut_is_chosen_by_how_well_it_routes_the_train_split(zeroeval_slice):
+    """``choose_cut`` keeps the embeddings that route out of fold best: the real ones over the same
+    rows shuffled (no signal left), whichever order they come in."""
+    from ipr_model.export import cached_export
+    from ipr_model.train import choose_cut, embed
+
+    train = zeroeval_slice[0]
+    real = embed(cached_export(), train.prompts)
+    shuffled = real[np.random.default_rng(0).permutation(len(real))]
+    cfg = AdapterConfig(hidden=8, epochs=20, lr=5e-3)
+    tail, cards, scores = choose_cut({0: real, 128: shuffled}, train, cfg)
+    assert tail == 0 and scores[0] > scores[128] + 0.02
+    assert cards[0].info["train"]["oof_arqgc_steps"] == scores[0]
+    tail, _, swapped = choose_cut({0: shuffled, 128: real}, train, cfg)
+    assert tail == 128 and swapped[128] == pytest.approx(scores[0])
+
+
+def test_a_second_cut_is_a_candidate_only_when_many_prompts_are_long(zeroeval_slice):
+    from ipr_model.train import cut_candidates
+
+    prompts = zeroeval_slice[0].prompts[:200]
+    few, cut = cut_candidates(prompts)
+    assert list(few) == [0] and cut < 0.1 * len(prompts)
+    many = prompts[:180] + ["the cat sat on the mat " * 100] * 20
+    candidates, cut = cut_candidates(many)
+    assert list(candidates) == [0, 128] and cut >= 20
+    assert list(cut_candidates(many, tail_tokens=0)[0]) == [0]  # a given cut is the only one

@@ -7,8 +7,8 @@ output folder, read by :class:`ipr_model.encoder.OnnxEncoder`, holds:
 - ``model.onnx``: input_ids, attention_mask (and token_type_ids if the model takes them), dynamic
   batch and sequence axes -> ``sentence_embedding`` [batch, dim]. Pooling and normalisation are
   inside the graph, so serving is one call.
-- ``tokenizer.json``: the source tokenizer, saved with truncation to ``max_length`` and padding to
-  the longest text of a batch.
+- ``tokenizer.json``: the source tokenizer, saved with truncation to ``max_length`` (none with
+  ``tail_tokens``: the encoder cuts) and padding to the longest text of a batch.
 - ``encoder.json``: name, max_length, dim, pooling, layers, normalize, inputs, source_sha256 (of the
   source weights file) and the validation figures.
 

@@ -171,7 +171,9 @@ def train(
     )
     cut = manifest.data.get("train_prompts_cut", 0)
     if cut:
-        tail = json.loads((out / "encoder" / "encoder.json").read_text()).get("tail_tokens", 0)
+        from ipr_model.artifacts import ENCODER_DIR
+
+        tail = json.loads((out / ENCODER_DIR / "encoder.json").read_text()).get("tail_tokens", 0)
         keep = f"their last {tail} tokens after the head that fits" if tail else "their head"
         scores = manifest.data.get("cut_scores")
         why = (" (routing the train split out of fold, by tail tokens: " + ", ".join(

@@ -93,7 +93,8 @@ class OnnxEncoder:
         try:
             config = json.loads((directory / "encoder.json").read_text())
             max_length, dim = int(config["max_length"]), int(config["dim"])
-            check_tail_tokens(int(config.get("tail_tokens", 0)), max_length)
+            tail_tokens = int(config.get("tail_tokens", 0))
+            check_tail_tokens(tail_tokens, max_length)
         except (ValueError, KeyError, TypeError) as e:
             raise ArtifactError(
                 f"{directory / 'encoder.json'} is not a valid encoder config (expected JSON with "
@@ -101,8 +102,7 @@ class OnnxEncoder:
             ) from e
 
         tokenizer = configure_tokenizer(
-            Tokenizer.from_file(str(directory / "tokenizer.json")), max_length,
-            int(config.get("tail_tokens", 0)),
+            Tokenizer.from_file(str(directory / "tokenizer.json")), max_length, tail_tokens
         )
         tokenizer.no_padding()  # one text per run (``encode``): nothing to pad
 

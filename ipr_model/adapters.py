@@ -12,7 +12,7 @@ see train.py; the per-model calibration is then fitted on the blend):
   leave-one-out squared error picks (3 to 10 on the shared datasets): the router compares many
   models' estimates and picks among the best, so noise in any one estimate is paid for twice; the
   heavier penalty drops the embedding directions a model's quality is poorly estimated along
-  (README, "How the estimator was chosen").
+  (docs/estimator-choice.md).
 - kNN: the mean recorded quality of the k nearest prompts (cosine) of a stored memory of train
   embeddings, every prompt tied with the k-th included (``knn_weights``); k is chosen per model
   by leave-one-out error over ``KNN_GRID``. The memory is shared by every adapter trained

@@ -87,7 +87,7 @@ def select_blend(
     Steps, not the hull: the hull credits mixing two taus, which a router does not do, so it
     favoured strong shrinks whose decisions all flip at one tau (zeroeval: 104% of the reference
     cost at tau 0.08, 57% at 0.10); by steps the tau knob is finer and the saving at parity larger
-    (README, "How the estimator was chosen")."""
+    (docs/estimator-choice.md)."""
     from ipr_model import metrics
 
     q, c = train_set.quality[:, cols], train_set.cost[:, cols]

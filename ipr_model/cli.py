@@ -306,6 +306,11 @@ def evaluate(
             test = data.split(split).restrict(Scorer.load(artifacts, verify=False).model_ids)
     _write_json(json_out, rep)
     _print_table(rep)
+    for name in ("ipr", "linear", "knn"):
+        per = [f[name]["saving_at_parity"] for f in rep.get("per_fold", []) if name in f]
+        if per:
+            typer.echo(f"{name}, each fold on its own: saving at parity " + ", ".join(
+                f"{p['saving']:.1%}" if p["reached"] else "not reached" for p in per))
     if any(rep.get("tail_tokens_per_fold", [])):
         typer.echo(f"the cut each fold chose (tail tokens, 0: the head): {rep['tail_tokens_per_fold']}")
     if plot:

@@ -145,3 +145,27 @@ def test_evaluate_reports_every_router_and_the_tau_knob(small_artifacts, data_di
     assert len(entries) == 7
     tau0, ref_cost = rep["routers"]["ipr"]["points"][0], rep["reference"]["ref_cost"]
     assert entries[0] == f"0.00: {tau0[1] / ref_cost:.0%}, {tau0[2]:.3f}"
+
+
+def test_cross_validation_pools_the_folds_and_measures_each(data_dir, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    shutil.copy(data_dir / "zeroeval" / "models.json", small / "models.json")
+    rows = [ln for ln in (data_dir / "zeroeval" / "prompts.jsonl").open() if '"train"' in ln]
+    (small / "prompts.jsonl").write_text("".join(rows[:150]))
+    out = tmp_path / "cv.json"
+    p = ipr("evaluate", "--cv", "3", "--dataset", str(small), "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(out.read_text())
+    assert rep["prompts"] == 150 and rep["folds"] == 3 and rep["tail_tokens_per_fold"] == [0, 0, 0]
+    assert len(rep["per_fold"]) == 3
+    for fold in rep["per_fold"]:
+        assert set(fold) == set(rep["routers"])
+        # the oracle knows every outcome: in each fold it matches the reference's quality
+        assert fold["oracle"]["saving_at_parity"]["reached"]
+    for name in ("ipr", "linear", "knn"):
+        (line,) = [ln for ln in p.stdout.splitlines() if ln.startswith(f"{name}, each fold")]
+        shown = line.split("saving at parity ", 1)[1].split(", ")
+        assert shown == [f"{f[name]['saving_at_parity']['saving']:.1%}"
+                         if f[name]["saving_at_parity"]["reached"] else "not reached"
+                         for f in rep["per_fold"]]

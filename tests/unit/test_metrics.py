@@ -197,3 +197,20 @@ def test_summarize_not_reached_and_single_point(refs):
     assert s["saving_at_parity"]["reached"] is False
     assert s["saving_at_parity"]["max_quality"] == pytest.approx(1 / 3)
     assert s["arqgc"] == 0.0  # a single point at a = 0: a flat line at g = 0
+
+
+def test_fold_figures_measure_each_fold_against_its_own_reference():
+    from ipr_model.datasets import Dataset, ModelInfo
+    from ipr_model.evaluate import fold_figures
+
+    # fold 0 is TRUE_Q's three prompts; fold 1 three where "small" is the better model
+    q = np.vstack([TRUE_Q, [[0.0, 1.0]] * 3])
+    c = np.vstack([TRUE_C] * 2)
+    ds = Dataset("hand", [ModelInfo(i, i, None, None) for i in IDS], [str(i) for i in range(6)],
+                 ["t"] * 6, ["train"] * 6, ["p"] * 6, q, c)
+    per = fold_figures(ds, np.array([0, 0, 0, 1, 1, 1]), c, {"oracle": q})
+    assert len(per) == 2
+    # fold 0: the reference is "big" (Q 1, C 10); the oracle matches it at C 7 (see above)
+    assert per[0]["oracle"]["saving_at_parity"]["saving"] == pytest.approx(0.3)
+    # fold 1: the reference is "small", also the cheapest: parity at its own cost, saving 0
+    assert per[1]["oracle"]["saving_at_parity"]["saving"] == pytest.approx(0.0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -37,6 +37,7 @@ class Decision:
     predicted_quality: dict[str, float]
     estimated_cost_usd: dict[str, float]
     feedback_adjustment: dict[str, float] | None = None  # models whose estimate feedback moved
+    unhealthy_models: list[str] | None = None  # candidates left out as unhealthy
 
 
 def predict(
@@ -129,15 +130,22 @@ class Scorer:
         allowed: Sequence[Sequence[str] | None] | None = None,
         variant: Variant = "ipr",
         delta: float = 0.0,
+        unhealthy: Collection[str] = (),
     ) -> list[Decision]:
-        """Apply the rule per prompt (each with its own tolerance and allowed models)."""
+        """Apply the rule per prompt (each with its own tolerance and allowed models). Models in
+        ``unhealthy`` are left out of a prompt's candidates, unless that would leave none: then
+        it is routed among its unhealthy candidates (their worker answers with an error, and the
+        prompt is not lost)."""
         n = len(tolerances)
         taus = np.array([check_tolerance(t) for t in tolerances])
         masks = np.stack(
             [allowed_mask(self.model_ids, (allowed[i] if allowed else None)) for i in range(n)]
         )
+        healthy = np.array([m not in unhealthy for m in self.model_ids])
+        left_out = masks & ~healthy
+        left_out[~(masks & healthy).any(axis=1)] = False
         chosen, thr = route_batch(
-            scores.quality, scores.cost, taus, self.model_ids, masks, variant, delta
+            scores.quality, scores.cost, taus, self.model_ids, masks & ~left_out, variant, delta
         )
         out = []
         for i in range(n):
@@ -158,6 +166,8 @@ class Scorer:
                         for j, m in enumerate(self.model_ids)
                         if m in ids and abs(scores.feedback[i, j]) >= 1e-6
                     } or None,
+                    unhealthy_models=[m for m, out_ in zip(self.model_ids, left_out[i]) if out_]
+                    or None,
                 )
             )
         return out

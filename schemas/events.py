@@ -106,6 +106,11 @@ class _Routed(Event):
         description="what quality feedback added to a model's predicted quality (included in "
         "predicted_quality), for the models it moved; absent when none",
     )
+    unhealthy_models: ModelList | None = Field(
+        default=None,
+        description="candidates left out because a worker reported them unhealthy (ModelHealth; "
+        "they keep their scores here); absent when none was",
+    )
     router_version: Label = Field(description="version of the model artifact that routed it")
     routing_latency_ms: NonNegative
     routed_at: Timestamp
@@ -118,6 +123,8 @@ class _Routed(Event):
             raise ValueError(f"model_id {self.model_id!r} has no estimated_cost_usd")
         if self.allowed_models is not None and self.model_id not in self.allowed_models:
             raise ValueError(f"model_id {self.model_id!r} is not in allowed_models")
+        if self.unhealthy_models and self.model_id in self.unhealthy_models:
+            raise ValueError(f"model_id {self.model_id!r} is among the unhealthy_models left out")
         return self
 
 
@@ -252,6 +259,26 @@ class ModelUpdate(Event):
     models: ModelList
 
 
+class ModelHealth(Event):
+    """A worker's report on its model's backend. Topic `router.control`, key `health:<model_id>`.
+
+    Routers leave a model reported unhealthy out of the candidates until ``reported_at + ttl_s``
+    (a worker that keeps failing reports again before then) or until a report says healthy.
+    """
+
+    model_id: ModelId
+    healthy: bool
+    worker: Label = Field(description="the reporting worker process")
+    consecutive_errors: Annotated[int, Field(ge=0)] = Field(
+        description="calls in a row that ended in an error response"
+    )
+    error: ErrorText | None = Field(default=None, description="the last error, when unhealthy")
+    reported_at: Timestamp
+    ttl_s: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        description="seconds after reported_at that an unhealthy report holds"
+    )
+
+
 EVENTS: tuple[type[Event], ...] = (
     PromptRequest,
     RoutedPrompt,
@@ -260,4 +287,5 @@ EVENTS: tuple[type[Event], ...] = (
     ModelResponse,
     QualityFeedback,
     ModelUpdate,
+    ModelHealth,
 )

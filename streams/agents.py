@@ -20,10 +20,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from schemas import encode
 from streams import metrics
 from streams.app import app, decisions, dlq, model_topic, prompts_in, settings
+from streams.health import HEALTH_KEY_PREFIX, HealthBoard
 from streams.routing import Record, route_records
 from streams.scorer_service import scorers
 
 log = logging.getLogger(__name__)
+health = HealthBoard()  # updated by follow_control, read between batches
 # A path only: the model loads when the worker starts.
 scorers.configure(settings.artifacts, settings.encoder_threads)
 
@@ -41,7 +43,7 @@ async def route_prompts(stream):
         scorer = scorers.current()  # a hot swap takes effect between batches, never inside one
         result = await loop.run_in_executor(
             None, route_records, records, scorer, settings.default_tolerance,
-            settings.variant, settings.delta,
+            settings.variant, settings.delta, health.unhealthy(time.time()),
         )
         sends = []
         for r in result.routed:
@@ -69,6 +71,8 @@ def _observe(result, n: int) -> None:
     metrics.SCORING_SECONDS.observe(result.scoring_ms / 1000.0)
     for r in result.routed:
         metrics.ROUTED.labels(r.prompt.model_id).inc()
+        for m in r.prompt.unhealthy_models or ():
+            metrics.UNHEALTHY_LEFT_OUT.labels(m).inc()
         metrics.ROUTING_SECONDS.observe(r.prompt.routing_latency_ms / 1000.0)
         if r.prompt.sent_at:
             metrics.E2E_SECONDS.observe(max(0.0, now - r.prompt.sent_at))
@@ -87,10 +91,11 @@ async def load_scorer() -> None:
 async def follow_control() -> None:
     """Every router process reads all of ``router.control`` (no consumer group: each must see
     every update). On start it applies the latest announced version; afterwards each new one.
-    Loading runs off the event loop; the swap takes effect at the next batch."""
+    Loading runs off the event loop; the swap takes effect at the next batch. Model health
+    reports (key ``health:<model>``) update the health board, read at the next batch."""
     from aiokafka import AIOKafkaConsumer
 
-    from schemas import ModelUpdate, SchemaError, decode
+    from schemas import ModelHealth, ModelUpdate, SchemaError, decode
 
     loop = asyncio.get_running_loop()
     consumer = AIOKafkaConsumer(
@@ -100,10 +105,14 @@ async def follow_control() -> None:
     await consumer.start()
     try:
         async for msg in consumer:
+            is_health = (msg.key or b"").startswith(HEALTH_KEY_PREFIX.encode())
             try:
-                update = decode(ModelUpdate, msg.value)
+                update = decode(ModelHealth if is_health else ModelUpdate, msg.value)
             except SchemaError as e:
                 log.error("ignored a malformed control message at offset %d: %s", msg.offset, e)
+                continue
+            if isinstance(update, ModelHealth):
+                _apply_health(update)
                 continue
             current = scorers.current_version()
             if update.version == current:
@@ -111,6 +120,22 @@ async def follow_control() -> None:
             await loop.run_in_executor(None, scorers.swap, Path(update.location), update.sha256)
     finally:
         await consumer.stop()
+
+
+def _apply_health(report) -> None:
+    if not health.apply(report, time.time()):
+        return
+    state = "healthy" if report.healthy else "unhealthy"
+    metrics.HEALTH_REPORTS.labels(report.model_id, state).inc()
+    if report.model_id in health.unhealthy(time.time()):
+        log.warning("model %s reported unhealthy by %s (%d errors in a row, last: %s): left out "
+                    "for %.0f s", report.model_id, report.worker, report.consecutive_errors,
+                    report.error, report.ttl_s)
+    elif not report.healthy:
+        log.info("model %s: an expired unhealthy report (from %s), ignored",
+                 report.model_id, report.worker)
+    else:
+        log.warning("model %s reported healthy by %s", report.model_id, report.worker)
 
 
 @app.page("/metrics")

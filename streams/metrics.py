@@ -22,3 +22,11 @@ E2E_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 ARTIFACT_SWAPS = Counter("ipr_router_artifact_swaps_total", "artifact versions loaded", ["result"])
+UNHEALTHY_LEFT_OUT = Counter(
+    "ipr_router_unhealthy_left_out_total",
+    "prompts for which a model was left out of the candidates as unhealthy, by model", ["model"],
+)
+HEALTH_REPORTS = Counter(
+    "ipr_router_health_reports_total", "model health reports applied, by model and state",
+    ["model", "state"],
+)

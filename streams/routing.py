@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Collection, Sequence
 
 from ipr_model.errors import RoutingInputError
 from ipr_model.rule import Variant
@@ -57,8 +57,10 @@ def route_records(
     default_tolerance: float,
     variant: Variant = "ipr",
     delta: float = 0.0,
+    unhealthy: Collection[str] = (),
 ) -> BatchResult:
-    """Validate, score (one scorer call for the batch) and route every record."""
+    """Validate, score (one scorer call for the batch) and route every record, leaving the
+    ``unhealthy`` models out where a prompt has other candidates (``streams.health``)."""
     out = BatchResult()
     valid: list[tuple[Record, PromptRequest]] = []
     known = set(scorer.model_ids)
@@ -89,6 +91,7 @@ def route_records(
         [req.allowed_models for _, req in valid],
         variant=variant,
         delta=delta,
+        unhealthy=unhealthy,
     )
     out.scoring_ms = (time.perf_counter() - t0) * 1000.0
     now = time.time()
@@ -99,7 +102,8 @@ def route_records(
                 sent_at=req.sent_at, model_id=d.model_id, tolerance=d.tolerance,
                 threshold=d.threshold, predicted_quality=d.predicted_quality,
                 estimated_cost_usd=d.estimated_cost_usd,
-                feedback_adjustment=d.feedback_adjustment, router_version=scorer.version,
+                feedback_adjustment=d.feedback_adjustment, unhealthy_models=d.unhealthy_models,
+                router_version=scorer.version,
                 routing_latency_ms=max(0.0, (now - rec.received_at) * 1000.0), routed_at=now,
                 text=req.text, metadata=req.metadata,
             )

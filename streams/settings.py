@@ -92,6 +92,16 @@ class WorkerSettings(KafkaSettings):
     dedupe_size: int = Field(100_000, ge=0, description="answered prompt_ids remembered per model, per process (IPR_WORKER_DEDUPE_SIZE)")
     metrics_port: int | None = Field(None, description="serve Prometheus /metrics on this port (IPR_WORKER_METRICS_PORT)")
     drain_timeout_s: float = Field(30.0, ge=0, description="on stop, wait this long for calls in flight (IPR_WORKER_DRAIN_TIMEOUT_S)")
+    unhealthy_after: int = Field(
+        5, ge=0,
+        description="report a model unhealthy on the control topic after this many error "
+        "responses in a row; 0: never (IPR_WORKER_UNHEALTHY_AFTER)",
+    )
+    health_ttl_s: float = Field(
+        60.0, gt=0, le=86_400,
+        description="how long routers leave an unhealthy model out, unless it is reported again "
+        "(IPR_WORKER_HEALTH_TTL_S)",
+    )
 
 
 class FeedbackSettings(KafkaSettings):

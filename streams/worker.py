@@ -32,7 +32,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
+import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -49,6 +51,7 @@ from schemas import DeadLetter, ModelResponse, QualityFeedback, RoutedPrompt, Sc
 from schemas import decode, encode
 from schemas import limits as L
 from streams.backends import Backend, Completion
+from streams.health import ErrorStreak, health_key
 from streams.settings import WorkerSettings
 from streams.topics import ROUTED_PREFIX, model_topic
 
@@ -174,6 +177,8 @@ class _ModelLoop:
         self.inflight: set[asyncio.Task[None]] = set()
         self.failure: BaseException | None = None
         self.consumer: AIOKafkaConsumer | None = None
+        self.streak = ErrorStreak(model_id, worker.worker_id, self.settings.unhealthy_after,
+                                  self.settings.health_ttl_s)
 
     def _count(self, name: str, n: int = 1) -> None:
         setattr(self.stats, name, getattr(self.stats, name) + n)
@@ -316,6 +321,14 @@ class _ModelLoop:
                 task=c.task or None,
             )
             sent.append(await producer.send(self.settings.feedback, encode(feedback), key=key))
+        health = self.streak.observe(response.error, time.time())
+        if health is not None:
+            sent.append(await producer.send(
+                self.settings.control, encode(health), key=health_key(self.model_id)
+            ))
+            log.warning("worker %s: model %s reported %s (%d errors in a row)", self.group,
+                        self.model_id, "healthy" if health.healthy else "unhealthy",
+                        health.consecutive_errors)
         await asyncio.gather(*sent)  # acknowledged (acks=all) before the offset may be committed
         self._count("responses")
         if c.error:
@@ -369,6 +382,7 @@ class Worker:
                 )
         self.settings = settings
         self.bootstrap = bootstrap or settings.kafka_bootstrap
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"[: L.MAX_LABEL_CHARS]
         self.producer: AIOKafkaProducer | None = None  # type: ignore[assignment]
         self._loops = {m: _ModelLoop(self, m, backend_factory(m)) for m in models}
         self._tasks: list[asyncio.Task[None]] = []

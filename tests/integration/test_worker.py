@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from ipr_model.datasets import Dataset
-from schemas import DeadLetter, ModelResponse, QualityFeedback, RoutedPrompt, decode, encode
+from schemas import DeadLetter, ModelHealth, ModelResponse, QualityFeedback, RoutedPrompt, decode, encode
 from streams.backends import Completion, ReplayBackend
 from streams.broker import create_topics
 from streams.settings import WorkerSettings
@@ -312,6 +312,56 @@ def test_openai_worker_end_to_end_publishes_an_error_response_not_a_lost_prompt(
         assert stats[model]["responses"] == 5 and stats[model]["errors"] == 1
 
     asyncio.run(main())
+
+
+def test_a_failing_backend_is_reported_unhealthy_then_healthy_on_the_control_topic(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    model = f"h-{unique}"
+    failing = [routed(f"f{i}-{unique}", model, f"FAIL {i}") for i in range(3)]
+    recovered = routed(f"ok-{unique}", model, "fine now")
+
+    async def handler(body: dict, n: int) -> web.Response:
+        text = body["messages"][0]["content"]
+        return chat_error(503) if "FAIL" in text else chat_ok("ok", 1, 1)
+
+    async def main() -> list:
+        async with ChatServer(handler) as server:
+            settings = worker_settings(
+                kafka_bootstrap, unique, openai_base_url=server.base_url, max_retries=0,
+                timeout_s=5.0, control=f"control-{unique}", unhealthy_after=2, health_ttl_s=30.0,
+            )
+            settings.concurrency = 1  # outcomes in the order produced
+            await create_topics(kafka_bootstrap, [model_topic(model), settings.responses,
+                                                  settings.control])
+            await produce(kafka_bootstrap, [(model_topic(model), p.prompt_id.encode(), encode(p))
+                                            for p in failing])
+            stop = asyncio.Event()
+            serving = asyncio.create_task(serve(settings, [model], "openai", stop_event=stop))
+
+            async def reports(n: int) -> list:
+                while len(found := await read_all(kafka_bootstrap, settings.control)) < n:
+                    assert not serving.done(), serving
+                    await asyncio.sleep(0.2)
+                return found
+
+            try:
+                await asyncio.wait_for(reports(1), WAIT_S)
+                await produce(kafka_bootstrap, [(model_topic(model), recovered.prompt_id.encode(),
+                                                 encode(recovered))])
+                found = await asyncio.wait_for(reports(2), WAIT_S)
+            finally:
+                stop.set()
+                await asyncio.wait_for(serving, 60)
+        return found
+
+    records = asyncio.run(main())
+    assert len(records) == 2 and {r.key for r in records} == {f"health:{model}".encode()}
+    down, up = (decode(ModelHealth, r.value) for r in records)
+    # the second error in a row reports; the third, within ttl/2 of it, does not report again
+    assert (down.model_id, down.healthy, down.consecutive_errors) == (model, False, 2)
+    assert down.error == "HTTP 503 after 1 attempt" and down.ttl_s == 30.0
+    assert (up.healthy, up.consecutive_errors) == (True, 0) and up.worker == down.worker
 
 
 def test_config_mistakes_are_reported_before_connecting(tmp_path: Path) -> None:

@@ -91,3 +91,25 @@ def test_a_decision_names_what_feedback_added_to_each_model_it_moved():
     out = route_records([rec(0, req("a", tolerance=0.5))], TableScorer([0.0, -0.25, 0.0]), 0.5)
     r = out.routed[0]
     assert r.prompt.feedback_adjustment == r.decision.feedback_adjustment == {"mid": -0.25}
+
+
+def test_unhealthy_models_are_left_out_keep_their_scores_and_never_leave_none():
+    records = [
+        rec(0, req("a", tolerance=0.0)),
+        rec(1, req("b", tolerance=0.0, allowed_models=["big", "small"])),
+        rec(2, req("c", tolerance=0.0, allowed_models=["big"])),
+        rec(3, req("d", tolerance=0.0, allowed_models=["mid"])),
+    ]
+    out = route_records(records, TableScorer(), 0.2, unhealthy={"big"})
+    assert not out.dead
+    got = {r.prompt.prompt_id: r.prompt for r in out.routed}
+    assert got["a"].model_id == "mid" and got["a"].unhealthy_models == ["big"]
+    assert got["a"].predicted_quality["big"] == pytest.approx(0.9)  # still explained
+    assert got["b"].model_id == "small" and got["b"].unhealthy_models == ["big"]
+    # every candidate unhealthy: routed anyway (its worker answers with an error), not lost
+    assert got["c"].model_id == "big" and got["c"].unhealthy_models is None
+    assert got["d"].model_id == "mid" and got["d"].unhealthy_models is None
+    assert {r.decision.prompt_id: r.decision.unhealthy_models for r in out.routed}["a"] == ["big"]
+    healthy = route_records(records[:1], TableScorer(), 0.2)
+    assert healthy.routed[0].prompt.model_id == "big"
+    assert healthy.routed[0].prompt.unhealthy_models is None

@@ -7,6 +7,7 @@ import pytest
 from schemas import (
     EVENTS,
     DeadLetter,
+    ModelHealth,
     ModelResponse,
     ModelUpdate,
     PromptRequest,
@@ -67,7 +68,15 @@ EXAMPLES = [
     ),
     QualityFeedback(prompt_id="p-1", model_id="small", quality=1.0, source="judge", task="math"),
     ModelUpdate(version="v2", location="/artifacts/v2", sha256="ab" * 32, models=["a", "b"]),
+    ModelHealth(model_id="small", healthy=False, worker="host:12", consecutive_errors=5,
+                error="HTTP 503 after 4 attempts", reported_at=3.0, ttl_s=60.0),
 ]
+
+
+def test_a_routed_prompt_cannot_go_to_a_model_it_left_out_as_unhealthy():
+    assert routed(unhealthy_models=["large"]).unhealthy_models == ["large"]
+    with pytest.raises(ValueError, match="among the unhealthy_models"):
+        routed(unhealthy_models=["small"])
 
 
 def test_json_schema_files_match_the_models():

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -110,14 +111,20 @@ def test_score_writes_one_line_per_prompt(small_artifacts, data_dir, tmp_path):
     assert all(0 <= v <= 1 for v in rows[0]["predicted_quality"].values())
 
 
-def test_train_seed_draws_other_mlps_and_the_same_ridge(data_dir, tmp_path):
-    import numpy as np
-
+def train_rows(data_dir: Path, tmp_path: Path, n: int) -> Path:
+    """A dataset folder of zeroeval's first ``n`` train rows."""
     small = tmp_path / "small"
     small.mkdir()
     shutil.copy(data_dir / "zeroeval" / "models.json", small / "models.json")
     rows = [ln for ln in (data_dir / "zeroeval" / "prompts.jsonl").open() if '"train"' in ln]
-    (small / "prompts.jsonl").write_text("".join(rows[:120]))
+    (small / "prompts.jsonl").write_text("".join(rows[:n]))
+    return small
+
+
+def test_train_seed_draws_other_mlps_and_the_same_ridge(data_dir, tmp_path):
+    import numpy as np
+
+    small = train_rows(data_dir, tmp_path, 120)
     adapters = {}
     for seed in ("0", "3"):
         out = tmp_path / f"a{seed}"
@@ -148,11 +155,7 @@ def test_evaluate_reports_every_router_and_the_tau_knob(small_artifacts, data_di
 
 
 def test_cross_validation_pools_the_folds_and_measures_each(data_dir, tmp_path):
-    small = tmp_path / "small"
-    small.mkdir()
-    shutil.copy(data_dir / "zeroeval" / "models.json", small / "models.json")
-    rows = [ln for ln in (data_dir / "zeroeval" / "prompts.jsonl").open() if '"train"' in ln]
-    (small / "prompts.jsonl").write_text("".join(rows[:150]))
+    small = train_rows(data_dir, tmp_path, 150)
     out = tmp_path / "cv.json"
     p = ipr("evaluate", "--cv", "3", "--dataset", str(small), "--json", str(out))
     assert p.returncode == 0, p.stderr

@@ -10,6 +10,10 @@ one producer is shared by all models. Per record:
                                              prompt_id), plus QualityFeedback on feedback when the
                                              backend reports a quality (the replay backend)
 
+After `unhealthy_after` error responses of a model in a row, and at its first success after
+that, a ModelHealth report goes to the control topic (`streams.health`): routers leave the model
+out while it is unhealthy.
+
 Delivery is at-least-once. An offset is committed only after every output of its record is
 acknowledged (acks=all). Up to `concurrency` records per model are in flight, so they finish out
 of order: per partition the committed offset is the highest contiguous completed offset + 1.

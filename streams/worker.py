@@ -51,8 +51,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
-from schemas import DeadLetter, ModelResponse, QualityFeedback, RoutedPrompt, SchemaError
-from schemas import decode, encode
+from schemas import DeadLetter, ModelHealth, ModelResponse, QualityFeedback, RoutedPrompt
+from schemas import SchemaError, decode, encode
 from schemas import limits as L
 from streams.backends import Backend, Completion
 from streams.health import ErrorStreak, health_key
@@ -325,14 +325,6 @@ class _ModelLoop:
                 task=c.task or None,
             )
             sent.append(await producer.send(self.settings.feedback, encode(feedback), key=key))
-        health = self.streak.observe(response.error, time.time())
-        if health is not None:
-            sent.append(await producer.send(
-                self.settings.control, encode(health), key=health_key(self.model_id)
-            ))
-            log.warning("worker %s: model %s reported %s (%d errors in a row)", self.group,
-                        self.model_id, "healthy" if health.healthy else "unhealthy",
-                        health.consecutive_errors)
         await asyncio.gather(*sent)  # acknowledged (acks=all) before the offset may be committed
         self._count("responses")
         if c.error:
@@ -340,6 +332,25 @@ class _ModelLoop:
         if with_feedback:
             self._count("feedback")
         self._count("processed")
+        health = self.streak.observe(response.error, time.time())
+        if health is not None:
+            await self._report(health)
+
+    async def _report(self, health: ModelHealth) -> None:
+        """Best effort: a health report that cannot be sent (no control topic, say) is logged,
+        and the model's answers go on."""
+        state = "healthy" if health.healthy else "unhealthy"
+        try:
+            sent = await self.worker.producer.send(
+                self.settings.control, encode(health), key=health_key(self.model_id)
+            )
+            await sent
+        except KafkaError as exc:
+            log.error("worker %s: could not report model %s %s on %s (%s)", self.group,
+                      self.model_id, state, self.settings.control, type(exc).__name__)
+            return
+        log.warning("worker %s: model %s reported %s (%d errors in a row)", self.group,
+                    self.model_id, state, health.consecutive_errors)
 
     async def _dead_letter(self, record: Any, error: str, kind: str) -> None:
         letter = DeadLetter.build(

@@ -364,6 +364,37 @@ def test_a_failing_backend_is_reported_unhealthy_then_healthy_on_the_control_top
     assert (up.healthy, up.consecutive_errors) == (True, 0) and up.worker == down.worker
 
 
+def test_a_health_report_that_cannot_be_sent_is_logged_and_answering_goes_on(caplog) -> None:
+    from aiokafka.errors import KafkaTimeoutError
+
+    class Producer:  # a cluster without the control topic, and no auto-creation
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        async def send(self, topic: str, value: bytes, key: bytes | None = None):
+            if topic == "control-x":
+                raise KafkaTimeoutError()
+            self.sent.append(topic)
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+    settings = WorkerSettings(kafka_bootstrap="127.0.0.1:1", responses="r", control="control-x",
+                              unhealthy_after=1)
+    worker = Worker(settings, ["m"], lambda _m: FakeBackend())  # type: ignore[arg-type,return-value]
+    loop = worker._loops["m"]
+
+    async def main() -> list[str]:
+        worker.producer = Producer()  # type: ignore[assignment]
+        for i in range(3):
+            await loop._publish(routed(f"p{i}", "m", "q"), Completion("", 1, 0, 0.0, 1.0, error="x"))
+        return worker.producer.sent
+
+    assert asyncio.run(main()) == ["r"] * 3
+    assert (loop.stats.responses, loop.stats.errors) == (3, 3)
+    assert "could not report model m unhealthy on control-x (KafkaTimeoutError)" in caplog.text
+
+
 def test_config_mistakes_are_reported_before_connecting(tmp_path: Path) -> None:
     settings = WorkerSettings(kafka_bootstrap="127.0.0.1:1")
     with pytest.raises(WorkerConfigError, match="needs a dataset folder"):

@@ -1,8 +1,14 @@
-"""The event contracts: one pydantic model per Kafka event (DESIGN.md, "Topics and events").
+"""The event contracts: one pydantic model per Kafka event (docs/design.md, "Topics and events").
 
 Every event rejects unknown fields, bounds every string, list and map (limits in
 `schemas.limits`), refuses NaN and infinities, and carries `schema_version`. Timestamps are epoch
 seconds as floats.
+
+Numbers must be JSON numbers: a string ("0.5") or a boolean is refused wherever a number is
+expected, as the JSON Schemas say. A float field takes an integer (`1` for 1.0); an integer field
+takes an integral float (`5.0`, which JSON Schema counts as an integer) but not `5.5`. Booleans must
+be `true` or `false`. Integer fields stay in the signed 64-bit range that orjson can write back (a
+larger integer as a metadata value is kept as a float).
 """
 
 from __future__ import annotations
@@ -14,14 +20,17 @@ from typing import Annotated, Literal, Self
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StrictBool,
     StrictFloat,
     StrictInt,
     StringConstraints,
     model_validator,
 )
+from pydantic_core import PydanticKnownError
 
 from schemas import limits as L
 
@@ -44,22 +53,40 @@ PromptText = Annotated[
     str, StringConstraints(min_length=1, max_length=L.MAX_TEXT_CHARS, pattern=_NON_BLANK)
 ]
 ErrorText = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_ERROR_CHARS)]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-NonNegative = Annotated[float, Field(ge=0.0)]
-Timestamp = Annotated[float, Field(ge=0.0, description="epoch seconds")]
+
+# A JSON number; an integer is fine, a string or a boolean is not (strict float: checked in Rust).
+Number = Annotated[float, Strict()]
+Probability = Annotated[Number, Field(ge=0.0, le=1.0)]
+NonNegative = Annotated[Number, Field(ge=0.0)]
+Timestamp = Annotated[Number, Field(ge=0.0, description="epoch seconds")]
+
+
+def _json_integer(value: object) -> object:
+    """Refuse what lax int validation would coerce from other JSON types ("5", true); take an
+    integral float (5.0, 1e30) as the integer it is, for the bounds to judge."""
+    if isinstance(value, (str, bytes, bytearray, bool)):
+        raise PydanticKnownError("int_type")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A JSON integer, or an integral float (5.0); not a string, a boolean or 5.5. Strict int would
+# refuse 5.0, which the JSON Schema type "integer" allows; the check runs before a lax int.
+Count = Annotated[int, Field(ge=0, le=L.MAX_INT), BeforeValidator(_json_integer)]
 ModelList = Annotated[list[ModelId], Field(min_length=1, max_length=L.MAX_MODELS)]
 
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_METADATA_KEY_CHARS)]
 MetadataValue = (
     StrictBool
-    | StrictInt
+    | Annotated[StrictInt, Field(ge=L.MIN_INT, le=L.MAX_INT)]
     | StrictFloat
     | Annotated[str, StringConstraints(max_length=L.MAX_METADATA_VALUE_CHARS)]
 )
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=L.MAX_METADATA_KEYS)]
 QualityMap = Annotated[dict[ModelId, Probability], Field(min_length=1, max_length=L.MAX_MODELS)]
 CostMap = Annotated[dict[ModelId, NonNegative], Field(min_length=1, max_length=L.MAX_MODELS)]
-AdjustmentMap = Annotated[dict[ModelId, Annotated[float, Field(ge=-1, le=1)]],
+AdjustmentMap = Annotated[dict[ModelId, Annotated[Number, Field(ge=-1, le=1)]],
                          Field(min_length=1, max_length=L.MAX_MODELS)]
 
 
@@ -98,7 +125,7 @@ class _Routed(Event):
     sent_at: Timestamp | None = None
     model_id: ModelId = Field(description="the chosen model")
     tolerance: Probability = Field(description="the τ used")
-    threshold: float = Field(description="r: models with predicted quality >= r were feasible")
+    threshold: Number = Field(description="r: models with predicted quality >= r were feasible")
     predicted_quality: QualityMap
     estimated_cost_usd: CostMap
     feedback_adjustment: AdjustmentMap | None = Field(
@@ -159,20 +186,21 @@ class DeadLetter(Event):
     """An input that could not be processed, with the reason. Topic `prompts.dlq`, original key.
 
     `error_kind` is a short machine-readable reason, e.g. "invalid_json", "validation",
-    "too_large", "unknown_model". `raw` holds at most MAX_DLQ_RAW_BYTES of the original value:
-    as text when those bytes are UTF-8, otherwise base64 (`raw_encoding` says which).
+    "too_large", "unknown_model" (`schemas.codec` lists the codec's kinds). `raw` holds at most
+    MAX_DLQ_RAW_BYTES of the original value: as text when those bytes are UTF-8, otherwise base64
+    (`raw_encoding` says which).
     """
 
     source_topic: Annotated[str, StringConstraints(min_length=1, max_length=249)]
-    partition: Annotated[int, Field(ge=0)]
-    offset: Annotated[int, Field(ge=0)]
+    partition: Count
+    offset: Count
     key: Annotated[str, StringConstraints(max_length=L.MAX_KEY_CHARS)] | None = None
     error: ErrorText
     error_kind: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
     raw: Annotated[str, StringConstraints(max_length=L.MAX_DLQ_RAW_CHARS)]
     raw_encoding: Literal["utf-8", "base64"] = "utf-8"
-    raw_size: Annotated[int, Field(ge=0, description="size of the original value in bytes")]
-    raw_truncated: bool
+    raw_size: Count = Field(description="size of the original value in bytes")
+    raw_truncated: StrictBool
     at: Timestamp
 
     @classmethod
@@ -230,8 +258,8 @@ class ModelResponse(Event):
     prompt_id: PromptId
     model_id: ModelId
     text: Annotated[str, StringConstraints(max_length=L.MAX_RESPONSE_CHARS)]
-    tokens_in: Annotated[int, Field(ge=0)]
-    tokens_out: Annotated[int, Field(ge=0)]
+    tokens_in: Count
+    tokens_out: Count
     cost_usd: NonNegative
     latency_ms: NonNegative
     error: ErrorText | None = None
@@ -267,14 +295,14 @@ class ModelHealth(Event):
     """
 
     model_id: ModelId
-    healthy: bool
+    healthy: StrictBool
     worker: Label = Field(description="the reporting worker process")
-    consecutive_errors: Annotated[int, Field(ge=0)] = Field(
+    consecutive_errors: Count = Field(
         description="calls in a row that ended in an error response"
     )
     error: ErrorText | None = Field(default=None, description="the last error, when unhealthy")
     reported_at: Timestamp
-    ttl_s: Annotated[float, Field(gt=0, le=86_400)] = Field(
+    ttl_s: Annotated[Number, Field(gt=0, le=86_400)] = Field(
         description="seconds after reported_at that an unhealthy report holds"
     )
 

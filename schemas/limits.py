@@ -25,3 +25,12 @@ MAX_DLQ_RAW_CHARS = 4 * ((MAX_DLQ_RAW_BYTES + 2) // 3)
 
 # `decode` refuses larger payloads before parsing them (Kafka's default message.max.bytes is ~1 MB).
 MAX_EVENT_BYTES = 1_048_576
+
+# Integers (counts, offsets, metadata values) stay in the signed 64-bit range that orjson can write.
+MIN_INT = -(2**63)
+MAX_INT = 2**63 - 1
+
+# Not a setting: the depth at which pydantic-core's JSON parser (jiter) stops with "recursion limit
+# exceeded"; `decode` reports that as error kind "too_deep". A unit test pins the number. (A valid
+# event is at most 2 levels deep: the object and its lists or maps.)
+MAX_JSON_DEPTH = 200

@@ -5,10 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ipr-installed
-DATA ?= ../shared/data
+DATA ?= data
 ARTIFACTS ?= artifacts/zeroeval
 
-.PHONY: setup demo demo-offline evaluate test test-unit bench drift artifacts schemas clean
+.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift artifacts schemas clean
 
 setup: $(STAMP)
 
@@ -32,7 +32,7 @@ demo-offline: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(VENV)/bin/ipr evaluate --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval \
 		--json build/eval-zeroeval.json --plot build/eval-zeroeval.png
 
-# Routing quality on every shared dataset (README "Routing quality").
+# Routing quality on every shipped dataset (README "Routing quality").
 evaluate: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(VENV)/bin/ipr evaluate --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval \
 		--json build/eval-zeroeval.json --plot build/eval-zeroeval.png
@@ -45,13 +45,16 @@ evaluate: $(STAMP) $(ARTIFACTS)/manifest.json
 test: $(STAMP)
 	$(PY) -m pytest -q -ra tests
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration and not model" tests
 
 # Speed (benchmarks, not tests): the router through Kafka against its in-process limit, then the
 # model's single-prompt latency, batched throughput and training times.
 bench: $(STAMP) $(ARTIFACTS)/manifest.json
-	$(PY) -m streams.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench.json
+	$(PY) -m streams.harness.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench.json
 	$(PY) -m ipr_model.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train --recalibrate \
 		--json build/bench-model.json
 

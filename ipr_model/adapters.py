@@ -33,9 +33,9 @@ untouched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -60,6 +60,9 @@ class AdapterConfig:
     dropout: float = 0.1
     seed: int = 0
     ridge_alpha: float = 100.0
+
+
+DEFAULT_CONFIG = AdapterConfig()  # the default ``cfg`` of the trainers (frozen: safe to share)
 
 
 def knn_weights(
@@ -162,7 +165,7 @@ class Adapter:
             np.savez(f, **arrays)
 
     @classmethod
-    def load(cls, path: Path, shared_memory: Callable[[], np.ndarray] | None = None) -> "Adapter":
+    def load(cls, path: Path, shared_memory: Callable[[], np.ndarray] | None = None) -> Adapter:
         """``shared_memory`` gives the artifact's memory when the file has none of its own."""
         with np.load(path, allow_pickle=False) as z:
             names = _ARRAYS + (("parts",) if "parts" in z.files else ())
@@ -191,7 +194,8 @@ _ARRAYS = ("w1", "b1", "w2", "b2", "lin_w", "lin_b", "knn_k", "knn_y")
 class AdapterStack:
     """Several adapters evaluated together: every MLP's first layer and every ridge head in one
     matmul each, and one kNN look-up per distinct memory (the single-prompt fast path; the same
-    numbers as each ``Adapter.raw``). Adapters with different MLP shapes are evaluated one by one."""
+    numbers as each ``Adapter.raw``). Adapters with different MLP shapes are evaluated one by
+    one."""
 
     def __init__(self, adapters: list[Adapter]):
         self.adapters = list(adapters)
@@ -211,7 +215,9 @@ class AdapterStack:
         """[n, M]: each adapter's ``raw`` prediction (in chunks: the kNN weights are [n, N])."""
         emb = np.asarray(emb, dtype=np.float32)
         if len(emb) > _CHUNK:
-            return np.concatenate([self.raw(emb[s : s + _CHUNK]) for s in range(0, len(emb), _CHUNK)])
+            return np.concatenate(
+                [self.raw(emb[s : s + _CHUNK]) for s in range(0, len(emb), _CHUNK)]
+            )
         nb = Neighbours(emb)
         if not self.fused:
             return np.stack([a.raw(emb, nb) for a in self.adapters], axis=1)
@@ -268,7 +274,7 @@ def fit_knn(
     preds = np.zeros((len(grid), *targets.shape))
     for s in range(0, len(queries), _CHUNK):
         ws = knn_weights(memory, queries[s : s + _CHUNK], grid, exclude[s : s + _CHUNK])
-        for p, w in zip(preds, ws):
+        for p, w in zip(preds, ws, strict=True):
             p[s : s + _CHUNK] = w @ labels
     err = ((preds - targets) ** 2).mean(axis=1)  # [len(grid), M]
     best = err.argmin(axis=0)  # the first (smallest k) on ties
@@ -303,7 +309,7 @@ def train_mlps(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     denom = train_mask.sum(dim=1)[None, :]  # [1, K]
 
-    def forward(train: bool) -> "torch.Tensor":
+    def forward(train: bool) -> torch.Tensor:
         # One matmul for every member of every model: [n, d] @ [d, M*K*H].
         hid = torch.relu((x @ w1.view(d, -1)).view(n, m, k, h) + b1)
         if train and cfg.dropout > 0:

@@ -1,4 +1,5 @@
-"""Versioned, self-contained artifact directories: write atomically, load only when every hash matches.
+"""Versioned, self-contained artifact directories: write atomically, load only when every hash
+matches.
 
     DIR/manifest.json                 format, version, models, encoder facts, sha256 of every file
     DIR/encoder/model.onnx            the frozen encoder (mean-pooled, normalised), ONNX
@@ -17,25 +18,21 @@ directory without one is a partial write and is refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ipr_model.errors import ArtifactError
+from schemas.topics import safe_name
 
 FORMAT = "ipr-artifacts/1"
 MANIFEST = "manifest.json"
 ENCODER_DIR = "encoder"
-
-
-def safe_name(model_id: str) -> str:
-    """A model id as a file or topic name: every char outside [A-Za-z0-9._-] becomes '_'."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", model_id)
 
 
 def sha256_file(path: Path) -> str:
@@ -67,10 +64,8 @@ def built_with() -> dict:
 
     out = {"python": platform.python_version()}
     for pkg in ("ipr-router", "numpy", "onnxruntime", "tokenizers", "torch", "transformers"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 

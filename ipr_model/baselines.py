@@ -1,4 +1,4 @@
-"""Baseline routers (DESIGN.md, "How routing quality is measured").
+"""Baseline routers (docs/design.md, "How routing quality is measured").
 
 Scorers return a predicted-quality matrix [n_test, m]; the caller routes every one of them with the
 same rule (:func:`ipr_model.metrics.operating_points`) and the same estimated costs, so they differ

@@ -19,9 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def percentiles(ms: list[float]) -> dict[str, float]:
-    return {f"p{p}": round(float(np.percentile(ms, p)), 2) for p in (50, 90, 99)}
+from ipr_model.stats import percentiles
 
 
 def scoring(artifacts: Path, dataset: Path, batch_size: int = 32) -> dict:
@@ -111,7 +109,9 @@ def main() -> None:
     ap.add_argument("--dataset", type=Path, required=True)
     ap.add_argument("--json", type=Path, default=Path("build/bench-model.json"))
     ap.add_argument("--train", action="store_true", help="also time ipr train and ipr add-model")
-    ap.add_argument("--recalibrate", action="store_true", help="also time a 1,000-label recalibration")
+    ap.add_argument(
+        "--recalibrate", action="store_true", help="also time a 1,000-label recalibration"
+    )
     args = ap.parse_args()
     out = {"scoring": scoring(args.artifacts, args.dataset)}
     if args.train:

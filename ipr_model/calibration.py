@@ -32,23 +32,25 @@ class Calibration:
         return {"kind": self.kind, "x": self.x.tolist(), "y": self.y.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Calibration":
+    def from_dict(cls, d: dict) -> Calibration:
         if d.get("kind") not in FITS:
-            raise ValueError(f"calibration kind must be one of {sorted(FITS)}, got {d.get('kind')!r}")
+            raise ValueError(
+                f"calibration kind must be one of {sorted(FITS)}, got {d.get('kind')!r}"
+            )
         x, y = np.asarray(d["x"], float), np.asarray(d["y"], float)
         if x.ndim != 1 or x.shape != y.shape or len(x) < 1 or np.any(np.diff(x) < 0):
             raise ValueError("calibration knots must be two equal-length 1-d arrays, x increasing")
         return cls(x, y, d["kind"])
 
     @classmethod
-    def identity(cls) -> "Calibration":
+    def identity(cls) -> Calibration:
         return cls(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
 
 
 def pava(y: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Pool-adjacent-violators: the non-decreasing fit of y (already sorted by x) with weights w."""
     vals, wts, sizes = [], [], []
-    for yi, wi in zip(y, w):
+    for yi, wi in zip(y, w, strict=True):
         vals.append(yi * wi)
         wts.append(wi)
         sizes.append(1)
@@ -57,7 +59,7 @@ def pava(y: np.ndarray, w: np.ndarray) -> np.ndarray:
             vals[-1] += v
             wts[-1] += ww
             sizes[-1] += s
-    return np.repeat([v / w for v, w in zip(vals, wts)], sizes)
+    return np.repeat([v / w for v, w in zip(vals, wts, strict=True)], sizes)
 
 
 def fit_isotonic(raw: np.ndarray, target: np.ndarray, prior_weight: float = 5.0) -> Calibration:
@@ -79,7 +81,8 @@ def fit_isotonic(raw: np.ndarray, target: np.ndarray, prior_weight: float = 5.0)
     b_cnt = np.bincount(block, weights=cnt)
     b_sum = np.bincount(block, weights=sums)
     x = np.bincount(block, weights=ux * cnt) / b_cnt
-    y = np.clip(pava((b_sum + prior_weight * ys.mean()) / (b_cnt + prior_weight), b_cnt + prior_weight), 0, 1)
+    shrunk = (b_sum + prior_weight * ys.mean()) / (b_cnt + prior_weight)
+    y = np.clip(pava(shrunk, b_cnt + prior_weight), 0, 1)
     if len(x) > 64:
         idx = np.unique(np.linspace(0, len(x) - 1, 64).round().astype(int))
         x, y = x[idx], y[idx]

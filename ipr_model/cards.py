@@ -14,12 +14,11 @@ root; each adapter holds only its labels for those rows:
 
 from __future__ import annotations
 
-import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -29,6 +28,7 @@ from ipr_model.calibration import Calibration
 from ipr_model.corrections import Correction
 from ipr_model.costs import CostModel
 from ipr_model.errors import ArtifactError
+from ipr_model.texts import text_sha256
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class ModelCard:
     @classmethod
     def load(
         cls, root: Path, model_id: str, memory: Callable[[], np.ndarray] | None = None
-    ) -> "ModelCard":
+    ) -> ModelCard:
         """``memory`` gives the artifact's shared kNN memory (default: read it from ``root``;
         pass one cached loader to share a single copy between cards)."""
         d = Path(root) / model_dir(model_id)
@@ -94,16 +94,21 @@ class ModelCard:
             raise ArtifactError(f"{d}: cannot load model {model_id!r}: {e}") from None
 
 
+def read_cost(root: Path, model_id: str) -> CostModel:
+    """Only a model's cost model (its card's ``cost``), without loading its adapter."""
+    path = Path(root) / model_dir(model_id) / "card.json"
+    try:
+        return CostModel.from_dict(json.loads(path.read_text())["cost"])
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        raise ArtifactError(f"{path}: cannot read the cost of model {model_id!r}: {e}") from None
+
+
 _STORED = {"id", "family", "cost", "calibration"}
 FEEDBACK = "feedback.npz"
 
 
 MEMORY_EMB = "memory/embeddings.npy"
 MEMORY_SHA = "memory/prompts.sha256"
-
-
-def text_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def save_memory(root: Path, emb: np.ndarray, texts: Sequence[str]) -> None:

@@ -39,7 +39,7 @@ class Correction:
     @classmethod
     def fit(cls, estimate: np.ndarray, emb: np.ndarray, observed: np.ndarray,
             weight: np.ndarray | None = None, radius: float = RADIUS,
-            strength: float = STRENGTH) -> "Correction":
+            strength: float = STRENGTH) -> Correction:
         """From labels: the uncorrected ``estimate`` [F] at the labelled prompts ``emb`` [F, d],
         the ``observed`` quality [F] and each label's ``weight`` [F] (default 1)."""
         if not 0.0 <= radius < 1.0 or strength <= 0:
@@ -64,7 +64,7 @@ class Correction:
                      radius=np.float32(self.radius), strength=np.float32(self.strength))
 
     @classmethod
-    def load(cls, path: Path) -> "Correction":
+    def load(cls, path: Path) -> Correction:
         with np.load(path, allow_pickle=False) as z:
             emb, res = unit(z["emb"]), z["residual"].astype(np.float32)
             weight = z["weight"].astype(np.float32)

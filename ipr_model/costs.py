@@ -2,8 +2,9 @@
 
     estimated_cost = intercept_usd + usd_per_prompt_token * prompt_tokens
 
-- With a price table (``input/output_usd_per_mtok``): the slope is the input price, and the intercept is
-  the expected response length (learned from the train split's recorded costs) times the output price.
+- With a price table (``input/output_usd_per_mtok``): the slope is the input price, and the
+  intercept is the expected response length (learned from the train split's recorded costs) times
+  the output price.
 - Without one (the dataset records the real cost of each call): intercept and slope are fitted by
   non-negative least squares on the train split's recorded costs against prompt tokens.
 
@@ -22,6 +23,24 @@ MTOK = 1_000_000.0
 
 
 @dataclass(frozen=True)
+class Prices:
+    """A model's list prices in USD per million tokens: the one home of the price unit."""
+
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+
+    def cost(self, tokens_in: float, tokens_out: float) -> float:
+        return (tokens_in * self.input_usd_per_mtok + tokens_out * self.output_usd_per_mtok) / MTOK
+
+    def output_tokens(self, cost_usd: float, tokens_in: float) -> int:
+        """The output tokens that, with ``tokens_in``, make up ``cost_usd`` (0 when free)."""
+        if self.output_usd_per_mtok <= 0:
+            return 0
+        spent_out = max(0.0, cost_usd - tokens_in * self.input_usd_per_mtok / MTOK)
+        return int(round(spent_out * MTOK / self.output_usd_per_mtok))
+
+
+@dataclass(frozen=True)
 class CostModel:
     intercept_usd: float
     usd_per_prompt_token: float
@@ -32,11 +51,18 @@ class CostModel:
     def estimate(self, prompt_tokens: np.ndarray) -> np.ndarray:
         return self.intercept_usd + self.usd_per_prompt_token * np.asarray(prompt_tokens, float)
 
+    @property
+    def prices(self) -> Prices | None:
+        """The list prices it was fitted from, when the dataset had them."""
+        if self.input_usd_per_mtok is None or self.output_usd_per_mtok is None:
+            return None
+        return Prices(self.input_usd_per_mtok, self.output_usd_per_mtok)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CostModel":
+    def from_dict(cls, d: dict) -> CostModel:
         return cls(**d)
 
 
@@ -45,7 +71,8 @@ def prompt_tokens(texts: list[str]) -> np.ndarray:
 
 
 def fit_cost_model(info: ModelInfo, tokens: np.ndarray, recorded_cost: np.ndarray) -> CostModel:
-    """Fit one model's cost estimate on the train split (tokens and recorded costs of its prompts)."""
+    """Fit one model's cost estimate on the train split (tokens and recorded costs of its
+    prompts)."""
     tokens = np.asarray(tokens, float)
     cost = np.asarray(recorded_cost, float)
     pin, pout = info.input_usd_per_mtok, info.output_usd_per_mtok

@@ -1,12 +1,19 @@
-"""Loader for the routing datasets of ``../shared/data`` (see its README for the format).
+"""Loader for the routing datasets: the ones shipped in ``data/`` and any folder in their format.
+
+A dataset folder holds ``models.json`` and ``prompts.jsonl`` (or ``prompts.jsonl.gz``, as shipped);
+``data/README.md`` describes the format and the datasets, ``docs/design.md`` how they are used.
+:func:`default_data_dir` is where the datasets are looked for: ``$IPR_DATA_DIR``, else ``data``.
 
 Every row is validated; a bad one raises :class:`DatasetError` naming ``file:line`` and the problem.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import os
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +23,40 @@ from ipr_model.errors import DatasetError
 
 SPLITS = ("train", "test")
 CHARS_PER_TOKEN = 4  # the convention the dataset files were built with
+PROMPT_FILES = ("prompts.jsonl", "prompts.jsonl.gz")  # read in this order: the first one present
+DATA_DIR_ENV = "IPR_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """The folder of dataset folders: ``$IPR_DATA_DIR`` when set, else ``data`` (relative to the
+    working directory, like the default ``artifacts/zeroeval``)."""
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env) if env else Path("data")
+
+
+def prompts_file(folder: str | Path) -> Path:
+    """``folder/prompts.jsonl``, or ``folder/prompts.jsonl.gz`` when the plain file is absent."""
+    folder = Path(folder)
+    for name in PROMPT_FILES:
+        path = folder / name
+        if path.is_file():
+            return path
+    raise DatasetError(
+        f"{folder}: no prompts file (a dataset folder needs prompts.jsonl or prompts.jsonl.gz)"
+    )
+
+
+def _lines(path: Path):
+    """(line number, line) of a text file, gunzipped when its name ends in ``.gz``; a file that
+    cannot be read (a truncated or corrupt gzip, bytes that are not utf-8) is a DatasetError."""
+    lineno = 0
+    try:
+        with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz"
+              else path.open(encoding="utf-8")) as f:
+            for lineno, line in enumerate(f, 1):
+                yield lineno, line
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}:{lineno + 1}: cannot read: {e}") from None
 
 
 def estimate_tokens(text: str) -> int:
@@ -53,7 +94,7 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, index: np.ndarray | list[int]) -> "Dataset":
+    def subset(self, index: np.ndarray | list[int]) -> Dataset:
         idx = np.asarray(index, dtype=np.int64)
         return Dataset(
             name=self.name,
@@ -68,7 +109,7 @@ class Dataset:
             meta=self.meta,
         )
 
-    def split(self, name: str) -> "Dataset":
+    def split(self, name: str) -> Dataset:
         if name not in SPLITS:
             raise DatasetError(f"split must be one of {SPLITS}, got {name!r}")
         idx = [i for i, s in enumerate(self.splits) if s == name]
@@ -79,7 +120,7 @@ class Dataset:
     def has_split(self, name: str) -> bool:
         return name in self.splits
 
-    def restrict(self, model_ids: list[str]) -> "Dataset":
+    def restrict(self, model_ids: list[str]) -> Dataset:
         """The same prompts with only ``model_ids``, in that order (e.g. an artifact's models)."""
         cols = []
         for m in model_ids:
@@ -103,7 +144,8 @@ class Dataset:
             if m.id == model_id:
                 return m
         raise DatasetError(
-            f"model {model_id!r} is not in dataset {self.name!r}; it has: {', '.join(self.model_ids)}"
+            f"model {model_id!r} is not in dataset {self.name!r}; "
+            f"it has: {', '.join(self.model_ids)}"
         )
 
 
@@ -165,19 +207,18 @@ def _scores(row: dict, key: str, ids: list[str], where: str, upper: float | None
 
 
 def load_dataset(folder: str | Path) -> Dataset:
-    """Load ``folder/models.json`` and ``folder/prompts.jsonl``, validating every row."""
+    """Load ``folder/models.json`` and ``folder/prompts.jsonl`` (or, when that is absent,
+    ``folder/prompts.jsonl.gz``), validating every row."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a directory (expected a dataset folder)")
     doc, models = load_models(folder / "models.json")
     ids = [m.id for m in models]
-    path = folder / "prompts.jsonl"
-    if not path.is_file():
-        raise DatasetError(f"{path}: not found (a dataset folder needs prompts.jsonl)")
+    path = prompts_file(folder)
     row_ids, tasks, splits, prompts, quality, cost = [], [], [], [], [], []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with closing(_lines(path)) as lines:  # closes the file as soon as a bad row stops the read
+        for lineno, line in lines:
             where = f"{path}:{lineno}"
             if not line.strip():
                 continue
@@ -194,7 +235,9 @@ def load_dataset(folder: str | Path) -> Dataset:
                 raise DatasetError(f"{where}: duplicate id {row['id']!r}")
             seen.add(row["id"])
             if row["split"] not in SPLITS:
-                raise DatasetError(f"{where}: 'split' must be one of {SPLITS}, got {row['split']!r}")
+                raise DatasetError(
+                    f"{where}: 'split' must be one of {SPLITS}, got {row['split']!r}"
+                )
             if not row["prompt"].strip():
                 raise DatasetError(f"{where}: 'prompt' is empty")
             quality.append(_scores(row, "quality", ids, where, upper=1.0))

@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from ipr_model.errors import ArtifactError
+from ipr_model.texts import text_digest
 
 ENCODE_CHUNK = 256  # texts encoded (and stored) per step between progress calls
 _SQL_VARS = 500  # keys per SELECT ... IN (...) (sqlite's default limit is 999)
@@ -52,10 +53,6 @@ def encoder_key(encoder_dir: Path, max_length: int, tail_tokens: int = 0) -> str
     if tail_tokens:  # head-only encoders keep the key they always had
         h.update(f"tail_tokens={tail_tokens}".encode())
     return h.hexdigest()
-
-
-def text_hash(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8")).digest()
 
 
 class EmbeddingCache:
@@ -100,7 +97,10 @@ class EmbeddingCache:
         return found
 
     def put(self, keys: list[bytes], vectors: np.ndarray) -> None:
-        rows = [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in zip(keys, vectors)]
+        rows = [
+            (k, np.asarray(v, dtype=np.float32).tobytes())
+            for k, v in zip(keys, vectors, strict=True)
+        ]
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?)", rows)
 
@@ -130,7 +130,7 @@ def encode_cached(
     """
     dim = encoder.dim
     out = np.empty((len(texts), dim), dtype=np.float32)
-    keys = [text_hash(t) for t in texts]
+    keys = [text_digest(t) for t in texts]
     found = cache.get(list(dict.fromkeys(keys)), dim) if cache is not None else {}
 
     missing: dict[bytes, list[int]] = {}  # unique missing text -> its positions
@@ -153,7 +153,7 @@ def encode_cached(
         vectors = np.asarray(
             encoder.encode([texts[positions[0]] for _, positions in chunk]), dtype=np.float32
         )
-        for (_, positions), vector in zip(chunk, vectors):
+        for (_, positions), vector in zip(chunk, vectors, strict=True):
             out[positions] = vector
             done += len(positions)
         if cache is not None:

@@ -91,7 +91,7 @@ class OnnxEncoder:
                     f"{', '.join(ENCODER_FILES)}; found: {present or 'nothing'})"
                 )
         try:
-            config = json.loads((directory / "encoder.json").read_text())
+            config = encoder_config(directory)
             max_length, dim = int(config["max_length"]), int(config["dim"])
             tail_tokens = int(config.get("tail_tokens", 0))
             check_tail_tokens(tail_tokens, max_length)
@@ -190,11 +190,16 @@ class OnnxEncoder:
         return out
 
 
+def encoder_config(encoder_dir: Path | str) -> dict:
+    """The encoder folder's ``encoder.json`` (max_length, tail_tokens, dim, layers, ...)."""
+    return json.loads((Path(encoder_dir) / "encoder.json").read_text())
+
+
 def sentence_part(encoder_dir: Path | str, emb: np.ndarray) -> np.ndarray:
     """The source model's sentence embedding (its last layer, mean-pooled, unit-norm) within
     embeddings ``emb`` of the encoder in ``encoder_dir``: for an encoder that pools the last layer
     among others (``ipr train --layers``), that layer's part, re-normalised; otherwise ``emb``."""
-    config = json.loads((Path(encoder_dir) / "encoder.json").read_text())
+    config = encoder_config(encoder_dir)
     layers, depth = config.get("layers") or [], config.get("depth")
     if len(layers) < 2 or depth not in layers:
         return emb

@@ -1,4 +1,4 @@
-"""Routing quality of the IPR estimators against the baselines of DESIGN.md, on one split.
+"""Routing quality of the IPR estimators against the baselines of docs/design.md, on one split.
 
 Every router is routed with the same rule and the same estimated costs (the artifact's cost
 models); only the predicted quality differs. Measured with the recorded quality and cost.
@@ -12,13 +12,13 @@ models); only the predicted quality differs. Measured with the recorded quality 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ipr_model import baselines, metrics
-from ipr_model.adapters import AdapterConfig
+from ipr_model.adapters import DEFAULT_CONFIG, AdapterConfig
 from ipr_model.datasets import Dataset
 from ipr_model.encoder import sentence_part
 from ipr_model.rule import Variant
@@ -37,7 +37,9 @@ def report(
     refs = metrics.reference_and_cheapest(test.quality, test.cost)
     routers = {}
     for name, pred in predictions.items():
-        pts = metrics.operating_points(pred, est_cost, test.quality, test.cost, ids, variant=variant)
+        pts = metrics.operating_points(
+            pred, est_cost, test.quality, test.cost, ids, variant=variant
+        )
         summary = metrics.summarize(name, pts, refs)
         summary["top1_accuracy"] = metrics.top1_accuracy(pred, test.quality)
         summary["calibration_ece"] = metrics.calibration(pred, test.quality, ids)
@@ -58,7 +60,8 @@ def report(
         "always_reference": {"cost": refs.ref_cost, "quality": refs.ref_quality},
         "always_cheapest": {"cost": refs.cheap_cost, "quality": refs.cheap_quality},
         "single_models": {
-            m: {"cost": float(c), "quality": float(q)} for m, (c, q) in zip(ids, single)
+            m: {"cost": float(c), "quality": float(q)}
+            for m, (c, q) in zip(ids, single, strict=True)
         },
     }
 
@@ -67,8 +70,8 @@ def baseline_predictions(
     encoder_dir: Path, train_emb: np.ndarray, train_q: np.ndarray, test_emb: np.ndarray,
     test_q: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """DESIGN.md's baselines, on the encoder's sentence embedding (its last layer), and the oracle.
-    When the router's embedding pools more layers, kNN and linear on that embedding too
+    """docs/design.md's baselines, on the encoder's sentence embedding (its last layer), and the
+    oracle. When the router's embedding pools more layers, kNN and linear on that embedding too
     (``knn_layers``, ``linear_layers``): what the layers alone bring, without the adapters."""
     s_train, s_test = sentence_part(encoder_dir, train_emb), sentence_part(encoder_dir, test_emb)
     out = {
@@ -109,7 +112,7 @@ def evaluate_split(
 def cross_validate(
     dataset: Dataset,
     folds: int = 5,
-    cfg: AdapterConfig = AdapterConfig(),
+    cfg: AdapterConfig = DEFAULT_CONFIG,
     seed: int = 0,
     progress: Progress | None = None,
     layers: tuple[int, ...] | None = None,

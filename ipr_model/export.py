@@ -43,7 +43,9 @@ torch and transformers are imported inside the functions: they are the ``train``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -166,15 +168,11 @@ def export_encoder(
     ``tail_tokens``: how many of a long text's last tokens its cut keeps (default: none).
 
     Returns the validation figures (also written to encoder.json under "validation").
-    """
+    """  # noqa: E501
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import inspect
-
-    import torch
-    from tokenizers import Tokenizer
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    _import_train_extra()
 
     name = DEFAULT_NAME if source is None else Path(source).name
     source = Path(source) if source is not None else default_source()
@@ -186,6 +184,37 @@ def export_encoder(
         )
     weights = _weights_file(source)
     t0 = time.perf_counter()
+
+    wrapper, inputs, dim, depth, layers = _load_model(source, name, max_length, tail_tokens, layers)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _export_onnx(source, out_dir, wrapper, inputs, max_length, tail_tokens)
+    config = {
+        "name": name, "max_length": max_length, "tail_tokens": tail_tokens, "dim": dim,
+        "pooling": "mean", "layers": list(layers), "depth": depth, "normalize": True,
+        "inputs": inputs, "output": "sentence_embedding", "source_sha256": sha256_file(weights),
+        "opset": OPSET, "precision": "fp32",
+    }
+    (out_dir / "encoder.json").write_text(json.dumps(config, indent=2) + "\n")
+    figures = _validate_export(out_dir, source, wrapper, inputs, max_length, precision, config)
+    figures["export_seconds"] = round(time.perf_counter() - t0, 2)
+    config["validation"] = figures
+    (out_dir / "encoder.json").write_text(json.dumps(config, indent=2) + "\n")
+    log.info("exported %s to %s: %s", name, out_dir, figures)
+    return figures
+
+
+def _import_train_extra() -> None:
+    """Import the ``train`` extra up front: ``export_seconds`` leaves the imports out."""
+    import torch  # noqa: F401
+    from tokenizers import Tokenizer  # noqa: F401
+    from transformers import AutoConfig, AutoModel, AutoTokenizer  # noqa: F401
+
+
+def _load_model(source: Path, name: str, max_length: int, tail_tokens: int,
+                layers: tuple[int, ...] | None):
+    """(wrapper, inputs, dim, depth, layers): the pooled torch model of ``source``, its input
+    names, embedding size and depth, and the pooled layers; the options checked first."""
+    from transformers import AutoConfig, AutoModel
 
     # Checked before the weights load, so a mistake is a quick one-line error.
     model_config = AutoConfig.from_pretrained(source, local_files_only=True)
@@ -211,8 +240,15 @@ def export_encoder(
         ["token_type_ids"] if "token_type_ids" in params else []
     )
     dim = int(model.config.hidden_size) * len(layers)
+    return wrapper, inputs, dim, depth, layers
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+def _export_onnx(source: Path, out_dir: Path, wrapper, inputs: list[str], max_length: int,
+                 tail_tokens: int) -> None:
+    """Save the serving tokenizer and the ONNX graph of ``wrapper``, traced, to ``out_dir``."""
+    import torch
+    from tokenizers import Tokenizer
+
     tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
     tokenizer = configure_tokenizer(tokenizer, max_length, tail_tokens)
     tokenizer.save(str(out_dir / "tokenizer.json"))
@@ -233,22 +269,11 @@ def export_encoder(
         warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         _torchscript_export(wrapper, args, out_dir / "model.onnx", inputs)
 
-    config = {
-        "name": name,
-        "max_length": max_length,
-        "tail_tokens": tail_tokens,
-        "dim": dim,
-        "pooling": "mean",
-        "layers": list(layers),
-        "depth": depth,
-        "normalize": True,
-        "inputs": inputs,
-        "output": "sentence_embedding",
-        "source_sha256": sha256_file(weights),
-        "opset": OPSET,
-        "precision": "fp32",
-    }
-    (out_dir / "encoder.json").write_text(json.dumps(config, indent=2) + "\n")
+
+def _validate_export(out_dir: Path, source: Path, wrapper, inputs: list[str], max_length: int,
+                     precision: str, config: dict) -> dict:
+    """Validate the float32 export; for int8, quantise it (into ``config``) and validate again."""
+    from transformers import AutoTokenizer
 
     hf_tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
     try:
@@ -266,10 +291,6 @@ def export_encoder(
     except ExportError:
         (out_dir / "encoder.json").unlink()  # leave no loadable folder behind
         raise
-    figures["export_seconds"] = round(time.perf_counter() - t0, 2)
-    config["validation"] = figures
-    (out_dir / "encoder.json").write_text(json.dumps(config, indent=2) + "\n")
-    log.info("exported %s to %s: %s", name, out_dir, figures)
     return figures
 
 
@@ -372,10 +393,8 @@ def cached_export(
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     try:
         export_encoder(tmp, source, max_length, precision, layers, tail_tokens)
-        try:
+        with contextlib.suppress(OSError):  # another process won the race: use its export
             os.replace(tmp, target)
-        except OSError:  # another process won the race: use its export
-            pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -1,4 +1,4 @@
-"""How routing quality is measured (DESIGN.md, "How routing quality is measured"). Pure numpy.
+"""How routing quality is measured (docs/design.md, "How routing quality is measured"). Pure numpy.
 
 A router is described by its operating points: for each tolerance tau on ``TAU_GRID`` every prompt
 is routed with :func:`ipr_model.rule.route_batch` on the *predicted* quality and the *estimated*
@@ -19,8 +19,8 @@ Points arrays are always ``[k, 2]`` with columns (cost, quality).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -178,7 +178,7 @@ def saving_at_parity(
 
 
 def arqgc(points: np.ndarray, c_cheap: float, q_cheap: float, c_ref: float, q_ref: float) -> float:
-    """Area under the routed quality-cost curve, normalised (DESIGN.md).
+    """Area under the routed quality-cost curve, normalised (docs/design.md).
 
     a = (C - C_cheap) / (C_ref - C_cheap), g = (Q - Q_cheap) / (Q_ref - Q_cheap); take the upper
     non-decreasing hull of the router's points (:func:`upper_hull`), extend it flat beyond its last
@@ -207,7 +207,9 @@ def arqgc(points: np.ndarray, c_cheap: float, q_cheap: float, c_ref: float, q_re
     return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0))
 
 
-def arqgc_steps(points: np.ndarray, c_cheap: float, q_cheap: float, c_ref: float, q_ref: float) -> float:
+def arqgc_steps(
+    points: np.ndarray, c_cheap: float, q_cheap: float, c_ref: float, q_ref: float
+) -> float:
     """ARQGC without mixing: the same normalisation and integral over a in [0, 1], of the step
     curve g(a) = max{g_i : a_i <= a} of the router's own points (0 left of its cheapest point).
 
@@ -286,7 +288,7 @@ def summarize(
     score, steps = arqgc(p, *norm), arqgc_steps(p, *norm)
     return {
         "name": name,
-        "points": [[tau, float(c), float(q)] for tau, (c, q) in zip(t, p)],
+        "points": [[tau, float(c), float(q)] for tau, (c, q) in zip(t, p, strict=True)],
         "saving_at_parity": saving_at_parity(p, refs.ref_cost, refs.ref_quality),
         "arqgc": None if np.isnan(score) else score,
         "arqgc_steps": None if np.isnan(steps) else steps,

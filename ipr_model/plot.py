@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -70,6 +70,24 @@ def plot_curves(
 
     fig, ax = plt.subplots(figsize=(10, 6.5), dpi=150)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    _plot_routers(ax, routers, colors, c_ch, q_ch, c_ref, q_ref)
+    _plot_single_models(ax, single, c_ch, q_ch, c_ref, q_ref)
+    _scale_cost_axis(ax, single, routers)
+    _label_single_models(ax, single, ids, ri, ci)
+    _decorate(ax, title)
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
+
+
+def _plot_routers(
+    ax, routers: Mapping[str, np.ndarray], colors: Sequence[str],
+    c_ch: float, q_ch: float, c_ref: float, q_ref: float,
+) -> None:
+    """Each router: a line through its operating points, or a diamond when it has one."""
     for i, (name, pts) in enumerate(routers.items()):
         p = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
         label = _legend_label(name, p, c_ch, q_ch, c_ref, q_ref)
@@ -79,6 +97,11 @@ def plot_curves(
         else:
             ax.plot(p[:, 0], p[:, 1], marker="o", markersize=2.5, linewidth=1.6, **style)
 
+
+def _plot_single_models(
+    ax, single: np.ndarray, c_ch: float, q_ch: float, c_ref: float, q_ref: float
+) -> None:
+    """The single models, their random mix (the upper hull) and the reference quality line."""
     hull = upper_hull(single)
     ax.plot(
         hull[:, 0], hull[:, 1], color="0.5", linestyle="--", linewidth=1.2, zorder=2,
@@ -88,6 +111,9 @@ def plot_curves(
     ax.axhline(q_ref, color="crimson", linestyle="--", linewidth=1.0, zorder=1,
                label=f"reference quality Q_ref = {q_ref:.3f}")
 
+
+def _scale_cost_axis(ax, single: np.ndarray, routers: Mapping[str, np.ndarray]) -> None:
+    """A logarithmic cost axis when the positive costs span more than 20x, else a linear one."""
     router_costs = [np.asarray(p, np.float64).reshape(-1, 2)[:, 0] for p in routers.values()]
     costs = np.concatenate([single[:, 0], *router_costs])
     costs = costs[costs > 0]
@@ -97,6 +123,9 @@ def plot_curves(
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
     ax.margins(x=0.06, y=0.06)
 
+
+def _label_single_models(ax, single: np.ndarray, ids: Sequence[str], ri: int, ci: int) -> None:
+    """Label the reference, the cheapest and the N_LABELLED best single models not crowded out."""
     to_axes = ax.transData + ax.transAxes.inverted()
     pos = to_axes.transform(single)
     labelled = {ri: "reference", ci: "cheapest"}
@@ -114,6 +143,10 @@ def plot_curves(
             ha="right" if right_half else "left", fontsize=8,
             color="crimson" if role else "0.2", zorder=5,
         )
+
+
+def _decorate(ax, title: str) -> None:
+    """Axis labels, title, grid and legend."""
     ax.set_xlabel("mean cost per prompt (USD, recorded)", fontsize=11)
     ax.set_ylabel("mean quality (recorded, 0-1)", fontsize=11)
     ax.set_title(title, fontsize=13)
@@ -121,9 +154,3 @@ def plot_curves(
     ax.grid(True, which="minor", alpha=0.12)
     ax.tick_params(labelsize=9)
     ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out

@@ -105,8 +105,8 @@ def recalibrate(
         x, y = np.asarray(x, np.float32), np.clip(np.asarray(y, np.float64), 0.0, 1.0)
         age_s = np.asarray(age[0], np.float64) if age else np.zeros(len(y))
         if not len(x) == len(y) == len(age_s):
-            raise IprError(f"labels of {model_id}: expected as many embeddings, qualities and ages, "
-                           f"got {len(x)}, {len(y)}, {len(age_s)}")
+            raise IprError(f"labels of {model_id}: expected as many embeddings, qualities and "
+                           f"ages, got {len(x)}, {len(y)}, {len(age_s)}")
         w = 0.5 ** (np.maximum(age_s, 0.0) / cfg.half_life_s)
         keep = w >= MIN_WEIGHT  # labels older than ten half-lives are dropped
         x, y, w = x[keep], y[keep], w[keep]
@@ -130,7 +130,9 @@ def recalibrate(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        shutil.copytree(root, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("manifest.json"))
+        shutil.copytree(
+            root, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("manifest.json")
+        )
         for card in accepted:
             card.save(tmp)
         write_manifest(tmp, current.models, current.carried_over(), parent=current.version)

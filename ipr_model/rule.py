@@ -6,13 +6,15 @@ For a prompt and its candidate models (narrowed by ``allowed``):
 - ``dynamic_max`` (IPR's deployed form): r = (1 - tau) * max q - delta
 
 Feasible F = {m : q_m >= r}; choose argmin over F of cost; ties go to the higher q, then to the
-lexicographically smaller model id. The best predicted model is always feasible, so F is never empty.
+lexicographically smaller model id. The best predicted model is always feasible, so F is never
+empty.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -43,7 +45,8 @@ def allowed_mask(model_ids: Sequence[str], allowed: Sequence[str] | None) -> np.
     unknown = sorted(set(allowed) - known)
     if unknown:
         raise RoutingInputError(
-            f"unknown model(s) in allowed_models: {', '.join(unknown)}; known: {', '.join(model_ids)}"
+            f"unknown model(s) in allowed_models: {', '.join(unknown)}; "
+            f"known: {', '.join(model_ids)}"
         )
     wanted = set(allowed)
     return np.array([m in wanted for m in model_ids], dtype=bool)

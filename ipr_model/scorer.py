@@ -6,9 +6,9 @@ returns the calibrated predicted quality and the estimated cost of every model f
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -75,7 +75,7 @@ _STACK: list[AdapterStack] = []  # the last cards' adapters, fused once (the ser
 def _stack(cards: Sequence[ModelCard]) -> AdapterStack:
     adapters = [c.adapter for c in cards]
     if _STACK and len(_STACK[0].adapters) == len(adapters) and all(
-        a is b for a, b in zip(_STACK[0].adapters, adapters)
+        a is b for a, b in zip(_STACK[0].adapters, adapters, strict=True)
     ):
         return _STACK[0]
     _STACK[:] = [AdapterStack(adapters)]
@@ -96,7 +96,7 @@ class Scorer:
     @classmethod
     def load(
         cls, root: str | Path, verify: bool = True, encoder_threads: int | None = None
-    ) -> "Scorer":
+    ) -> Scorer:
         """``encoder_threads``: onnxruntime's intra-op threads (default: every core)."""
         from ipr_model.encoder import OnnxEncoder
 
@@ -149,24 +149,30 @@ class Scorer:
         )
         out = []
         for i in range(n):
-            ids = [m for m, ok in zip(self.model_ids, masks[i]) if ok]
+            ids = [m for m, ok in zip(self.model_ids, masks[i], strict=True) if ok]
             out.append(
                 Decision(
                     model_id=self.model_ids[chosen[i]],
                     threshold=float(thr[i]),
                     tolerance=float(taus[i]),
                     predicted_quality={
-                        m: float(scores.quality[i, j]) for j, m in enumerate(self.model_ids) if m in ids
+                        m: float(scores.quality[i, j])
+                        for j, m in enumerate(self.model_ids)
+                        if m in ids
                     },
                     estimated_cost_usd={
-                        m: float(scores.cost[i, j]) for j, m in enumerate(self.model_ids) if m in ids
+                        m: float(scores.cost[i, j])
+                        for j, m in enumerate(self.model_ids)
+                        if m in ids
                     },
                     feedback_adjustment=None if scores.feedback is None else {
                         m: round(float(scores.feedback[i, j]), 6)
                         for j, m in enumerate(self.model_ids)
                         if m in ids and abs(scores.feedback[i, j]) >= 1e-6
                     } or None,
-                    unhealthy_models=[m for m, out_ in zip(self.model_ids, left_out[i]) if out_]
+                    unhealthy_models=[
+                        m for m, out_ in zip(self.model_ids, left_out[i], strict=True) if out_
+                    ]
                     or None,
                 )
             )

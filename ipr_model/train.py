@@ -14,21 +14,30 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from ipr_model.adapters import EQUAL_PARTS, PART_WEIGHTS, AdapterConfig, config_dict, train_adapters, unit
+from ipr_model.adapters import (
+    DEFAULT_CONFIG,
+    EQUAL_PARTS,
+    PART_WEIGHTS,
+    AdapterConfig,
+    config_dict,
+    train_adapters,
+    unit,
+)
 from ipr_model.artifacts import ENCODER_DIR, Manifest, read_manifest, write_manifest
 from ipr_model.calibration import Calibration, fit_calibration, shrink
-from ipr_model.cards import ModelCard, load_memory, memory_hashes, save_memory, text_sha256
+from ipr_model.cards import ModelCard, load_memory, memory_hashes, save_memory
 from ipr_model.costs import fit_cost_model, prompt_tokens
 from ipr_model.datasets import Dataset
 from ipr_model.encoder import OnnxEncoder
 from ipr_model.errors import ArtifactError
 from ipr_model.export import DEFAULT_PRECISION, cached_export
+from ipr_model.texts import text_sha256
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -64,7 +73,7 @@ class Blend:
     shrink: float = 1.0
 
     @classmethod
-    def from_manifest(cls, data: dict) -> "Blend":
+    def from_manifest(cls, data: dict) -> Blend:
         parts = tuple(data.get("part_weights", EQUAL_PARTS))  # artifacts before blends: equal
         return cls(parts, float(data.get("calibration_shrink", 1.0)))
 
@@ -99,7 +108,9 @@ def select_blend(
         oof_q = np.stack([cal(raw[:, j]) for j, cal in enumerate(calibrate(raw, q))], axis=1)
         for w in SHRINK_GRID:
             pts = metrics.operating_points(mean + w * (oof_q - mean), est_cost, q, c, ids)
-            score = metrics.arqgc_steps(pts, refs.cheap_cost, refs.cheap_quality, refs.ref_cost, refs.ref_quality)
+            score = metrics.arqgc_steps(
+                pts, refs.cheap_cost, refs.cheap_quality, refs.ref_cost, refs.ref_quality
+            )
             if np.isfinite(score) and score > best_score + 1e-9:
                 best, best_score = Blend(parts, w), score
     return best, float(best_score)
@@ -132,7 +143,7 @@ def cut_candidates(
 def choose_cut(
     views: dict[int, np.ndarray],
     train_set: Dataset,
-    cfg: AdapterConfig = AdapterConfig(),
+    cfg: AdapterConfig = DEFAULT_CONFIG,
     progress: Progress | None = None,
 ) -> tuple[int, list[ModelCard], dict[int, float]]:
     """Fit every model's card on each candidate cut's train embeddings (``views``: tail_tokens ->
@@ -152,7 +163,7 @@ def fit_cards(
     emb: np.ndarray,
     train_set: Dataset,
     model_ids: list[str] | None = None,
-    cfg: AdapterConfig = AdapterConfig(),
+    cfg: AdapterConfig = DEFAULT_CONFIG,
     progress: Progress | None = None,
     memory: tuple[np.ndarray, np.ndarray] | None = None,
     blend: Blend | None = None,
@@ -175,9 +186,14 @@ def fit_cards(
     counts = np.bincount(row[row >= 0], minlength=len(mem))[:, None]
     labels = np.stack([np.bincount(row[row >= 0], weights=q[row >= 0], minlength=len(mem))
                        for q in quality.T], axis=1) / counts
-    adapters, oof_parts = train_adapters(emb, quality, mem, labels, row, cfg, own_memory=own, progress=cb)
+    adapters, oof_parts = train_adapters(
+        emb, quality, mem, labels, row, cfg, own_memory=own, progress=cb
+    )
     tokens = prompt_tokens(train_set.prompts)
-    costs = [fit_cost_model(train_set.model(m), tokens, train_set.cost[:, c]) for m, c in zip(ids, cols)]
+    costs = [
+        fit_cost_model(train_set.model(m), tokens, train_set.cost[:, c])
+        for m, c in zip(ids, cols, strict=True)
+    ]
     score = None
     if blend is None and len(ids) > 1:
         est = np.stack([cm.estimate(tokens) for cm in costs], axis=1)
@@ -186,7 +202,7 @@ def fit_cards(
     oof = oof_parts @ np.asarray(blend.parts)
     cals = calibrate(oof, quality)
     cards = []
-    for j, (model_id, adapter) in enumerate(zip(ids, adapters)):
+    for j, (model_id, adapter) in enumerate(zip(ids, adapters, strict=True)):
         adapter = replace(adapter, parts=np.array(blend.parts, dtype=np.float32))
         mean = float(quality[:, j].mean())
         cal = shrink(cals[j], mean, blend.shrink)
@@ -219,7 +235,7 @@ def train(
     train_set: Dataset,
     out: Path,
     encoder_source: Path | None = None,
-    cfg: AdapterConfig = AdapterConfig(),
+    cfg: AdapterConfig = DEFAULT_CONFIG,
     progress: Progress | None = None,
     encoder_precision: str = DEFAULT_PRECISION,
     encoder_layers: tuple[int, ...] | None = None,
@@ -266,7 +282,7 @@ def add_model(
     root: Path,
     train_set: Dataset,
     model_id: str,
-    cfg: AdapterConfig = AdapterConfig(),
+    cfg: AdapterConfig = DEFAULT_CONFIG,
     progress: Progress | None = None,
 ) -> Manifest:
     """Train one more model's adapter into an existing artifact directory.

@@ -1,4 +1,8 @@
-"""Kafka topic names (DESIGN.md, "Topics and events"). Names only: no Faust, no connection."""
+"""Kafka topic names and keys of the event contracts (docs/design.md, "Topics and events").
+
+Names only: no Faust, no connection. :func:`safe_name` is the one home of the model id -> topic
+(and artifact folder) name rule.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ ROUTER_CONTROL = "router.control"
 ROUTED_PREFIX = "prompts.routed."
 
 CONTROL_KEY = "artifacts"  # the key of every ModelUpdate on ROUTER_CONTROL
+HEALTH_KEY_PREFIX = "health:"  # ModelHealth on ROUTER_CONTROL: key health:<model_id>
 
 ALL_FIXED = (
     PROMPTS_IN, PROMPTS_DLQ, ROUTER_DECISIONS, RESPONSES_OUT, FEEDBACK_QUALITY, ROUTER_CONTROL
@@ -22,18 +27,32 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _MAX_TOPIC_CHARS = 249  # Kafka's limit
 
 
+def safe_name(model_id: str) -> str:
+    """A model id as a topic or file name: every character outside [A-Za-z0-9._-] becomes '_'."""
+    return _UNSAFE.sub("_", model_id)
+
+
 def model_topic(model_id: str) -> str:
-    """`prompts.routed.<model>`: every character of the id outside [A-Za-z0-9._-] becomes "_".
+    """`prompts.routed.<safe_name(model_id)>`.
 
     Distinct ids can share a topic ("a/b" and "a:b" both map to "prompts.routed.a_b"); the
     worker of a topic checks `model_id` in each RoutedPrompt.
     """
     if not model_id:
         raise ValueError("model_id must not be empty")
-    topic = ROUTED_PREFIX + _UNSAFE.sub("_", model_id)
+    topic = ROUTED_PREFIX + safe_name(model_id)
     if len(topic) > _MAX_TOPIC_CHARS:
         raise ValueError(
             f"topic for model_id {model_id!r} has {len(topic)} chars,"
             f" Kafka allows {_MAX_TOPIC_CHARS}"
         )
     return topic
+
+
+def health_key(model_id: str) -> bytes:
+    """The control-topic key of a model's health reports."""
+    return (HEALTH_KEY_PREFIX + model_id).encode()
+
+
+def is_health_key(key: bytes | None) -> bool:
+    return (key or b"").startswith(HEALTH_KEY_PREFIX.encode())

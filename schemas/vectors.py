@@ -1,4 +1,5 @@
-"""Embeddings on the wire: base64 of little-endian float16 (2 bytes per dimension)."""
+"""Embeddings on the wire (`RoutingDecision.embedding`): base64 of little-endian float16, 2 bytes
+per dimension."""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("IPR_DATA_DIR", ROOT.parent / "shared" / "data"))
+# The datasets shipped in the repo's data/ (see data/README.md); IPR_DATA_DIR points elsewhere.
+DATA = Path(os.environ.get("IPR_DATA_DIR") or ROOT / "data")
 
 # A slice small enough to train in seconds, large enough to carry signal.
 SLICE_TRAIN = 900
@@ -18,8 +19,12 @@ SLICE_TEST = 300
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not (DATA / "zeroeval" / "prompts.jsonl").is_file():
-        pytest.fail(f"the shared datasets are not at {DATA} (set IPR_DATA_DIR)")
+    zeroeval = DATA / "zeroeval"
+    if not any((zeroeval / name).is_file() for name in ("prompts.jsonl", "prompts.jsonl.gz")):
+        source = ("IPR_DATA_DIR" if os.environ.get("IPR_DATA_DIR")
+                  else "the repo's data/; set IPR_DATA_DIR to use another folder")
+        pytest.fail(f"the datasets are not at {DATA} ({source}): looked for "
+                    f"{zeroeval / 'prompts.jsonl'} and {zeroeval / 'prompts.jsonl.gz'}")
     return DATA
 
 

@@ -1,19 +1,19 @@
 """The feedback service: quality labels -> per-model recalibration -> new artifact versions.
 
 - ``remember_decisions`` keeps each routing decision's chosen model and prompt embedding in the
-  changelog-backed table ``decision_log`` (a restart recovers it from Kafka), for at most
+  changelog-backed table ``decision-log`` (a restart recovers it from Kafka), for at most
   ``decision_retention_s``: entries older than that are swept as new decisions arrive.
 - ``collect_labels`` joins each QualityFeedback to its decision. The two topics are read
   independently, so a label may be read before its decision: it then waits (up to
   ``label_wait_s`` after it was produced, holding its offset uncommitted) for the decision to be
-  read. A label it cannot use (bad bytes,
-  quality outside [0, 1], no decision for the prompt, a model the artifacts do not have, a model
-  other than the one the prompt was routed to) goes to the dead-letter topic with the reason.
-  Usable labels are kept per model in the table ``labels`` (at most ``max_labels`` per model).
-- When a model has ``min_labels`` new labels, or has some and was last recalibrated
-  ``recal_interval_s`` ago (checked as labels arrive), its local correction is refitted on them
-  (:mod:`ipr_model.recalibrate`, off the event loop, with the held-out guardrail); a published
-  version is announced on ``router.control`` and routers hot-swap to it.
+  read. A label it cannot use (:func:`streams.feedback.labels.judge`, or bad bytes) goes to the
+  dead-letter topic with the reason. Usable labels are kept per model in the table ``labels``
+  (at most ``max_labels`` per model).
+- When a model is due (:func:`streams.feedback.labels.due`), its local correction is refitted on
+  its labels (:mod:`ipr_model.recalibrate`, off the event loop, with the held-out guardrail); a
+  published version is announced on ``router.control`` and routers hot-swap to it. A
+  recalibration that fails is logged and counted (``ipr_feedback_recalibrations_total{result}``);
+  the labels are kept and the service goes on.
 
 One process runs this service (recalibration needs every label of a model): run a single
 instance; its tables are partitioned like ``prompts.in`` (decisions and labels are keyed by
@@ -26,167 +26,181 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from pathlib import Path
 
 import faust
 import numpy as np
+from prometheus_client import Counter
 
 from ipr_model.artifacts import read_manifest
-from schemas import DeadLetter, ModelUpdate, QualityFeedback, RoutingDecision, SchemaError, decode, encode
-from streams.settings import FeedbackSettings
-from streams.vectors import unpack
+from schemas import (
+    DeadLetter,
+    ModelUpdate,
+    QualityFeedback,
+    RoutingDecision,
+    SchemaError,
+    decode,
+    encode,
+)
+from schemas.topics import CONTROL_KEY
+from schemas.vectors import unpack
+from streams.feedback.labels import due, judge
+from streams.feedback.settings import FeedbackSettings
 
 log = logging.getLogger(__name__)
-settings = FeedbackSettings()
 
-app = faust.App(
-    settings.app_id,
-    broker=f"kafka://{settings.kafka_bootstrap}",
-    datadir=str(settings.data_dir),
-    store="memory://",  # tables live in memory and are recovered from their changelog topics
-    topic_partitions=settings.topic_partitions,
-    consumer_auto_offset_reset="earliest",
-    web_enabled=False,
-    key_serializer="json",  # the tables' changelogs: JSON, readable with any Kafka tool
-    value_serializer="json",
-)
+RECALIBRATIONS = Counter("ipr_feedback_recalibrations_total",
+                         "recalibrations run, by result (published, kept, failed)", ["result"])
 
 
-def _raw_topic(name: str) -> faust.TopicT:
-    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
-                     value_serializer="raw")
+class Feedback:
+    """The feedback service's topics, tables and current artifact version, for one Faust app."""
 
+    def __init__(self, app: faust.App, settings: FeedbackSettings) -> None:
+        self.app, self.settings = app, settings
+        self.decisions = self._raw_topic(settings.decisions)
+        self.feedback = self._raw_topic(settings.feedback)
+        self.dlq = self._raw_topic(settings.prompts_dlq)
+        self.control = self._raw_topic(settings.control)
+        self.decision_log = app.Table("decision-log", default=None, key_type=str, value_type=None)
+        self.labels = app.Table("labels", default=None, key_type=str, value_type=None)
+        self.pending = app.Table("pending", default=int, key_type=str, value_type=int)
+        self.root: Path = settings.artifacts
+        self.models: frozenset[str] = frozenset()
+        self.version = ""
+        self.last_recal: dict[str, float] = {}  # model -> monotonic time of its last one
 
-decisions_topic = _raw_topic(settings.decisions)
-feedback_topic = _raw_topic(settings.feedback)
-dlq = _raw_topic(settings.prompts_dlq)
-control = _raw_topic(settings.control)
+    def _raw_topic(self, name: str) -> faust.TopicT:
+        return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                              value_serializer="raw")
 
-decision_log = app.Table("decision-log", default=None, key_type=str, value_type=None)
-labels = app.Table("labels", default=None, key_type=str, value_type=None)
-pending = app.Table("pending", default=int, key_type=str, value_type=int)
+    def changelog_topics(self) -> list[str]:
+        return [t.changelog_topic.get_topic_name()
+                for t in (self.decision_log, self.labels, self.pending)]
 
+    async def load_current(self) -> None:
+        m = read_manifest(self.settings.artifacts)
+        self.root, self.models, self.version = m.root, frozenset(m.models), m.version
+        s = self.settings
+        log.warning("feedback: consuming %s and %s from %s as group %s; artifacts %s "
+                    "(%d models)", s.decisions, s.feedback, s.kafka_bootstrap, s.app_id,
+                    m.version, len(m.models))
 
-def changelog_topics() -> list[str]:
-    return [t.changelog_topic.get_topic_name() for t in (decision_log, labels, pending)]
+    async def remember_decisions(self, stream) -> None:
+        seen = 0
+        async for event in stream.events():
+            try:
+                d = decode(RoutingDecision, event.value)
+            except SchemaError:
+                continue  # the router wrote it; nothing a label could join anyway
+            if d.embedding:
+                self.decision_log[d.prompt_id] = {"model": d.model_id, "embedding": d.embedding,
+                                                  "at": d.routed_at}
+            seen += 1
+            if seen % 1000 == 0:
+                cutoff = time.time() - self.settings.decision_retention_s
+                for key in [k for k, v in self.decision_log.items() if v and v["at"] < cutoff]:
+                    del self.decision_log[key]
 
+    async def collect_labels(self, stream) -> None:
+        s = self.settings
+        async for event in stream.events():
+            msg = event.message
+            try:
+                fb = decode(QualityFeedback, event.value)
+                decision = await self.decision_for(
+                    fb.prompt_id, (msg.timestamp or time.time()) + s.label_wait_s)
+                problem = judge(fb, decision, self.models, self.version)
+            except SchemaError as e:
+                fb, problem = None, (e.kind, str(e))
+            if problem:
+                dead = DeadLetter.build(
+                    source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                    key=event.key, value=event.value, error=problem[1], error_kind=problem[0])
+                await self.dlq.send(key=event.key, value=encode(dead), force=True)
+                log.warning("dead letter %s: key %s at %s[%d]@%d", problem[0], dead.key,
+                            msg.topic, msg.partition, msg.offset)
+                continue
+            await self._keep(fb)
 
-@dataclass
-class Current:
-    root: object = settings.artifacts
-    models: frozenset = frozenset()
-    version: str = ""
+    async def _keep(self, fb: QualityFeedback) -> None:
+        s = self.settings
+        d = self.decision_log[fb.prompt_id]
+        self.labels[f"{fb.model_id}|{fb.prompt_id}"] = {
+            "embedding": d["embedding"], "quality": fb.quality, "at": time.time()}
+        self.pending[fb.model_id] += 1
+        now = time.monotonic()
+        since = now - self.last_recal.setdefault(fb.model_id, now)
+        if due(self.pending[fb.model_id], since, s.min_labels, s.recal_interval_s):
+            self.pending[fb.model_id] = 0
+            self.last_recal[fb.model_id] = now
+            try:
+                await self.recalibrate_model(fb.model_id)
+            except Exception as e:  # noqa: BLE001 - the labels stay; the next one is due later
+                RECALIBRATIONS.labels("failed").inc()
+                log.error("recalibration of %s failed (%s: %s); its labels are kept",
+                          fb.model_id, type(e).__name__, e)
 
+    async def decision_for(self, prompt_id: str, deadline: float) -> dict | None:
+        """The decision of ``prompt_id``; while it is unknown, poll until ``deadline`` (epoch s)
+        for ``remember_decisions`` to read it. The wait is bounded by wall-clock time, so labels
+        of prompts that never had a decision delay the labels behind them by at most
+        ``label_wait_s``."""
+        while (decision := self.decision_log.get(prompt_id)) is None and time.time() < deadline:
+            await asyncio.sleep(0.05)
+        return decision
 
-current = Current()
-last_recal: dict[str, float] = {}  # model -> monotonic time of its last recalibration
+    def model_labels(self, model_id: str) -> list[dict]:
+        """The model's most recent ``max_labels`` labels, oldest first; older ones are deleted."""
+        mine = sorted(((k, v) for k, v in self.labels.items()
+                       if v and k.startswith(f"{model_id}|")), key=lambda kv: kv[1]["at"])
+        for k, _ in mine[: max(0, len(mine) - self.settings.max_labels)]:
+            del self.labels[k]
+        return [v for _, v in mine[-self.settings.max_labels:]]
 
+    async def recalibrate_model(self, model_id: str) -> None:
+        from ipr_model.recalibrate import RecalConfig, recalibrate
 
-def judge(fb: QualityFeedback, decision: dict | None, models: frozenset) -> tuple[str, str] | None:
-    """Why a label cannot be used (error kind, message), or None when it can."""
-    if decision is None:
-        return "unknown_prompt", f"no routing decision for prompt {fb.prompt_id!r} (or it expired)"
-    if fb.model_id not in models:
-        return "unknown_model", f"model {fb.model_id!r} is not in artifacts {current.version}"
-    if fb.model_id != decision["model"]:
-        return "wrong_model", (
-            f"prompt {fb.prompt_id!r} was routed to {decision['model']!r}, not {fb.model_id!r}"
+        s = self.settings
+        mine = self.model_labels(model_id)
+        x = np.stack([unpack(v["embedding"]) for v in mine])
+        y = np.array([v["quality"] for v in mine])
+        age = time.time() - np.array([v["at"] for v in mine])
+        out = s.versions_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        t0 = time.perf_counter()
+        result = await asyncio.get_running_loop().run_in_executor(
+            None, recalibrate, self.root, {model_id: (x, y, age)}, out,
+            RecalConfig(half_life_s=s.label_half_life_s),
         )
-    return None
+        for m in result.models:
+            log.warning("recalibration of %s on %d labels: held-out Brier %.4f -> %.4f, %s "
+                        "(%.1fs)", m.model_id, m.labels, m.brier_uncorrected, m.brier_candidate,
+                        "published" if m.published else "kept the current version",
+                        time.perf_counter() - t0)
+        RECALIBRATIONS.labels("published" if result.manifest is not None else "kept").inc()
+        if result.manifest is not None:
+            mf = result.manifest
+            self.root, self.version = mf.root, mf.version
+            update = ModelUpdate(version=mf.version, location=str(mf.root.resolve()),
+                                 sha256=mf.sha256, models=mf.models)
+            await self.control.send(key=CONTROL_KEY.encode(), value=encode(update), force=True)
 
 
-@app.task
-async def load_current() -> None:
-    m = read_manifest(settings.artifacts)
-    current.root, current.models, current.version = m.root, frozenset(m.models), m.version
-    log.warning("feedback service on artifacts %s (%d models)", m.version, len(m.models))
-
-
-@app.agent(decisions_topic)
-async def remember_decisions(stream):
-    seen = 0
-    async for event in stream.events():
-        try:
-            d = decode(RoutingDecision, event.value)
-        except SchemaError:
-            continue  # the router wrote it; nothing a label could join anyway
-        if d.embedding:
-            decision_log[d.prompt_id] = {"model": d.model_id, "embedding": d.embedding, "at": d.routed_at}
-        seen += 1
-        if seen % 1000 == 0:
-            cutoff = time.time() - settings.decision_retention_s
-            for key in [k for k, v in decision_log.items() if v and v["at"] < cutoff]:
-                del decision_log[key]
-
-
-@app.agent(feedback_topic)
-async def collect_labels(stream):
-    async for event in stream.events():
-        msg = event.message
-        try:
-            fb = decode(QualityFeedback, event.value)
-            decision = await decision_for(
-                fb.prompt_id, (msg.timestamp or time.time()) + settings.label_wait_s)
-            problem = judge(fb, decision, current.models)
-        except SchemaError as e:
-            fb, problem = None, (e.kind, str(e))
-        if problem:
-            dead = DeadLetter.build(source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                                    key=event.key, value=event.value, error=problem[1], error_kind=problem[0])
-            await dlq.send(key=event.key, value=encode(dead), force=True)
-            continue
-        d = decision_log[fb.prompt_id]
-        labels[f"{fb.model_id}|{fb.prompt_id}"] = {"embedding": d["embedding"], "quality": fb.quality,
-                                                   "at": time.time()}
-        pending[fb.model_id] += 1
-        if due(pending[fb.model_id], time.monotonic() - last_recal.setdefault(fb.model_id, time.monotonic())):
-            pending[fb.model_id] = 0
-            last_recal[fb.model_id] = time.monotonic()
-            await recalibrate_model(fb.model_id)
-
-
-async def decision_for(prompt_id: str, deadline: float) -> dict | None:
-    """The decision of ``prompt_id``; while it is unknown, poll until ``deadline`` (epoch s)
-    for ``remember_decisions`` to read it. The wait is bounded by wall-clock time, so labels of
-    prompts that never had a decision delay the labels behind them by at most ``label_wait_s``."""
-    while (decision := decision_log.get(prompt_id)) is None and time.time() < deadline:
-        await asyncio.sleep(0.05)
-    return decision
-
-
-def due(new_labels: int, since_last_s: float) -> bool:
-    """Recalibrate when enough new labels exist, or when some exist and the last recalibration
-    (or the service's start) is ``recal_interval_s`` old."""
-    return new_labels >= settings.min_labels or (
-        new_labels > 0 and since_last_s >= settings.recal_interval_s
+def create_app(settings: FeedbackSettings) -> tuple[faust.App, Feedback]:
+    """The service's Faust app, and the :class:`Feedback` whose agents it runs."""
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        datadir=str(settings.data_dir),
+        store="memory://",  # tables live in memory and are recovered from their changelog topics
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        key_serializer="json",  # the tables' changelogs: JSON, readable with any Kafka tool
+        value_serializer="json",
     )
-
-
-async def recalibrate_model(model_id: str) -> None:
-    from ipr_model.recalibrate import RecalConfig, recalibrate
-
-    mine = sorted(((k, v) for k, v in labels.items() if v and k.startswith(f"{model_id}|")),
-                  key=lambda kv: kv[1]["at"])
-    for k, _ in mine[: max(0, len(mine) - settings.max_labels)]:
-        del labels[k]
-    mine = mine[-settings.max_labels:]
-    x = np.stack([unpack(v["embedding"]) for _, v in mine])
-    y = np.array([v["quality"] for _, v in mine])
-    age = time.time() - np.array([v["at"] for _, v in mine])
-    cfg = RecalConfig(half_life_s=settings.label_half_life_s)
-    out = settings.versions_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    t0 = time.perf_counter()
-    result = await asyncio.get_running_loop().run_in_executor(
-        None, recalibrate, current.root, {model_id: (x, y, age)}, out, cfg
-    )
-    for m in result.models:
-        log.warning("recalibration of %s on %d labels: held-out Brier %.4f -> %.4f, %s (%.1fs)",
-                    m.model_id, m.labels, m.brier_uncorrected, m.brier_candidate,
-                    "published" if m.published else "kept the current version",
-                    time.perf_counter() - t0)
-    if result.manifest is not None:
-        mf = result.manifest
-        current.root, current.version = mf.root, mf.version
-        update = ModelUpdate(version=mf.version, location=str(mf.root.resolve()), sha256=mf.sha256,
-                             models=mf.models)
-        await control.send(key=b"artifacts", value=encode(update), force=True)
+    service = Feedback(app, settings)
+    app.task(service.load_current)
+    app.agent(service.decisions, name="remember_decisions")(service.remember_decisions)
+    app.agent(service.feedback, name="collect_labels")(service.collect_labels)
+    return app, service

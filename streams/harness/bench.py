@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -26,13 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ipr_model.bench import percentiles
-from streams.broker import create_topics, kafka_bootstrap
-from streams.demo import collect, produce, prompt_events, restamp, wait_until_routing
-from streams.processes import Service, router_env
-from streams.settings import KafkaSettings, RouterSettings
-from streams.topics import model_topic
-
+from ipr_model.datasets import default_data_dir
+from ipr_model.stats import percentiles
+from schemas.topics import model_topic
+from streams.harness.processes import Service, router_env
+from streams.harness.traffic import collect, produce, prompt_events, restamp, wait_until_routing
+from streams.kafka.admin import create_topics
+from streams.kafka.local import kafka_bootstrap
+from streams.kafka.settings import KafkaSettings
+from streams.router.settings import RouterSettings
 
 LIMIT_BATCH = 32  # scoring in-process: the encoder runs per text, the adapters per batch
 
@@ -138,74 +141,143 @@ def run_bench(
     limits: list[dict] = []
     e2e: list[dict] = []
 
-    def measure_limit() -> None:
-        with Steal() as steal:
-            rate = limit(scorer, texts)
-        limits.append({"prompts_per_s": round(rate, 2), "steal_percent": steal.percent})
-        print(f"limit (in-process, batched): {rate:.1f} prompts/s, steal {steal.percent}%", flush=True)
-
     settings = KafkaSettings()
     run = uuid.uuid4().hex[:8]
     with kafka_bootstrap() as bootstrap:
         model_topics = sorted({model_topic(m) for m in manifest.models})
         outputs = [settings.prompts_dlq, *model_topics]
-        asyncio.run(create_topics(
-            bootstrap, [settings.prompts_in, settings.decisions], partitions=settings.topic_partitions,
-        ))
-        # The broker stamps each output record as it appends it: "on its model topic" exactly,
-        # read after the phase, so no consumer competes with the router for the CPU meanwhile.
-        asyncio.run(create_topics(
-            bootstrap, outputs, partitions=settings.topic_partitions,
-            configs={"message.timestamp.type": "LogAppendTime"},
-        ))
+        _create_bench_topics(bootstrap, settings, outputs)
         batch_size = batch_size or RouterSettings().batch_size
-        env = router_env(bootstrap, f"ipr-router-bench-{run}",
-                         IPR_ROUTER_BATCH_SIZE=str(batch_size))
-        router = Service("router", ["router", "--artifacts", str(artifacts)], env,
-                         Path("build") / "logs" / f"bench-{run}")
+        router = _start_router(artifacts, bootstrap, run, batch_size)
         rss = RssSampler(router.proc.pid)
         rss.start()
         try:
-            def events(tag: str):
-                sub = test.subset(rows)
-                sub.ids = [f"{i}" for i in range(n)]
-                return prompt_events(sub, f"{run}-{tag}")
-
-            async def phase(tag: str, rate: float):
-                evs = events(tag)
-                done = lambda c: len(c.routed) + len(c.dead) >= len(evs)  # noqa: E731
-                async with EndOffsets(bootstrap, outputs) as ends:
-                    before = await ends.total()
-                    t0 = time.time()
-                    await produce(bootstrap, settings.prompts_in, restamp(evs), rate)
-                    await ends.wait_for(before + len(evs), timeout=900)
-                got = await collect(bootstrap, outputs, f"{run}-{tag}", done, 300, settings)
-                if got.broker_stamped < len(got.routed):
-                    raise RuntimeError(f"{outputs[1]}...: expected broker timestamps (LogAppendTime), "
-                                       "found topics created with another timestamp type")
-                last = max(got.arrival.values())
-                return got, t0, last
-
-            async def main():
-                await wait_until_routing(bootstrap, settings, run, model_topics)
-                measure_limit()
-                for i in range(rounds):
-                    with Steal() as steal:
-                        got, t0, last = await phase(f"max{i}", 0)
-                    rate = len(got.routed) / (last - t0)
-                    e2e.append({"prompts_per_s": round(rate, 2), "steal_percent": steal.percent,
-                                "routed": len(got.routed), "dead_lettered": len(got.dead)})
-                    print(f"end-to-end: {rate:.1f} prompts/s, steal {steal.percent}%", flush=True)
-                    measure_limit()
-                rate = float(np.median([r["prompts_per_s"] for r in e2e]))
-                with Steal() as steal:
-                    lat_got, _, _ = await phase("half", rate / 2)
-                return rate, lat_got, steal.percent
-
-            e2e_rate, lat_got, lat_steal = asyncio.run(main())
+            phases = _Phases(bootstrap, settings, run, outputs, test, rows, n)
+            measure_limit = functools.partial(_measure_limit, scorer, texts, limits)
+            e2e_rate, lat_got, lat_steal = asyncio.run(
+                _measure(phases, model_topics, rounds, measure_limit, e2e)
+            )
         finally:
             rss.stopped.set()
             router.stop()
+    report = {
+        "dataset": data.name,
+        "prompts": n,
+        "batch_size": batch_size,
+        **_throughput(limits, e2e, e2e_rate),
+        **_latency(lat_got, e2e_rate, lat_steal),
+        "router_peak_rss_mb": round(rss.peak_kb / 1024, 1),
+        "router_version": manifest.version,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def _measure_limit(scorer, texts: list[str], limits: list[dict]) -> None:
+    """One limit run: appended to ``limits`` and printed."""
+    with Steal() as steal:
+        rate = limit(scorer, texts)
+    limits.append({"prompts_per_s": round(rate, 2), "steal_percent": steal.percent})
+    print(f"limit (in-process, batched): {rate:.1f} prompts/s, steal {steal.percent}%",
+          flush=True)
+
+
+def _create_bench_topics(bootstrap: str, settings: KafkaSettings, outputs: list[str]) -> None:
+    """The input topics, and the output ones with broker timestamps."""
+    asyncio.run(create_topics(
+        bootstrap, [settings.prompts_in, settings.decisions],
+        partitions=settings.topic_partitions,
+    ))
+    # The broker stamps each output record as it appends it: "on its model topic" exactly,
+    # read after the phase, so no consumer competes with the router for the CPU meanwhile.
+    asyncio.run(create_topics(
+        bootstrap, outputs, partitions=settings.topic_partitions,
+        configs={"message.timestamp.type": "LogAppendTime"},
+    ))
+
+
+def _start_router(artifacts: Path, bootstrap: str, run: str, batch_size: int) -> Service:
+    """The router process under test (its own app id), logging under build/logs."""
+    env = router_env(bootstrap, f"ipr-router-bench-{run}",
+                     IPR_ROUTER_BATCH_SIZE=str(batch_size))
+    return Service("router", ["router", "--artifacts", str(artifacts)], env,
+                   Path("build") / "logs" / f"bench-{run}")
+
+
+class _Phases:
+    """Send the bench prompts through the router at a rate and collect them off the outputs."""
+
+    def __init__(self, bootstrap: str, settings: KafkaSettings, run: str, outputs: list[str],
+                 test, rows: list[int], n: int):
+        self.bootstrap, self.settings, self.run, self.outputs = bootstrap, settings, run, outputs
+        self.test, self.rows, self.n = test, rows, n
+
+    def events(self, tag: str):
+        sub = self.test.subset(self.rows)
+        sub.ids = [f"{i}" for i in range(self.n)]
+        return prompt_events(sub, f"{self.run}-{tag}")
+
+    async def phase(self, tag: str, rate: float):
+        """(collected, time of the first produce, arrival of the last output) of one phase."""
+        evs = self.events(tag)
+        done = lambda c: len(c.routed) + len(c.dead) >= len(evs)  # noqa: E731
+        async with EndOffsets(self.bootstrap, self.outputs) as ends:
+            before = await ends.total()
+            t0 = time.time()
+            await produce(self.bootstrap, self.settings.prompts_in, restamp(evs), rate)
+            await ends.wait_for(before + len(evs), timeout=900)
+        got = await collect(self.bootstrap, self.outputs, f"{self.run}-{tag}", done, 300,
+                            self.settings)
+        if got.broker_stamped < len(got.routed):
+            raise RuntimeError(f"{self.outputs[1]}...: expected broker timestamps "
+                               "(LogAppendTime), found topics created with another timestamp type")
+        last = max(got.arrival.values())
+        return got, t0, last
+
+
+async def _measure(phases: _Phases, model_topics: list[str], rounds: int, measure_limit,
+                   e2e: list[dict]):
+    """L E L E ... L, then the latency run at half the median end-to-end rate:
+    (that rate, the latency run's collected outputs, its steal %)."""
+    await wait_until_routing(phases.bootstrap, phases.settings, phases.run, model_topics)
+    measure_limit()
+    for i in range(rounds):
+        e2e.append(await _e2e_round(phases, i))
+        measure_limit()
+    rate = float(np.median([r["prompts_per_s"] for r in e2e]))
+    with Steal() as steal:
+        lat_got, _, _ = await phases.phase("half", rate / 2)
+    return rate, lat_got, steal.percent
+
+
+async def _e2e_round(phases: _Phases, i: int) -> dict:
+    """End-to-end round ``i``: the prompts produced as fast as possible."""
+    with Steal() as steal:
+        got, t0, last = await phases.phase(f"max{i}", 0)
+    rate = len(got.routed) / (last - t0)
+    print(f"end-to-end: {rate:.1f} prompts/s, steal {steal.percent}%", flush=True)
+    return {"prompts_per_s": round(rate, 2), "steal_percent": steal.percent,
+            "routed": len(got.routed), "dead_lettered": len(got.dead)}
+
+
+def _throughput(limits: list[dict], e2e: list[dict], e2e_rate: float) -> dict:
+    """The throughput part of the report; sets each end-to-end round's ratio."""
+    # Each end-to-end round against the limits measured just before and after it.
+    for i, r in enumerate(e2e):
+        around = (limits[i]["prompts_per_s"] + limits[i + 1]["prompts_per_s"]) / 2
+        r["ratio"] = round(r["prompts_per_s"] / around, 3)
+    return {
+        "limit_prompts_per_s": round(float(np.median([r["prompts_per_s"] for r in limits])), 2),
+        "e2e_prompts_per_s": round(e2e_rate, 2),
+        "ratio": round(float(np.median([r["ratio"] for r in e2e])), 3),
+        "limit_runs": limits,
+        "e2e_runs": e2e,
+    }
+
+
+def _latency(lat_got, e2e_rate: float, lat_steal: float) -> dict:
+    """The latency part of the report, from the latency run's collected outputs."""
     latency = [(lat_got.arrival[k] - r.sent_at) * 1000.0 for k, r in lat_got.routed.items()]
     # Where the time goes, per prompt (clocks of one machine): produce -> its micro-batch starts
     # in the router's agent (Kafka, Faust's consumer, waiting for the batch ahead), the batch
@@ -216,36 +288,19 @@ def run_bench(
         parts["to_router"].append((received - r.sent_at) * 1000.0)
         parts["in_router"].append(r.routing_latency_ms)
         parts["to_topic"].append((lat_got.arrival[k] - r.routed_at) * 1000.0)
-    # Each end-to-end round against the limits measured just before and after it.
-    for i, r in enumerate(e2e):
-        around = (limits[i]["prompts_per_s"] + limits[i + 1]["prompts_per_s"]) / 2
-        r["ratio"] = round(r["prompts_per_s"] / around, 3)
-    report = {
-        "dataset": data.name,
-        "prompts": n,
-        "batch_size": batch_size,
-        "limit_prompts_per_s": round(float(np.median([r["prompts_per_s"] for r in limits])), 2),
-        "e2e_prompts_per_s": round(e2e_rate, 2),
-        "ratio": round(float(np.median([r["ratio"] for r in e2e])), 3),
-        "limit_runs": limits,
-        "e2e_runs": e2e,
+    return {
         "latency_offered_rate_per_s": round(e2e_rate / 2, 2),
         "latency_ms": percentiles(latency),
         "latency_steal_percent": lat_steal,
         "latency_breakdown_ms": {name: percentiles(v) for name, v in parts.items()},
         "latency_routed": len(lat_got.routed),
-        "router_peak_rss_mb": round(rss.peak_kb / 1024, 1),
-        "router_version": manifest.version,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    return report
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifacts", type=Path, default=Path("artifacts/zeroeval"))
-    ap.add_argument("--dataset", type=Path, default=Path("../shared/data/zeroeval"))
+    ap.add_argument("--dataset", type=Path, default=default_data_dir() / "zeroeval")
     ap.add_argument("--prompts", type=int, default=559)
     ap.add_argument("--batch-size", type=int, default=None,
                     help="the router's micro-batch (default: IPR_ROUTER_BATCH_SIZE or its default)")

@@ -24,11 +24,19 @@ from pathlib import Path
 import numpy as np
 
 from ipr_model.datasets import load_dataset
-from streams.broker import create_topics, kafka_bootstrap
-from streams.demo import collect, produce, prompt_events, restamp, wait_until_routing
-from streams.processes import Service, router_env
-from streams.settings import KafkaSettings
-from streams.topics import model_topic
+from schemas.topics import model_topic
+from streams.harness.processes import Service, router_env
+from streams.harness.traffic import (
+    Collected,
+    collect,
+    produce,
+    prompt_events,
+    restamp,
+    wait_until_routing,
+)
+from streams.kafka.admin import create_topics
+from streams.kafka.local import kafka_bootstrap
+from streams.kafka.settings import KafkaSettings
 
 MARKER = "-deg"
 
@@ -90,8 +98,8 @@ def held_out_recovery(artifacts: Path, data, task: str, model: str, tolerance: f
     idx = [i for i, t in enumerate(train.tasks) if t == task]
     scorer = Scorer.load(artifacts)
     scores = scorer.score([train.prompts[i] for i in idx])
-    routed = [i for i, d in zip(idx, scorer.decide(scores, [tolerance] * len(idx)))
-              if d.model_id == model][:labels]
+    decisions = scorer.decide(scores, [tolerance] * len(idx))
+    routed = [i for i, d in zip(idx, decisions, strict=True) if d.model_id == model][:labels]
     emb = embed(Path(artifacts) / "encoder", [train.prompts[i] for i in routed])
     with tempfile.TemporaryDirectory() as tmp:
         res = recalibrate(artifacts, {model: (emb, np.zeros(len(routed)))}, Path(tmp) / "v")
@@ -105,6 +113,21 @@ def versions_dir(run: str) -> Path:
     return Path("build") / "drift-versions" / run
 
 
+async def run_round(bootstrap: str, outputs: list[str], tag: str,
+                    events: list[tuple[bytes, bytes]], rate: float,
+                    settings: KafkaSettings) -> Collected:
+    """Stream one round's ``events`` and collect what comes back (tagged ``tag``) until every one
+    is routed or dead-lettered and every routed one has its feedback, or 300 s."""
+
+    def done(c) -> bool:
+        return len(c.routed) + len(c.dead) >= len(events) and len(c.feedback) >= len(c.routed)
+
+    collector = asyncio.create_task(collect(bootstrap, outputs, tag, done, 300, settings))
+    await asyncio.sleep(0.5)
+    await produce(bootstrap, settings.prompts_in, restamp(events), rate)
+    return await collector
+
+
 def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tolerance, min_labels,
                  run: str):
     settings = KafkaSettings()
@@ -114,11 +137,12 @@ def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tole
         models = sorted(set(part.model_ids))
         topics = sorted({model_topic(m) for m in models})
         outputs = [settings.responses, settings.prompts_dlq, settings.feedback, *topics]
-        asyncio.run(create_topics(bootstrap, [settings.prompts_in, settings.decisions,
-                                              settings.control, *outputs], settings.topic_partitions))
+        inputs = [settings.prompts_in, settings.decisions, settings.control]
+        asyncio.run(create_topics(bootstrap, [*inputs, *outputs], settings.topic_partitions))
         env = router_env(bootstrap, f"drift-router-{run}")
         services = [
-            Service("router", ["router", "--artifacts", str(artifacts), "--tolerance", str(tolerance)],
+            Service("router",
+                    ["router", "--artifacts", str(artifacts), "--tolerance", str(tolerance)],
                     env, log_dir),
             Service("worker", ["worker", "--backend", "replay", "--dataset", str(dataset)],
                     {**env, "IPR_WORKER_GROUP_PREFIX": f"drift-worker-{run}",
@@ -126,7 +150,8 @@ def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tole
         ]
         if loop:
             services.append(Service(
-                "feedback", ["feedback", "--artifacts", str(artifacts), "--min-labels", str(min_labels)],
+                "feedback",
+                ["feedback", "--artifacts", str(artifacts), "--min-labels", str(min_labels)],
                 {**env, "IPR_FEEDBACK_APP_ID": f"drift-feedback-{run}",
                  "IPR_FEEDBACK_VERSIONS_DIR": str(versions_dir(run)),
                  "IPR_FEEDBACK_DATA_DIR": str(log_dir / "faust-feedback")}, log_dir))
@@ -137,15 +162,7 @@ def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tole
             for r in range(rounds + 1):
                 tag = f"{run}-r{r}" + (MARKER if r > 0 else "")
                 events = prompt_events(part, tag)
-
-                async def phase():
-                    done = lambda c: len(c.routed) + len(c.dead) >= len(events) and len(c.feedback) >= len(c.routed)  # noqa: E731
-                    collector = asyncio.create_task(collect(bootstrap, outputs, tag, done, 300, settings))
-                    await asyncio.sleep(0.5)
-                    await produce(bootstrap, settings.prompts_in, restamp(events), rate)
-                    return await collector
-
-                got = asyncio.run(phase())
+                got = asyncio.run(run_round(bootstrap, outputs, tag, events, rate, settings))
                 to_model = [k for k, v in got.routed.items() if v.model_id == model]
                 labels += len(to_model) if r > 0 else 0
                 out.append({
@@ -160,9 +177,12 @@ def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tole
                     "quality": float(np.mean([f.quality for f in got.feedback.values()])),
                     "share_to_degraded": len(to_model) / max(1, len(got.routed)),
                     "labels_on_degraded_so_far": labels,
-                    "versions": sorted(Counter(v.router_version for v in got.routed.values()).items()),
+                    "versions": sorted(
+                        Counter(v.router_version for v in got.routed.values()).items()
+                    ),
                 })
-                print(f"{'loop on ' if loop else 'loop off'} round {r}: quality {out[-1]['quality']:.3f}, "
+                print(f"{'loop on ' if loop else 'loop off'} round {r}: "
+                      f"quality {out[-1]['quality']:.3f}, "
                       f"share to {model} {out[-1]['share_to_degraded']:.2f}, versions "
                       f"{[v for v, _ in out[-1]['versions']]}", flush=True)
                 if loop and r > 0:
@@ -175,7 +195,8 @@ def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tole
 
 
 def run_drift(artifacts: Path, dataset: Path, rounds: int = 4, rate: float = 15.0,
-              tolerance: float = 0.1, min_labels: int = 40, out: Path = Path("build/drift.json")) -> dict:
+              tolerance: float = 0.1, min_labels: int = 40,
+              out: Path = Path("build/drift.json")) -> dict:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     data = load_dataset(dataset)
     test = data.split("test") if data.has_split("test") else data
@@ -210,7 +231,8 @@ def run_drift(artifacts: Path, dataset: Path, rounds: int = 4, rate: float = 15.
         "lost_prompts": sum(r["lost"] for r in on + off),
         "router_restarted": restarted_on or restarted_off,
         "share_to_degraded_other_tasks": other_tasks_share(
-            artifacts, latest_version(versions_dir(run_on), artifacts), test, task, model, tolerance),
+            artifacts, latest_version(versions_dir(run_on), artifacts), test, task, model,
+            tolerance),
         "held_out_recovery": (held_out_recovery(artifacts, data, task, model, tolerance)
                               if data.has_split("test") else None),
         "rounds_with_loop": on,

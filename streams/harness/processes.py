@@ -8,29 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """``preexec_fn``: the child gets SIGTERM when the process that started it dies, even by
-    SIGKILL, so a killed demo, benchmark or test run leaves no router, worker or broker behind
-    (Linux; elsewhere a no-op)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+from streams.kafka.local import die_with_parent
 
 
 class Service:
-    """``python -m ipr_model.cli ARGS`` in its own process group, logging to a file."""
+    """``python -m streams.cli ARGS`` in its own process group, logging to a file."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path):
         self.name = name
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - the child's log, closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ipr_model.cli", *args],
+            [sys.executable, "-m", "streams.cli", *args],
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -64,7 +54,9 @@ class Service:
             return ""
 
 
-def router_env(bootstrap: str, app_id: str, web_port: int | None = None, **extra: str) -> dict[str, str]:
+def router_env(
+    bootstrap: str, app_id: str, web_port: int | None = None, **extra: str
+) -> dict[str, str]:
     env = {
         "IPR_KAFKA_BOOTSTRAP": bootstrap,
         "IPR_ROUTER_APP_ID": app_id,

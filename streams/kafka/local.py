@@ -17,8 +17,6 @@ import asyncio
 import atexit
 import base64
 import contextlib
-import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -26,84 +24,35 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from streams.processes import die_with_parent
+from streams.kafka.admin import broker_count, run_sync
+from streams.kafka.jars import ENV_BOOTSTRAP, BrokerError, ensure_jars
 
 log = logging.getLogger(__name__)
 
-KAFKA_VERSION = "3.9.1"  # keep in step with streams/kafka/pom.xml
-POM = Path(__file__).parent / "kafka" / "pom.xml"
-ENV_BOOTSTRAP = "IPR_KAFKA_BOOTSTRAP"
-ENV_CACHE_DIR = "IPR_CACHE_DIR"
-_MARKER = ".complete"
 
 T = TypeVar("T")
 
 
-class BrokerError(RuntimeError):
-    """The local broker could not be provisioned, started or reached."""
+_PR_SET_PDEATHSIG = 1
 
 
-# ---------------------------------------------------------------------------------------- jars
+def die_with_parent() -> None:
+    """``preexec_fn``: the child gets SIGTERM when the process that started it dies, even by
+    SIGKILL, so a killed demo, benchmark or test run leaves no router, worker or broker behind
+    (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
 
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "ipr-router")
-
-
-def ensure_jars(cache_dir: Path | str | None = None) -> Path:
-    """The directory holding Kafka's runtime jars, downloading them with Maven the first time.
-
-    Maven writes into a temporary directory that is renamed into place, then a marker holding the
-    pom's sha256 is written: a half download is never used, and a changed pom downloads again.
-    """
-    home = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    root = home / f"kafka-{KAFKA_VERSION}"
-    libs, marker = root / "libs", root / _MARKER
-    pom_sha = hashlib.sha256(POM.read_bytes()).hexdigest()
-    if _marker_ok(marker, pom_sha) and libs.is_dir():
-        return libs
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be downloading the same jars
-        if _marker_ok(marker, pom_sha) and libs.is_dir():
-            return libs
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise BrokerError(
-                f"Maven (`mvn`) is needed once to download Kafka {KAFKA_VERSION}'s jars into "
-                f"{libs}; install it, or set {ENV_BOOTSTRAP} to an existing Kafka"
-            )
-        tmp = Path(tempfile.mkdtemp(prefix="libs.tmp-", dir=root))
-        try:
-            log.info("downloading Kafka %s jars into %s", KAFKA_VERSION, libs)
-            cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-                   "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if done.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
-                tail = (done.stdout + done.stderr).strip()[-3000:]
-                raise BrokerError(f"`{' '.join(cmd)}` failed (exit {done.returncode}):\n{tail}")
-            marker.unlink(missing_ok=True)
-            shutil.rmtree(libs, ignore_errors=True)
-            tmp.rename(libs)
-            marker.write_text(pom_sha + "\n")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return libs
-
-
-def _marker_ok(marker: Path, pom_sha: str) -> bool:
-    try:
-        return marker.read_text().strip() == pom_sha
-    except OSError:
-        return False
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 # -------------------------------------------------------------------------------------- broker
@@ -121,29 +70,6 @@ def _cluster_id() -> str:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
         if not cid.startswith("-"):
             return cid
-
-
-def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion from sync code, even when an event loop is running."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(asyncio.run(coro))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            error.append(exc)
-
-    t = threading.Thread(target=target, name="ipr-broker-sync")
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0]
 
 
 class LocalKafka:
@@ -229,14 +155,15 @@ class LocalKafka:
         if fmt.returncode != 0:
             tail = (fmt.stdout + fmt.stderr)[-3000:]
             raise BrokerError(f"formatting Kafka storage failed:\n{tail}")
-        out = open(self.workdir / "stdout.log", "wb")
-        self.process = subprocess.Popen(
-            [*jvm, f"-Xmx{self.heap}", "-XX:+UseG1GC", "-cp", classpath, "kafka.Kafka", str(props)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: Ctrl-C in a terminal is ours to forward
-            preexec_fn=die_with_parent,
-        )
-        out.close()
+        with open(self.workdir / "stdout.log", "wb") as out:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [*jvm, f"-Xmx{self.heap}", "-XX:+UseG1GC", "-cp", classpath, "kafka.Kafka",
+                 str(props)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                # own process group: Ctrl-C in a terminal is ours to forward
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
         self._wait_ready()
 
     def _server_properties(self, controller_port: int) -> str:
@@ -279,7 +206,7 @@ class LocalKafka:
                 )
             if _port_open(self._port):
                 try:
-                    if _run_sync(asyncio.wait_for(_broker_count(self.bootstrap), 10)) > 0:
+                    if run_sync(asyncio.wait_for(broker_count(self.bootstrap), 10)) > 0:
                         return
                 except Exception as exc:  # noqa: BLE001 - not ready yet; retried until the deadline
                     log.debug("local Kafka not ready: %r", exc)
@@ -334,65 +261,7 @@ def _port_open(port: int) -> bool:
     return False
 
 
-async def _broker_count(bootstrap: str) -> int:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-    await admin.start()
-    try:
-        return len((await admin.describe_cluster())["brokers"])
-    finally:
-        await admin.close()
-
-
 # ------------------------------------------------------------------------------------- helpers
-
-
-async def create_topics(
-    bootstrap: str,
-    names: Iterable[str],
-    partitions: int = 4,
-    replication: int = 1,
-    timeout: float = 30.0,
-    configs: dict[str, str] | None = None,
-) -> None:
-    """Create the topics that do not exist yet and wait until every partition has a leader."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError, for_code
-
-    names = list(names)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        response = await admin.create_topics(
-            [NewTopic(n, num_partitions=partitions, replication_factor=replication,
-                      topic_configs=configs or {}) for n in names]
-        )
-        for topic, code, *_ in response.topic_errors:
-            if code and for_code(code) is not TopicAlreadyExistsError:
-                raise BrokerError(f"creating topic {topic!r} failed: {for_code(code).__name__}")
-        deadline = time.monotonic() + timeout
-        while True:
-            described = await admin.describe_topics(names)
-            pending = [
-                t["topic"] for t in described
-                if t["error_code"] or not t["partitions"]
-                or any(p["leader"] < 0 for p in t["partitions"])
-            ]
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                raise BrokerError(f"topics without leaders after {timeout:.0f} s: {pending}")
-            await asyncio.sleep(0.1)
-    finally:
-        await admin.close()
-
-
-def create_topics_sync(
-    bootstrap: str, names: Iterable[str], partitions: int = 4, configs: dict[str, str] | None = None
-) -> None:
-    """`create_topics` for sync callers."""
-    _run_sync(create_topics(bootstrap, names, partitions, configs=configs))
 
 
 @contextlib.contextmanager

@@ -1,10 +1,14 @@
-"""The router agent: a thin loop around :func:`streams.routing.route_records`.
+"""The router service: a thin Faust agent around :func:`streams.router.routing.route_records`.
 
 Micro-batches of ``prompts.in`` are scored off the event loop (one scorer call per batch), then
 every routed prompt, decision and dead letter is sent. A batch is acknowledged only once all of its
 outputs are on Kafka, so offsets are committed only for records whose outputs were delivered
 (at-least-once). Deliveries are awaited in the background while the next batch is scored: the
 encoder never waits for the broker's round trip, and at most one batch is in flight.
+
+``follow_control`` reads ``router.control``: new artifact versions (hot swap between batches) and
+model health reports (``streams.health``). Every dead letter is logged with its prompt id (the
+record's key) and kind, never its text.
 """
 
 from __future__ import annotations
@@ -14,48 +18,125 @@ import logging
 import time
 from pathlib import Path
 
-from aiohttp.web import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+import faust
 
-from schemas import encode
-from streams import metrics
-from streams.app import app, decisions, dlq, model_topic, prompts_in, settings
-from streams.health import HEALTH_KEY_PREFIX, HealthBoard
-from streams.routing import Record, route_records
-from streams.scorer_service import scorers
+from schemas import ModelHealth, ModelUpdate, SchemaError, decode, encode
+from schemas.topics import is_health_key
+from streams.health import HealthBoard
+from streams.router import metrics
+from streams.router.control import read_control
+from streams.router.routing import BatchResult, Record, route_records
+from streams.router.scorers import ScorerHolder
+from streams.router.settings import RouterSettings
 
 log = logging.getLogger(__name__)
-health = HealthBoard()  # updated by follow_control, read between batches
-# A path only: the model loads when the worker starts.
-scorers.configure(settings.artifacts, settings.encoder_threads)
 
 
-@app.agent(prompts_in)
-async def route_prompts(stream):
-    loop = asyncio.get_running_loop()
-    within = settings.batch_timeout_ms / 1000.0
-    in_flight: asyncio.Task | None = None
-    async for events in stream.noack_take(settings.batch_size, within=within):
-        records = [
-            Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
-            for e in events
-        ]
-        scorer = scorers.current()  # a hot swap takes effect between batches, never inside one
-        result = await loop.run_in_executor(
-            None, route_records, records, scorer, settings.default_tolerance,
-            settings.variant, settings.delta, health.unhealthy(time.time()),
-        )
+class Router:
+    """The router's topics, its scorer and what it knows of model health, for one Faust app."""
+
+    def __init__(self, app: faust.App, settings: RouterSettings) -> None:
+        self.app = app
+        self.settings = settings
+        # Raw bytes in: decoding happens per event inside the agent, so bad input is
+        # dead-lettered with its reason instead of throwing into the stream (where Faust would
+        # acknowledge and lose it).
+        self.prompts_in = self._topic(settings.prompts_in)
+        self.dlq = self._topic(settings.prompts_dlq)
+        self.decisions = self._topic(settings.decisions)
+        self._model_topics: dict[str, faust.TopicT] = {}
+        self.scorers = ScorerHolder(settings.artifacts, settings.encoder_threads)
+        self.health = HealthBoard()  # updated by follow_control, read between batches
+
+    def _topic(self, name: str) -> faust.TopicT:
+        return self.app.topic(name, key_type=bytes, value_type=bytes)
+
+    def model_topic(self, name: str) -> faust.TopicT:
+        """The topic object for a ``prompts.routed.<model>`` name, created once."""
+        if name not in self._model_topics:
+            self._model_topics[name] = self._topic(name)
+        return self._model_topics[name]
+
+    async def route_prompts(self, stream) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        in_flight: asyncio.Task | None = None
+        async for events in stream.noack_take(s.batch_size, within=s.batch_timeout_ms / 1000.0):
+            records = [
+                Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
+                for e in events
+            ]
+            scorer = self.scorers.current()  # a hot swap takes effect between batches
+            result = await loop.run_in_executor(
+                None, route_records, records, scorer, s.default_tolerance,
+                s.variant, s.delta, self.health.unhealthy(time.time()),
+            )
+            sends = await self._send(result)
+            if in_flight is not None:
+                await in_flight  # raises if the previous batch failed to deliver: never acked
+            in_flight = asyncio.ensure_future(_ack_when_delivered(stream, events, sends))
+            _observe(result, len(records))
+
+    async def _send(self, result: BatchResult) -> list:
         sends = []
         for r in result.routed:
-            sends.append(await model_topic(r.topic).send(key=r.key, value=encode(r.prompt), force=True))
-            sends.append(await decisions.send(key=r.key, value=encode(r.decision), force=True))
+            topic = self.model_topic(r.topic)
+            sends.append(await topic.send(key=r.key, value=encode(r.prompt), force=True))
+            sends.append(await self.decisions.send(key=r.key, value=encode(r.decision), force=True))
         for d in result.dead:
             key = d.key.encode() if d.key is not None else None
-            sends.append(await dlq.send(key=key, value=encode(d), force=True))
-        if in_flight is not None:
-            await in_flight  # raises if the previous batch failed to deliver: never acked
-        in_flight = asyncio.ensure_future(_ack_when_delivered(stream, events, sends))
-        _observe(result, len(records))
+            sends.append(await self.dlq.send(key=key, value=encode(d), force=True))
+            # The codec's reasons name fields, never values; a scoring error's may quote the text.
+            reason = "" if d.error_kind == "routing_error" else f": {d.error}"
+            log.warning("dead letter %s: key %s at %s[%d]@%d%s", d.error_kind, d.key,
+                        d.source_topic, d.partition, d.offset, reason)
+        return sends
+
+    async def load_scorer(self) -> None:
+        """Load the artifacts when the worker starts, off the event loop, before the first batch."""
+        loop = asyncio.get_running_loop()
+        scorer = await loop.run_in_executor(None, self.scorers.current)
+        s = self.settings
+        log.warning("router: consuming %s from %s as group %s; artifacts %s (%d models)",
+                    s.prompts_in, s.kafka_bootstrap, s.app_id, scorer.version,
+                    len(scorer.model_ids))
+
+    async def follow_control(self) -> None:
+        """Every router process reads all of ``router.control`` (no consumer group: each must see
+        every update). On start it applies only the latest message of each key (the latest
+        version, each model's latest health report); afterwards every new one."""
+        async for msg in read_control(self.settings):
+            await self._apply_control(msg)
+
+    async def _apply_control(self, msg) -> None:
+        health = is_health_key(msg.key)
+        try:
+            update = decode(ModelHealth if health else ModelUpdate, msg.value)
+        except SchemaError as e:
+            log.error("ignored a malformed control message at offset %d: %s", msg.offset, e)
+            return
+        if isinstance(update, ModelHealth):
+            self._apply_health(update)
+        elif update.version != self.scorers.current_version():
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.scorers.swap, Path(update.location), update.sha256
+            )
+
+    def _apply_health(self, report: ModelHealth) -> None:
+        now = time.time()
+        if not self.health.apply(report, now):
+            return
+        state = "healthy" if report.healthy else "unhealthy"
+        metrics.HEALTH_REPORTS.labels(report.model_id, state).inc()
+        if report.model_id in self.health.unhealthy(now):
+            log.warning("model %s reported unhealthy by %s (%d errors in a row, last: %s): "
+                        "left out for %.0f s", report.model_id, report.worker,
+                        report.consecutive_errors, report.error, report.ttl_s)
+        elif not report.healthy:
+            log.info("model %s: an expired unhealthy report (from %s), ignored",
+                     report.model_id, report.worker)
+        else:
+            log.warning("model %s reported healthy by %s", report.model_id, report.worker)
 
 
 async def _ack_when_delivered(stream, events, sends) -> None:
@@ -65,7 +146,7 @@ async def _ack_when_delivered(stream, events, sends) -> None:
         await stream.ack(event)
 
 
-def _observe(result, n: int) -> None:
+def _observe(result: BatchResult, n: int) -> None:
     now = time.time()
     metrics.BATCH_SIZE.observe(n)
     metrics.SCORING_SECONDS.observe(result.scoring_ms / 1000.0)
@@ -78,66 +159,3 @@ def _observe(result, n: int) -> None:
             metrics.E2E_SECONDS.observe(max(0.0, now - r.prompt.sent_at))
     for d in result.dead:
         metrics.DEAD_LETTERS.labels(d.error_kind).inc()
-
-
-@app.task
-async def load_scorer() -> None:
-    """Load the artifacts when the worker starts, off the event loop, before the first batch."""
-    scorer = await asyncio.get_running_loop().run_in_executor(None, scorers.current)
-    log.warning("router ready: artifacts %s, %d models", scorer.version, len(scorer.model_ids))
-
-
-@app.task
-async def follow_control() -> None:
-    """Every router process reads all of ``router.control`` (no consumer group: each must see
-    every update). On start it applies the latest announced version; afterwards each new one.
-    Loading runs off the event loop; the swap takes effect at the next batch. Model health
-    reports (key ``health:<model>``) update the health board, read at the next batch."""
-    from aiokafka import AIOKafkaConsumer
-
-    from schemas import ModelHealth, ModelUpdate, SchemaError, decode
-
-    loop = asyncio.get_running_loop()
-    consumer = AIOKafkaConsumer(
-        settings.control, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-        auto_offset_reset="earliest", enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        async for msg in consumer:
-            is_health = (msg.key or b"").startswith(HEALTH_KEY_PREFIX.encode())
-            try:
-                update = decode(ModelHealth if is_health else ModelUpdate, msg.value)
-            except SchemaError as e:
-                log.error("ignored a malformed control message at offset %d: %s", msg.offset, e)
-                continue
-            if isinstance(update, ModelHealth):
-                _apply_health(update)
-                continue
-            current = scorers.current_version()
-            if update.version == current:
-                continue
-            await loop.run_in_executor(None, scorers.swap, Path(update.location), update.sha256)
-    finally:
-        await consumer.stop()
-
-
-def _apply_health(report) -> None:
-    if not health.apply(report, time.time()):
-        return
-    state = "healthy" if report.healthy else "unhealthy"
-    metrics.HEALTH_REPORTS.labels(report.model_id, state).inc()
-    if report.model_id in health.unhealthy(time.time()):
-        log.warning("model %s reported unhealthy by %s (%d errors in a row, last: %s): left out "
-                    "for %.0f s", report.model_id, report.worker, report.consecutive_errors,
-                    report.error, report.ttl_s)
-    elif not report.healthy:
-        log.info("model %s: an expired unhealthy report (from %s), ignored",
-                 report.model_id, report.worker)
-    else:
-        log.warning("model %s reported healthy by %s", report.model_id, report.worker)
-
-
-@app.page("/metrics")
-async def prometheus_metrics(web, request):
-    return Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,47 +1,46 @@
-"""The Faust app of the router: the one object everything imports, and its topics.
+"""The router service's Faust app, built from its settings: ``create_app(settings)``.
 
-Importing this module connects to nothing and loads no model: settings are read from the
-environment (``IPR_``), and the scorer is loaded when the worker starts.
+Building the app connects to nothing and loads no model: the scorer is loaded when the worker
+starts (``Router.load_scorer``).
 """
 
 from __future__ import annotations
 
 import faust
+from aiohttp.web import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams.settings import RouterSettings
-
-settings = RouterSettings()
-
-app = faust.App(
-    settings.app_id,
-    broker=f"kafka://{settings.kafka_bootstrap}",
-    datadir=str(settings.data_dir),
-    store="memory://",
-    topic_partitions=settings.topic_partitions,
-    topic_allow_declare=True,
-    consumer_auto_offset_reset="earliest",
-    broker_commit_every=1000,
-    broker_commit_interval=1.0,
-    producer_acks=-1,
-    producer_linger_ms=1,
-    web_enabled=settings.web_enabled,
-    web_port=settings.web_port,
-    web_bind=settings.web_bind,
-    key_serializer="raw",
-    value_serializer="raw",
-)
-
-# Raw bytes in: decoding happens per event inside the agent, so bad input is dead-lettered with
-# its reason instead of throwing into the stream (where Faust would acknowledge and lose it).
-prompts_in = app.topic(settings.prompts_in, key_type=bytes, value_type=bytes)
-dlq = app.topic(settings.prompts_dlq, key_type=bytes, value_type=bytes)
-decisions = app.topic(settings.decisions, key_type=bytes, value_type=bytes)
-
-_model_topics: dict[str, faust.TopicT] = {}
+from streams.router.agent import Router
+from streams.router.settings import RouterSettings
 
 
-def model_topic(name: str) -> faust.TopicT:
-    """The topic object for a ``prompts.routed.<model>`` name, created once."""
-    if name not in _model_topics:
-        _model_topics[name] = app.topic(name, key_type=bytes, value_type=bytes)
-    return _model_topics[name]
+def create_app(settings: RouterSettings) -> tuple[faust.App, Router]:
+    """The service's Faust app, and the :class:`Router` whose agent and tasks it runs."""
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        datadir=str(settings.data_dir),
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        producer_linger_ms=1,
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_bind=settings.web_bind,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    router = Router(app, settings)
+    app.agent(router.prompts_in, name="route_prompts")(router.route_prompts)
+    app.task(router.load_scorer)
+    app.task(router.follow_control)
+    app.page("/metrics")(prometheus_metrics)
+    return app, router
+
+
+async def prometheus_metrics(web, request) -> Response:
+    return Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -5,7 +5,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 ROUTED = Counter("ipr_router_routed_total", "prompts routed, by chosen model", ["model"])
-DEAD_LETTERS = Counter("ipr_router_dead_letters_total", "records dead-lettered, by reason", ["reason"])
+DEAD_LETTERS = Counter(
+    "ipr_router_dead_letters_total", "records dead-lettered, by reason", ["reason"]
+)
 BATCH_SIZE = Histogram(
     "ipr_router_batch_size", "records per micro-batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
@@ -18,7 +20,8 @@ ROUTING_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5),
 )
 E2E_SECONDS = Histogram(
-    "ipr_router_end_to_end_seconds", "from the producer's sent_at to publication on the model topic",
+    "ipr_router_end_to_end_seconds",
+    "from the producer's sent_at to publication on the model topic",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 ARTIFACT_SWAPS = Counter("ipr_router_artifact_swaps_total", "artifact versions loaded", ["result"])

@@ -1,20 +1,28 @@
 """The router's decision path as a pure function: a batch of raw records in, routed prompts,
 decisions and dead letters out. No Kafka, no Faust: the agent only calls :func:`route_records`.
 
-Every record ends in exactly one of ``routed`` or ``dead``: nothing is dropped.
+Every record ends in exactly one of ``routed`` or ``dead``: nothing is dropped. A record is
+dead-lettered when it is not a valid PromptRequest (the codec's kind), when its allowed_models name
+a model the router does not know (``unknown_model``), when its Kafka key is set and differs from
+its ``prompt_id`` (``key_mismatch``: every output is keyed by ``prompt_id``, so a consumer that
+correlates by the input key would lose it), and when scoring it fails (``routing_error``: a batch
+that fails is scored again record by record, so one strange prompt does not take the others
+with it).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Collection, Sequence
+from functools import partial
 
-from ipr_model.errors import RoutingInputError
 from ipr_model.rule import Variant
 from schemas import DeadLetter, PromptRequest, RoutedPrompt, RoutingDecision, SchemaError, decode
-from streams.topics import model_topic
-from streams.vectors import pack
+from schemas.topics import model_topic
+from schemas.vectors import pack
+
+_MAX_REASON_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -62,28 +70,49 @@ def route_records(
     """Validate, score (one scorer call for the batch) and route every record, leaving the
     ``unhealthy`` models out where a prompt has other candidates (``streams.health``)."""
     out = BatchResult()
-    valid: list[tuple[Record, PromptRequest]] = []
-    known = set(scorer.model_ids)
-    for rec in records:
-        try:
-            req = decode(PromptRequest, rec.value)
-        except SchemaError as e:
-            out.dead.append(_dead(rec, str(e), e.kind))
-            continue
-        unknown = sorted(set(req.allowed_models or ()) - known)
-        if unknown:
-            out.dead.append(_dead(
-                rec,
-                f"unknown model(s) in allowed_models: {', '.join(unknown)}; "
-                f"this router knows {len(known)} models",
-                "unknown_model",
-            ))
-            continue
-        valid.append((rec, req))
+    valid = [v for v in (_validate(rec, scorer.model_ids, out.dead) for rec in records) if v]
     if not valid:
         return out
-
     t0 = time.perf_counter()
+    route = partial(_route, scorer=scorer, default_tolerance=default_tolerance, variant=variant,
+                    delta=delta, unhealthy=unhealthy)
+    try:
+        out.routed = route(valid)
+    except Exception:  # noqa: BLE001 - find the record that fails; route the others
+        for rec, req in valid:
+            try:
+                out.routed += route([(rec, req)])
+            except Exception as e:  # noqa: BLE001 - a routing bug must not lose the prompt
+                reason = f"{type(e).__name__}: {e}"[:_MAX_REASON_CHARS]
+                out.dead.append(_dead(rec, f"scoring failed: {reason}", "routing_error"))
+    out.scoring_ms = (time.perf_counter() - t0) * 1000.0
+    return out
+
+
+def _validate(rec: Record, known: Sequence[str], dead: list[DeadLetter]):
+    """``(rec, request)``, or None after adding the record's dead letter to ``dead``."""
+    try:
+        req = decode(PromptRequest, rec.value)
+    except SchemaError as e:
+        dead.append(_dead(rec, str(e), e.kind))
+        return None
+    if rec.key is not None and rec.key != req.prompt_id.encode():
+        dead.append(_dead(rec, "the record's key is not its prompt_id (outputs are keyed by "
+                               "prompt_id)", "key_mismatch"))
+        return None
+    unknown = sorted(set(req.allowed_models or ()) - set(known))
+    if unknown:
+        dead.append(_dead(
+            rec,
+            f"unknown model(s) in allowed_models: {', '.join(unknown)}; "
+            f"this router knows {len(known)} models",
+            "unknown_model",
+        ))
+        return None
+    return rec, req
+
+
+def _route(valid, *, scorer, default_tolerance, variant, delta, unhealthy) -> list[Routed]:
     scores = scorer.score([req.text for _, req in valid])
     decisions = scorer.decide(
         scores,
@@ -93,29 +122,23 @@ def route_records(
         delta=delta,
         unhealthy=unhealthy,
     )
-    out.scoring_ms = (time.perf_counter() - t0) * 1000.0
     now = time.time()
-    for (rec, req), d, emb in zip(valid, decisions, scores.embeddings):
-        try:
-            prompt = RoutedPrompt(
-                prompt_id=req.prompt_id, tenant=req.tenant, allowed_models=req.allowed_models,
-                sent_at=req.sent_at, model_id=d.model_id, tolerance=d.tolerance,
-                threshold=d.threshold, predicted_quality=d.predicted_quality,
-                estimated_cost_usd=d.estimated_cost_usd,
-                feedback_adjustment=d.feedback_adjustment, unhealthy_models=d.unhealthy_models,
-                router_version=scorer.version,
-                routing_latency_ms=max(0.0, (now - rec.received_at) * 1000.0), routed_at=now,
-                text=req.text, metadata=req.metadata,
-            )
-        except (ValueError, RoutingInputError) as e:  # a routing bug must not lose the prompt
-            out.dead.append(_dead(rec, f"could not build the routed prompt: {e}", "routing_error"))
-            continue
-        out.routed.append(
-            Routed(
-                topic=model_topic(d.model_id),
-                key=req.prompt_id.encode(),
-                prompt=prompt,
-                decision=prompt.to_decision(variant=variant, embedding=pack(emb)),
-            )
+    routed = []
+    for (rec, req), d, emb in zip(valid, decisions, scores.embeddings, strict=True):
+        prompt = RoutedPrompt(
+            prompt_id=req.prompt_id, tenant=req.tenant, allowed_models=req.allowed_models,
+            sent_at=req.sent_at, model_id=d.model_id, tolerance=d.tolerance,
+            threshold=d.threshold, predicted_quality=d.predicted_quality,
+            estimated_cost_usd=d.estimated_cost_usd,
+            feedback_adjustment=d.feedback_adjustment, unhealthy_models=d.unhealthy_models,
+            router_version=scorer.version,
+            routing_latency_ms=max(0.0, (now - rec.received_at) * 1000.0), routed_at=now,
+            text=req.text, metadata=req.metadata,
         )
-    return out
+        routed.append(Routed(
+            topic=model_topic(d.model_id),
+            key=req.prompt_id.encode(),
+            prompt=prompt,
+            decision=prompt.to_decision(variant=variant, embedding=pack(emb)),
+        ))
+    return routed

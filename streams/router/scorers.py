@@ -13,21 +13,17 @@ from pathlib import Path
 
 from ipr_model.errors import IprError
 from ipr_model.scorer import Scorer
-from streams import metrics
+from streams.router import metrics
 
 log = logging.getLogger(__name__)
 
 
 class ScorerHolder:
-    def __init__(self, root: Path | None = None, encoder_threads: int | None = None):
-        self._root = root
+    def __init__(self, root: Path, encoder_threads: int | None = None):
+        self._root = Path(root)
         self._encoder_threads = encoder_threads
         self._scorer: Scorer | None = None
         self._lock = threading.Lock()
-
-    def configure(self, root: Path, encoder_threads: int | None = None) -> None:
-        self._root = Path(root)
-        self._encoder_threads = encoder_threads
 
     def _load(self, root: Path) -> Scorer:
         return Scorer.load(root, encoder_threads=self._encoder_threads)
@@ -35,8 +31,6 @@ class ScorerHolder:
     def current(self) -> Scorer:
         with self._lock:
             if self._scorer is None:
-                if self._root is None:
-                    raise RuntimeError("no artifact directory configured")
                 self._scorer = self._load(self._root)
                 log.info("loaded artifacts %s version %s", self._root, self._scorer.version)
             return self._scorer
@@ -64,5 +58,3 @@ class ScorerHolder:
         log.warning("swapped artifacts %s -> %s", old.version if old else None, new.version)
         return True
 
-
-scorers = ScorerHolder()

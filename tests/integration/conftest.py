@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import broker
+from streams.kafka import local as broker
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent

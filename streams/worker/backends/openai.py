@@ -1,84 +1,32 @@
-"""LLM backends of the workers: something that answers one RoutedPrompt.
-
-    Backend        the protocol: `async complete(routed) -> Completion`, optional `aclose()`
-    OpenAIBackend  any OpenAI-compatible chat-completions endpoint (vLLM, OpenAI, a gateway)
-    ReplayBackend  answers from a dataset's recorded outcomes (cost and quality), for the demo
-                   and the benchmarks
-
-A backend never raises for a per-prompt failure: it returns a Completion with `error` set, so the
-worker publishes an error response instead of losing the prompt. Prompt text and answers are user
-data: they are never logged.
+"""An OpenAI-compatible chat-completions endpoint as a worker backend (vLLM, OpenAI, a gateway).
 
 httpx exceptions handled by OpenAIBackend (all under httpx.HTTPError):
     TimeoutException (ConnectTimeout, ReadTimeout, WriteTimeout, PoolTimeout)   retried
     TransportError (ConnectError, ReadError, RemoteProtocolError, ...)          retried
     HTTP 429 and 5xx responses                                                   retried
     other HTTP 4xx responses, an unparsable 2xx body                             not retried
+
+A per-prompt failure is returned as a Completion with `error` set, never raised.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import hashlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
-from ipr_model.datasets import Dataset, estimate_tokens
+from ipr_model.costs import Prices
+from ipr_model.datasets import estimate_tokens
 from schemas import RoutedPrompt
 from schemas import limits as L
+from streams.worker.backends.base import Completion, clip_error, elapsed_ms
 
 log = logging.getLogger(__name__)
-
-MTOK = 1_000_000.0
-REPLAY_UNKNOWN_PROMPT = "prompt_id not in replay dataset"
-
-
-@dataclass
-class Completion:
-    """One answer (or failure) of a backend."""
-
-    text: str
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
-    latency_ms: float
-    error: str | None = None
-    quality: float | None = None  # a recorded quality label (replay only)
-    task: str | None = None  # the prompt's task, when the backend knows it (replay only)
-
-
-@runtime_checkable
-class Backend(Protocol):
-    async def complete(self, routed: RoutedPrompt) -> Completion: ...
-
-
-@dataclass(frozen=True)
-class Prices:
-    """USD per million tokens, to compute a call's cost from the `usage` the endpoint reports."""
-
-    input_usd_per_mtok: float
-    output_usd_per_mtok: float
-
-    def cost(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * self.input_usd_per_mtok + tokens_out * self.output_usd_per_mtok) / MTOK
-
-
-def _elapsed_ms(began: float) -> float:
-    return max(0.0, (time.monotonic() - began) * 1000.0)
-
-
-def _clip_error(message: str) -> str:
-    return (message or "unknown error")[: L.MAX_ERROR_CHARS]
-
-
-# ------------------------------------------------------------------------------------- OpenAI
 
 
 class _Retry(Exception):
@@ -211,14 +159,14 @@ class OpenAIBackend:
             tokens_in=tokens_in,
             tokens_out=tokens_out,
             cost_usd=cost,
-            latency_ms=_elapsed_ms(began),
+            latency_ms=elapsed_ms(began),
         )
 
     def _failed(self, routed: RoutedPrompt, error: str, began: float) -> Completion:
         log.warning("model %s prompt %s failed: %s", routed.model_id, routed.prompt_id, error)
         return Completion(
             text="", tokens_in=estimate_tokens(routed.text), tokens_out=0, cost_usd=0.0,
-            latency_ms=_elapsed_ms(began), error=_clip_error(error),
+            latency_ms=elapsed_ms(began), error=clip_error(error),
         )
 
 
@@ -251,82 +199,3 @@ def _server_message(response: httpx.Response) -> str:
         return str(message)[:300]
     except Exception:  # noqa: BLE001 - any other body: say nothing more than the status
         return response.reason_phrase or "error"
-
-
-# ------------------------------------------------------------------------------------- Replay
-
-
-Degrade = Callable[[str, str, str], bool]  # (model_id, task, prompt_id) -> report quality 0.0
-
-
-class ReplayBackend:
-    """Answers from a dataset's recorded outcomes: the recorded cost and quality of that model.
-
-    The prompt is found by prompt_id (the demo uses the dataset's row ids), else by the sha256 of
-    its text. tokens_in is the prompt's chars/4; tokens_out is backed out of the recorded cost
-    where the dataset has prices, else 0. `degrade(model_id, task, prompt_id)`, when true, reports
-    quality 0.0 instead of the recorded one (a model that degrades on one task, for drift tests).
-    `latency_s` simulates the call's duration.
-    """
-
-    def __init__(
-        self, dataset: Dataset, degrade: Degrade | None = None, *, latency_s: float = 0.0
-    ) -> None:
-        self.dataset = dataset
-        self.degrade = degrade
-        self.latency_s = latency_s
-        self._row_by_id = {row_id: i for i, row_id in enumerate(dataset.ids)}
-        self._row_by_text: dict[str, int] = {}
-        for i, text in enumerate(dataset.prompts):
-            self._row_by_text.setdefault(_sha256(text), i)
-        self._column = {m: j for j, m in enumerate(dataset.model_ids)}
-        self._prices = {
-            m.id: Prices(m.input_usd_per_mtok, m.output_usd_per_mtok)
-            for m in dataset.models
-            if m.input_usd_per_mtok is not None and m.output_usd_per_mtok
-        }
-
-    def row_of(self, routed: RoutedPrompt) -> int | None:
-        row = self._row_by_id.get(routed.prompt_id)
-        return row if row is not None else self._row_by_text.get(_sha256(routed.text))
-
-    async def complete(self, routed: RoutedPrompt) -> Completion:
-        began = time.monotonic()
-        if self.latency_s > 0:
-            await asyncio.sleep(self.latency_s)
-        tokens_in = estimate_tokens(routed.text)
-        row, column = self.row_of(routed), self._column.get(routed.model_id)
-        error = None
-        if row is None:
-            error = REPLAY_UNKNOWN_PROMPT
-        elif column is None:
-            error = f"model {routed.model_id!r} not in replay dataset {self.dataset.name!r}"
-        if error is not None:
-            return Completion(
-                text="", tokens_in=tokens_in, tokens_out=0, cost_usd=0.0,
-                latency_ms=_elapsed_ms(began), error=error,
-            )
-        assert row is not None and column is not None
-        task = self.dataset.tasks[row]
-        cost = float(self.dataset.cost[row, column])
-        quality = float(self.dataset.quality[row, column])
-        if self.degrade is not None and self.degrade(routed.model_id, task, routed.prompt_id):
-            quality = 0.0
-        prices = self._prices.get(routed.model_id)
-        tokens_out = 0
-        if prices is not None:
-            spent_out = cost - tokens_in * prices.input_usd_per_mtok / MTOK
-            tokens_out = int(round(max(0.0, spent_out) * MTOK / prices.output_usd_per_mtok))
-        return Completion(
-            text=f"[replay] recorded answer (quality={quality:g})",
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            cost_usd=cost,
-            latency_ms=_elapsed_ms(began),
-            quality=quality,
-            task=task[: L.MAX_LABEL_CHARS] or None,
-        )
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

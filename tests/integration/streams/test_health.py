@@ -12,31 +12,24 @@ import numpy as np
 from ipr_model.rule import route_batch
 from ipr_model.scorer import Scorer
 from schemas import ModelHealth, PromptRequest, encode
-from streams.broker import create_topics
-from streams.demo import produce
-from streams.health import health_key
-from tests.integration.test_router import (
-    TEXT_CHARS, prepare, start_router, stream_and_collect, topics_for,
+from schemas.topics import health_key
+from streams.harness.traffic import produce
+from tests.integration.streams.router.test_router import (
+    TEXT_CHARS,
+    prepare_with_control,
+    start_router,
+    stream_and_collect,
+    wait_for_log,
 )
 
 N = 120
 
 
-def wait_for_log(service, text: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in service.log_tail(50_000):
-        assert service.alive() and time.monotonic() < deadline, service.log_tail()
-        time.sleep(0.2)
-
-
 def test_an_unhealthy_model_is_left_out_until_reported_healthy(
     kafka_bootstrap, unique, small_artifacts, texts, tmp_path, monkeypatch
 ):
-    control = f"router.control.{unique}"
-    for k, v in {**topics_for(unique), "IPR_CONTROL": control}.items():
-        monkeypatch.setenv(k, v)
-    settings, model_topics = prepare(kafka_bootstrap, unique, small_artifacts)
-    asyncio.run(create_topics(kafka_bootstrap, [control], partitions=1))
+    control, settings, model_topics = prepare_with_control(
+        kafka_bootstrap, unique, small_artifacts, monkeypatch)
     scorer = Scorer.load(small_artifacts)
     ids = scorer.model_ids
     sample = [t[:TEXT_CHARS] for t in texts[:N]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -47,11 +48,14 @@ def test_user_mistakes_are_one_line_errors(small_artifacts, tmp_path, data_dir):
     a = str(small_artifacts)
     one_line_error(ipr("route", "--artifacts", a, "   "), "empty")
     one_line_error(ipr("route", "--artifacts", a, "-t", "1.5", "hi"), "tolerance", "1.5")
-    one_line_error(ipr("route", "--artifacts", a, "--allow", "gpt-5", "hi"), "unknown model", "gpt-5")
+    one_line_error(
+        ipr("route", "--artifacts", a, "--allow", "gpt-5", "hi"), "unknown model", "gpt-5"
+    )
     bad = tmp_path / "bad-data"
     bad.mkdir()
     shutil.copy(data_dir / "zeroeval" / "models.json", bad / "models.json")
-    first = (data_dir / "zeroeval" / "prompts.jsonl").open().readline()
+    with gzip.open(data_dir / "zeroeval" / "prompts.jsonl.gz", "rt", encoding="utf-8") as f:
+        first = f.readline()
     row = json.loads(first)
     row["id"] += "-copy"
     del row["quality"]["gpt-4o-2024-08-06"]
@@ -59,12 +63,15 @@ def test_user_mistakes_are_one_line_errors(small_artifacts, tmp_path, data_dir):
     one_line_error(ipr("train", "--dataset", str(bad), "--out", str(tmp_path / "x")),
                    "prompts.jsonl:2", "missing model(s) gpt-4o-2024-08-06")
     zeroeval = str(data_dir / "zeroeval")
-    one_line_error(ipr("train", "--dataset", zeroeval, "--out", str(tmp_path / "x"), "--layers", "2,x"),
+    one_line_error(ipr("train", "--dataset", zeroeval, "--out", str(tmp_path / "x"),
+                       "--layers", "2,x"),
                    "--layers", "'2,x'")
-    one_line_error(ipr("evaluate", "--dataset", zeroeval, "--cv", "2", "--json", str(tmp_path / "e.json"),
-                       "--layers", "4,9"), "layers must be distinct numbers in [0, 6]", "[4, 9]")
-    one_line_error(ipr("train", "--dataset", zeroeval, "--out", str(tmp_path / "x"), "--tail-tokens",
-                       "256"), "tail_tokens must be in [0, 255]", "got 256")
+    one_line_error(ipr("evaluate", "--dataset", zeroeval, "--cv", "2",
+                       "--json", str(tmp_path / "e.json"), "--layers", "4,9"),
+                   "layers must be distinct numbers in [0, 6]", "[4, 9]")
+    one_line_error(ipr("train", "--dataset", zeroeval, "--out", str(tmp_path / "x"),
+                       "--tail-tokens", "256"),
+                   "tail_tokens must be in [0, 255]", "got 256")
     one_line_error(ipr("evaluate", "--dataset", zeroeval, "--artifacts", str(small_artifacts),
                        "--json", str(tmp_path / "e.json"), "--seed", "3"), "--seed apply to --cv")
     assert not (tmp_path / "x").exists() and not (tmp_path / "e.json").exists()
@@ -88,7 +95,9 @@ def test_corrupt_partial_and_mismatched_artifacts_are_refused(small_artifacts, t
     missing = tmp_path / "missing"
     shutil.copytree(small_artifacts, missing)
     (missing / "encoder" / "tokenizer.json").unlink()
-    with pytest.raises(ArtifactError, match="encoder/tokenizer.json is listed in the manifest but missing"):
+    with pytest.raises(
+        ArtifactError, match="encoder/tokenizer.json is listed in the manifest but missing"
+    ):
         read_manifest(missing)
 
     other = tmp_path / "other"
@@ -116,7 +125,8 @@ def train_rows(data_dir: Path, tmp_path: Path, n: int) -> Path:
     small = tmp_path / "small"
     small.mkdir()
     shutil.copy(data_dir / "zeroeval" / "models.json", small / "models.json")
-    rows = [ln for ln in (data_dir / "zeroeval" / "prompts.jsonl").open() if '"train"' in ln]
+    with gzip.open(data_dir / "zeroeval" / "prompts.jsonl.gz", "rt", encoding="utf-8") as f:
+        rows = [ln for ln in f if '"train"' in ln]
     (small / "prompts.jsonl").write_text("".join(rows[:n]))
     return small
 
@@ -140,8 +150,8 @@ def test_train_seed_draws_other_mlps_and_the_same_ridge(data_dir, tmp_path):
 
 def test_evaluate_reports_every_router_and_the_tau_knob(small_artifacts, data_dir, tmp_path):
     out = tmp_path / "eval.json"
-    p = ipr("evaluate", "--artifacts", str(small_artifacts), "--dataset", str(data_dir / "zeroeval"),
-            "--json", str(out))
+    p = ipr("evaluate", "--artifacts", str(small_artifacts),
+            "--dataset", str(data_dir / "zeroeval"), "--json", str(out))
     assert p.returncode == 0, p.stderr
     rep = json.loads(out.read_text())
     assert {"ipr", "knn", "linear", "oracle"} <= set(rep["routers"]) and rep["prompts"] == 559

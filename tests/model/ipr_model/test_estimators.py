@@ -64,7 +64,9 @@ def test_fused_stack_blends_each_adapters_parts_like_the_adapter(zeroeval_slice,
     np.testing.assert_allclose(stack.raw(emb), each, atol=1e-6)
     a = adapters[0]
     w = a.parts
-    np.testing.assert_allclose(each[:, 0], w[0] * a.mlp(emb) + w[1] * a.linear(emb) + w[2] * a.knn(emb), atol=1e-6)
+    np.testing.assert_allclose(
+        each[:, 0], w[0] * a.mlp(emb) + w[1] * a.linear(emb) + w[2] * a.knn(emb), atol=1e-6
+    )
 
 
 def test_knn_weights_match_brute_force_count_ties_and_leave_one_out():
@@ -130,7 +132,7 @@ def test_fit_ridge_leave_one_out_is_exact():
 
 
 def test_memory_rows_map_by_text_in_any_order():
-    from ipr_model.cards import text_sha256
+    from ipr_model.texts import text_sha256
     from ipr_model.train import memory_rows
 
     hashes = [text_sha256(t) for t in ("a", "b", "c")]

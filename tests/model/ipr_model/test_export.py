@@ -15,7 +15,7 @@ from ipr_model.export import INT8_MAX_ABS_DIFF, INT8_MIN_COSINE, MAX_ABS_DIFF, M
 
 pytestmark = pytest.mark.model
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_export_parity_within_bounds(exported_encoder):
@@ -48,7 +48,8 @@ def test_int8_export_is_validated_at_both_precisions(exported_int8, exported_enc
     assert config["precision"] == "int8" and config["quantization"]["weight_type"] == "int8"
     assert config["validation"]["int8"] == figures["int8"]
     fp32_folder = exported_encoder[0]
-    assert (folder / "model.onnx").stat().st_size < 0.7 * (fp32_folder / "model.onnx").stat().st_size
+    fp32_size = (fp32_folder / "model.onnx").stat().st_size
+    assert (folder / "model.onnx").stat().st_size < 0.7 * fp32_size
     a = OnnxEncoder.load(folder).encode(VALIDATION_TEXTS)
     b = OnnxEncoder.load(fp32_folder).encode(VALIDATION_TEXTS)
     cosine = (a * b).sum(axis=1)
@@ -107,7 +108,9 @@ def test_matches_sentence_transformers(encoder):
 
 
 def test_truncation_keeps_the_head(encoder):
-    words = "the cat sat on a mat and the dog ran to the house".split()
+    words = [
+        "the", "cat", "sat", "on", "a", "mat", "and", "the", "dog", "ran", "to", "the", "house"
+    ]
     long_words = [words[i % len(words)] for i in range(2000)]
     long_text = " ".join(long_words)
     # each word is one token: [CLS] + 254 words + [SEP] = 256 tokens
@@ -130,13 +133,17 @@ def test_tail_tokens_keep_the_end_of_a_long_prompt(encoder, tmp_path):
     assert figures["max_abs_diff"] <= MAX_ABS_DIFF and figures["min_cosine"] >= MIN_COSINE
     cut = OnnxEncoder.load(tmp_path)
     assert cut.tail_tokens == 128 and encoder.tail_tokens == 0
-    words = "the cat sat on a mat and the dog ran to the house".split()
+    words = [
+        "the", "cat", "sat", "on", "a", "mat", "and", "the", "dog", "ran", "to", "the", "house"
+    ]
     body = [words[i % len(words)] for i in range(1000)]
-    question = "so what is the capital city of france and why".split()
+    question = ["so", "what", "is", "the", "capital", "city", "of", "france", "and", "why"]
     long_text = " ".join(body + question)  # one token per word
     # [CLS] + 127 head words, then the last 127 words + [SEP]: 256 tokens, nothing left to cut
     kept = " ".join(body[:127] + (body + question)[-127:])
-    other_end = " ".join(body + "please write a haiku about autumn leaves in kyoto".split())
+    other_end = " ".join(
+        body + ["please", "write", "a", "haiku", "about", "autumn", "leaves", "in", "kyoto"]
+    )
     e_long, e_kept, e_other, e_short = cut.encode([long_text, kept, other_end, "What is 2 + 2?"])
     np.testing.assert_allclose(e_long, e_kept, atol=1e-5)
     assert float(e_long @ e_other) < 0.99  # the end counts ...
@@ -204,7 +211,9 @@ def test_validation_error_names_the_difference_and_the_bound(exported_encoder):
     inputs = ["input_ids", "attention_mask", "token_type_ids"]
     figures = export._validate(folder, wrapper, tokenizer, inputs, 256, MAX_ABS_DIFF, MIN_COSINE)
     assert figures["min_cosine"] >= MIN_COSINE
-    with pytest.raises(ExportError, match=r"ONNX export \(fp32\) .* max abs diff \S+ > bound 1e-12"):
+    with pytest.raises(
+        ExportError, match=r"ONNX export \(fp32\) .* max abs diff \S+ > bound 1e-12"
+    ):
         export._validate(folder, wrapper, tokenizer, inputs, 256, 1e-12, MIN_COSINE)
 
 
@@ -235,6 +244,8 @@ def test_layers_outside_the_model_are_refused(tmp_path):
     from ipr_model.errors import ExportError
     from ipr_model.export import export_encoder
 
-    with pytest.raises(ExportError, match=r"layers must be distinct numbers in \[0, 6\] .*got \[2, 7\]"):
+    with pytest.raises(
+        ExportError, match=r"layers must be distinct numbers in \[0, 6\] .*got \[2, 7\]"
+    ):
         export_encoder(tmp_path, layers=(2, 7))
     assert not (tmp_path / "model.onnx").exists()

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.model
 MODEL = "gpt-4o-2024-08-06"
 
 
-def test_bad_outcomes_on_a_task_lower_that_models_predictions_there_only(small_artifacts, zeroeval, tmp_path):
+def test_bad_outcomes_on_a_task_lower_that_models_predictions_there_only(
+    small_artifacts, zeroeval, tmp_path
+):
     test = zeroeval.split("test")
     math = [i for i, t in enumerate(test.tasks) if t == test.tasks[0]][:120]
     other = [i for i, t in enumerate(test.tasks) if t != test.tasks[0]][:120]
@@ -63,8 +65,10 @@ def test_bad_outcomes_on_a_task_lower_that_models_predictions_there_only(small_a
                       tmp_path / "v4")
     q_old = Scorer.load(old.location).score(probe).quality[:, j]
     assert q1[:40].mean() < q_old[:40].mean() - 0.1 and q_old[:40].mean() < q0[:40].mean() - 0.01
-    ancient = recalibrate(small_artifacts, {MODEL: (emb[:80], np.zeros(80), np.full(80, 10.5 * half))},
-                          tmp_path / "v5")
+    ancient = recalibrate(
+        small_artifacts, {MODEL: (emb[:80], np.zeros(80), np.full(80, 10.5 * half))},
+        tmp_path / "v5",
+    )
     assert ancient.version is None and not ancient.models
 
 
@@ -100,7 +104,9 @@ def test_a_correction_of_another_dimension_is_refused(small_artifacts, tmp_path)
 
     root = tmp_path / "copy"
     shutil.copytree(small_artifacts, root)
-    Correction.fit(np.zeros(3), np.eye(3, 8), np.zeros(3)).save(root / "models" / MODEL / "feedback.npz")
+    Correction.fit(np.zeros(3), np.eye(3, 8), np.zeros(3)).save(
+        root / "models" / MODEL / "feedback.npz"
+    )
     m = read_manifest(root)
     write_manifest(root, m.models, m.carried_over(), parent=m.version)  # a consistent manifest
     with pytest.raises(ArtifactError, match="feedback.npz has 8-d embeddings"):

@@ -38,5 +38,7 @@ def test_select_blend_takes_the_largest_steps_area_not_the_largest_hull():
     by_hull = max(areas, key=lambda b: areas[b][0])
     by_steps = max(areas, key=lambda b: areas[b][1])
     assert by_hull != by_steps
-    chosen, score = select_blend(oof, cost, SimpleNamespace(quality=q, cost=cost), ids, list(range(m)))
+    chosen, score = select_blend(
+        oof, cost, SimpleNamespace(quality=q, cost=cost), ids, list(range(m))
+    )
     assert chosen == by_steps and score == pytest.approx(areas[by_steps][1])

@@ -9,7 +9,8 @@ from ipr_model.corrections import Correction
 
 
 def _at_cosine(base: np.ndarray, other: np.ndarray, cos: float) -> np.ndarray:
-    """A unit vector at cosine ``cos`` from unit ``base``, in the plane of ``base`` and ``other``."""
+    """A unit vector at cosine ``cos`` from unit ``base``, in the plane of ``base`` and
+    ``other``."""
     ortho = unit((other - (other @ base) * base)[None])[0]
     return cos * base + np.sqrt(1.0 - cos**2) * ortho
 
@@ -38,8 +39,8 @@ def test_labels_that_agree_with_the_estimate_change_nothing_and_output_stays_in_
 def test_saved_and_loaded_it_corrects_alike(tmp_path):
     rng = np.random.default_rng(2)
     x = unit(rng.normal(size=(30, 8)))
-    fix = Correction.fit(rng.random(30), x, (rng.random(30) > 0.5).astype(float), rng.random(30) + 0.01,
-                         radius=0.3, strength=2.0)
+    fix = Correction.fit(rng.random(30), x, (rng.random(30) > 0.5).astype(float),
+                         rng.random(30) + 0.01, radius=0.3, strength=2.0)
     fix.save(tmp_path / "feedback.npz")
     back = Correction.load(tmp_path / "feedback.npz")
     assert (back.radius, back.strength) == pytest.approx((0.3, 2.0))
@@ -57,7 +58,9 @@ def test_a_label_weighs_its_weight_and_weights_outside_0_1_are_refused():
     x = unit(np.eye(2, 8))
     fix = Correction.fit(np.array([0.8, 0.8]), x, np.zeros(2), np.array([0.5, 1.0]), strength=1.0)
     # each prompt is the other's orthogonal: only its own label reaches it
-    np.testing.assert_allclose(fix(np.array([0.8, 0.8]), x), [0.8 - 0.8 * 0.5 / 1.5, 0.4], atol=1e-3)
+    np.testing.assert_allclose(
+        fix(np.array([0.8, 0.8]), x), [0.8 - 0.8 * 0.5 / 1.5, 0.4], atol=1e-3
+    )
     for bad in (np.array([0.0, 1.0]), np.array([1.5, 1.0]), np.ones(3)):
         with pytest.raises(ValueError, match="weight"):
             Correction.fit(np.zeros(2), x, np.zeros(2), bad)

@@ -4,25 +4,35 @@ with the reason, and enough labels publish a recalibrated version on router.cont
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+import urllib.request
 
 import numpy as np
 import orjson
 
 from ipr_model.scorer import Scorer
 from schemas import ModelUpdate, QualityFeedback, RoutingDecision, encode
-from streams.demo import produce
-from streams.processes import Service
-from streams.vectors import pack
+from schemas.vectors import pack
+from streams.harness.processes import Service
+from streams.harness.traffic import produce
 
 MODEL = "gpt-4o-2024-08-06"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 async def read_all(bootstrap, topic, until, timeout, pick=lambda m: orjson.loads(m.value)) -> list:
     """``pick(message)`` of every message of ``topic`` until ``until(picked)`` or the timeout."""
     from aiokafka import AIOKafkaConsumer
 
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    c = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
     await c.start()
     out, deadline = [], time.monotonic() + timeout
     try:
@@ -34,14 +44,28 @@ async def read_all(bootstrap, topic, until, timeout, pick=lambda m: orjson.loads
     return out
 
 
-def test_labels_recalibrate_and_bad_labels_are_dead_lettered(
-    kafka_bootstrap, unique, small_artifacts, zeroeval, tmp_path
-):
+def feedback_env(bootstrap: str, unique: str, tmp_path) -> tuple[dict, dict]:
+    """(the test's topics by setting, the feedback service's environment)."""
     topics = {k: f"{v}.{unique}" for k, v in {
         "IPR_DECISIONS": "router.decisions", "IPR_FEEDBACK": "feedback.quality",
         "IPR_PROMPTS_DLQ": "prompts.dlq", "IPR_CONTROL": "router.control"}.items()}
-    env = {**topics, "IPR_KAFKA_BOOTSTRAP": kafka_bootstrap, "IPR_FEEDBACK_APP_ID": f"fb-{unique}",
-           "IPR_FEEDBACK_DATA_DIR": str(tmp_path / "faust"), "IPR_FEEDBACK_VERSIONS_DIR": str(tmp_path / "versions")}
+    env = {**topics, "IPR_KAFKA_BOOTSTRAP": bootstrap, "IPR_FEEDBACK_APP_ID": f"fb-{unique}",
+           "IPR_FEEDBACK_DATA_DIR": str(tmp_path / "faust"),
+           "IPR_FEEDBACK_VERSIONS_DIR": str(tmp_path / "versions")}
+    return topics, env
+
+
+async def stored_labels(bootstrap: str, unique: str, at_least: int, timeout: float) -> set:
+    """The keys of the labels table's changelog (``model|prompt_id``)."""
+    return set(await read_all(bootstrap, f"fb-{unique}-labels-changelog",
+                              lambda o: len(set(o)) >= at_least, timeout,
+                              pick=lambda m: orjson.loads(m.key)))
+
+
+def test_labels_recalibrate_and_bad_labels_are_dead_lettered(
+    kafka_bootstrap, unique, small_artifacts, zeroeval, tmp_path
+):
+    topics, env = feedback_env(kafka_bootstrap, unique, tmp_path)
     scorer = Scorer.load(small_artifacts)
     test = zeroeval.split("test")
     task = test.tasks[0]
@@ -50,12 +74,12 @@ def test_labels_recalibrate_and_bad_labels_are_dead_lettered(
     s = scorer.score(texts)
     j = scorer.model_ids.index(MODEL)
     decisions = []
-    for n, (i, emb) in enumerate(zip(idx, s.embeddings)):
+    for n, (i, emb) in enumerate(zip(idx, s.embeddings, strict=True)):
         d = RoutingDecision(
             prompt_id=f"{unique}:{i}", model_id=MODEL if n < 50 else scorer.model_ids[0],
             tolerance=0.1, threshold=0.5,
-            predicted_quality=dict(zip(scorer.model_ids, s.quality[n].tolist())),
-            estimated_cost_usd=dict(zip(scorer.model_ids, s.cost[n].tolist())),
+            predicted_quality=dict(zip(scorer.model_ids, s.quality[n].tolist(), strict=True)),
+            estimated_cost_usd=dict(zip(scorer.model_ids, s.cost[n].tolist(), strict=True)),
             router_version=scorer.version, routing_latency_ms=1.0, routed_at=time.time(),
             embedding=pack(emb))
         decisions.append((d.prompt_id.encode(), encode(d)))
@@ -66,13 +90,20 @@ def test_labels_recalibrate_and_bad_labels_are_dead_lettered(
         for i in idx[:45]]
     bad = {
         "invalid_json": b"{nope",
-        "validation": orjson.dumps({"prompt_id": "p", "model_id": MODEL, "quality": 2, "source": "t"}),
-        "unknown_prompt": encode(QualityFeedback(prompt_id=f"{unique}:never", model_id=MODEL, quality=1, source="t")),
-        "unknown_model": encode(QualityFeedback(prompt_id=f"{unique}:{idx[0]}", model_id="gpt-9", quality=1, source="t")),
-        "wrong_model": encode(QualityFeedback(prompt_id=f"{unique}:{idx[55]}", model_id=MODEL, quality=1, source="t")),
+        "validation": orjson.dumps(
+            {"prompt_id": "p", "model_id": MODEL, "quality": 2, "source": "t"}
+        ),
+        "unknown_prompt": encode(QualityFeedback(
+            prompt_id=f"{unique}:never", model_id=MODEL, quality=1, source="t")),
+        "unknown_model": encode(QualityFeedback(
+            prompt_id=f"{unique}:{idx[0]}", model_id="gpt-9", quality=1, source="t")),
+        "wrong_model": encode(QualityFeedback(
+            prompt_id=f"{unique}:{idx[55]}", model_id=MODEL, quality=1, source="t")),
     }
-    service = Service("feedback", ["feedback", "--artifacts", str(small_artifacts), "--min-labels", "30"],
-                      env, tmp_path)
+    service = Service(
+        "feedback", ["feedback", "--artifacts", str(small_artifacts), "--min-labels", "30"],
+        env, tmp_path,
+    )
     try:
         async def scenario():
             await produce(kafka_bootstrap, topics["IPR_DECISIONS"], decisions, 0)
@@ -81,12 +112,14 @@ def test_labels_recalibrate_and_bad_labels_are_dead_lettered(
                           [(b"bad", v) for v in bad.values()] + good, 0)
             await asyncio.sleep(1)
             await produce(kafka_bootstrap, topics["IPR_DECISIONS"], late, 0)
-            updates = await read_all(kafka_bootstrap, topics["IPR_CONTROL"], lambda o: len(o) >= 1, 120)
-            stored = set(await read_all(kafka_bootstrap, f"fb-{unique}-labels-changelog",
-                                        lambda o: len(set(o)) >= 45, 60,
-                                        pick=lambda m: orjson.loads(m.key)))
+            updates = await read_all(
+                kafka_bootstrap, topics["IPR_CONTROL"], lambda o: len(o) >= 1, 120
+            )
+            stored = await stored_labels(kafka_bootstrap, unique, 45, 60)
             await asyncio.sleep(6)  # past the label wait: anything still unjoined is dead by now
-            dead = await read_all(kafka_bootstrap, topics["IPR_PROMPTS_DLQ"], lambda o: len(o) > 5, 5)
+            dead = await read_all(
+                kafka_bootstrap, topics["IPR_PROMPTS_DLQ"], lambda o: len(o) > 5, 5
+            )
             return dead, updates, stored
 
         dead, updates, stored = asyncio.run(scenario())
@@ -101,3 +134,55 @@ def test_labels_recalibrate_and_bad_labels_are_dead_lettered(
     assert new.manifest.sha256 == update.sha256 and new.version != scorer.version
     probe = [test.prompts[i] for i in idx[45:60]]  # labels never seen for these
     assert new.score(probe).quality[:, j].mean() < scorer.score(probe).quality[:, j].mean() - 0.1
+
+
+def test_a_failed_recalibration_is_logged_counted_and_the_service_goes_on(
+    kafka_bootstrap, unique, small_artifacts, tmp_path
+):
+    """Decisions whose embeddings do not fit the artifacts (a router on another encoder): the
+    recalibration they trigger fails; the labels stay, and the service keeps judging labels."""
+    topics, env = feedback_env(kafka_bootstrap, unique, tmp_path)
+    env["IPR_FEEDBACK_METRICS_PORT"] = str(port := free_port())
+    scorer = Scorer.load(small_artifacts)
+    ids = [f"{unique}:{i}" for i in range(12)]
+    decisions = [(pid.encode(), encode(RoutingDecision(
+        prompt_id=pid, model_id=MODEL, tolerance=0.1, threshold=0.5,
+        predicted_quality={MODEL: 0.5}, estimated_cost_usd={MODEL: 0.001},
+        router_version=scorer.version, routing_latency_ms=1.0, routed_at=time.time(),
+        embedding=pack(np.full(8, 0.1, dtype=np.float32)))))  # 8-d: the artifacts are 384-d
+        for pid in ids]
+    labels = [(pid.encode(), encode(QualityFeedback(
+        prompt_id=pid, model_id=MODEL, quality=1.0, source="test"))) for pid in ids[:10]]
+    later = [(b"bad", b"{nope")]  # judged after the failure: the service still answers
+    service = Service(
+        "feedback", ["feedback", "--artifacts", str(small_artifacts), "--min-labels", "10"],
+        env, tmp_path,
+    )
+    try:
+        async def scenario():
+            await produce(kafka_bootstrap, topics["IPR_DECISIONS"], decisions, 0)
+            await asyncio.sleep(8)
+            await produce(kafka_bootstrap, topics["IPR_FEEDBACK"], labels, 0)
+            deadline = time.monotonic() + 120
+            while "recalibration of" not in service.log_tail(20000):
+                assert service.alive() and time.monotonic() < deadline, service.log_tail()
+                await asyncio.sleep(0.5)
+            await produce(kafka_bootstrap, topics["IPR_FEEDBACK"], later, 0)
+            dead = await read_all(
+                kafka_bootstrap, topics["IPR_PROMPTS_DLQ"], lambda o: len(o) >= 1, 60
+            )
+            stored = await stored_labels(kafka_bootstrap, unique, 10, 30)
+            return dead, stored
+
+        dead, stored = asyncio.run(scenario())
+        assert service.alive(), service.log_tail()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+    finally:
+        service.stop()
+    log = service.log_tail(20000)
+    assert f"recalibration of {MODEL} failed" in log and "its labels are kept" in log
+    assert 'ipr_feedback_recalibrations_total{result="failed"} 1.0' in metrics
+    assert [d["error_kind"] for d in dead] == ["invalid_json"]
+    assert {f"{MODEL}|{pid}" for pid in ids[:10]} <= stored
+    assert not (tmp_path / "versions").exists() or not any((tmp_path / "versions").iterdir())

@@ -8,8 +8,8 @@ import asyncio
 import orjson
 import pytest
 
-from streams.broker import create_topics
-from streams.demo import produce, restamp
+from streams.harness.traffic import produce, restamp
+from streams.kafka.admin import create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +17,9 @@ pytestmark = pytest.mark.integration
 async def _consume(bootstrap: str, topic: str, n: int):
     from aiokafka import AIOKafkaConsumer
 
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    c = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
     await c.start()
     out = []
     try:
@@ -31,7 +33,9 @@ async def _consume(bootstrap: str, topic: str, n: int):
 
 def test_events_are_stamped_when_sent_at_the_offered_rate(kafka_bootstrap, unique):
     topic = f"load.{unique}"
-    events = [(f"{i}".encode(), orjson.dumps({"prompt_id": f"{i}", "text": "x"})) for i in range(10)]
+    events = [
+        (f"{i}".encode(), orjson.dumps({"prompt_id": f"{i}", "text": "x"})) for i in range(10)
+    ]
 
     async def run():
         await create_topics(kafka_bootstrap, [topic], partitions=1)
@@ -43,7 +47,7 @@ def test_events_are_stamped_when_sent_at_the_offered_rate(kafka_bootstrap, uniqu
     stamps = [orjson.loads(m.value)["sent_at"] for m in msgs]
     # the producer's record timestamp (ms) is taken at send(): the stamp precedes it only by the
     # call itself, never by the 200 ms the rate makes each event wait
-    lags = [m.timestamp / 1000.0 - s for m, s in zip(msgs, stamps)]
+    lags = [m.timestamp / 1000.0 - s for m, s in zip(msgs, stamps, strict=True)]
     assert max(lags) < 0.05 and min(lags) > -0.01, lags
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]  # consecutive pairs
     assert min(gaps) > 0.15 and max(gaps) < 0.3, gaps  # 5 per second

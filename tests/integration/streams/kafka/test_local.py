@@ -5,7 +5,8 @@ import shutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams import broker
+from streams.kafka import local as broker
+from streams.kafka.admin import create_topics
 
 N = 100
 TIMEOUT = 30.0
@@ -48,7 +49,7 @@ def test_produce_and_consume_keyed_messages(kafka_bootstrap, unique):
     topic, group = f"test.{unique}", f"group.{unique}"
 
     async def scenario():
-        create = broker.create_topics(kafka_bootstrap, [topic], partitions=4)
+        create = create_topics(kafka_bootstrap, [topic], partitions=4)
         await asyncio.wait_for(create, TIMEOUT)
         sent = await asyncio.wait_for(produce(kafka_bootstrap, topic, N), TIMEOUT)
         received = await asyncio.wait_for(consume(kafka_bootstrap, topic, group, N), TIMEOUT)
@@ -70,8 +71,8 @@ def test_create_topics_is_idempotent(kafka_bootstrap, unique):
     async def scenario():
         from aiokafka.admin import AIOKafkaAdminClient
 
-        await broker.create_topics(kafka_bootstrap, [topic], partitions=3)
-        await broker.create_topics(kafka_bootstrap, [topic], partitions=3)
+        await create_topics(kafka_bootstrap, [topic], partitions=3)
+        await create_topics(kafka_bootstrap, [topic], partitions=3)
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
         await admin.start()
         try:

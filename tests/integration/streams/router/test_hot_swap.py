@@ -8,8 +8,13 @@ import shutil
 
 from ipr_model.artifacts import read_manifest, write_manifest
 from schemas import ModelUpdate, encode
-from streams.demo import collect, produce
-from tests.integration.test_router import good_events, prepare, start_router, topics_for
+from streams.harness.traffic import collect, produce
+from tests.integration.streams.router.test_router import (
+    good_events,
+    prepare_with_control,
+    start_router,
+    wait_for_log,
+)
 
 
 def new_version(src, dst):
@@ -25,10 +30,8 @@ def new_version(src, dst):
 def test_swap_under_load_refuses_corrupt_and_loses_nothing(
     kafka_bootstrap, unique, small_artifacts, texts, tmp_path, monkeypatch
 ):
-    control = f"router.control.{unique}"
-    for k, v in {**topics_for(unique), "IPR_CONTROL": control}.items():
-        monkeypatch.setenv(k, v)
-    settings, model_topics = prepare(kafka_bootstrap, unique, small_artifacts)
+    control, settings, model_topics = prepare_with_control(
+        kafka_bootstrap, unique, small_artifacts, monkeypatch)
     v1 = read_manifest(small_artifacts)
     corrupt = new_version(small_artifacts, tmp_path / "corrupt")
     card = next((corrupt.root / "models").iterdir()) / "card.json"
@@ -71,3 +74,38 @@ def test_swap_under_load_refuses_corrupt_and_loses_nothing(
     assert versions[-50:] == [v2.version] * 50
     assert versions.count(v1.version) >= first_v2 * 0.9
     assert "refused artifact version" in router.log_tail(20000)
+
+
+def test_a_starting_router_applies_only_the_latest_announced_version(
+    kafka_bootstrap, unique, small_artifacts, texts, tmp_path, monkeypatch
+):
+    control, settings, model_topics = prepare_with_control(
+        kafka_bootstrap, unique, small_artifacts, monkeypatch)
+    gone = new_version(small_artifacts, tmp_path / "gone")  # announced, then deleted
+    shutil.rmtree(gone.root)
+    older = new_version(small_artifacts, tmp_path / "older")
+    latest = new_version(small_artifacts, tmp_path / "latest")
+    history = [
+        (b"artifacts", encode(ModelUpdate(version=m.version, location=str(m.root), sha256=m.sha256,
+                                          models=m.models)))
+        for m in (gone, older, latest)
+    ]
+    asyncio.run(produce(kafka_bootstrap, control, history, 0))
+    router = start_router("router", small_artifacts, kafka_bootstrap, unique, tmp_path)
+    run, n = unique, 40
+    events = good_events(texts, run, n)
+
+    async def scenario():
+        await produce(kafka_bootstrap, settings.prompts_in, events, 0)
+        return await collect(kafka_bootstrap, model_topics, run, lambda c: len(c.routed) >= n,
+                             120, settings)
+
+    try:
+        wait_for_log(router, "swapped artifacts", 180)
+        got = asyncio.run(scenario())
+    finally:
+        router.stop()
+    log = router.log_tail(50000)
+    assert log.count("swapped artifacts") == 1 and f"-> {latest.version}" in log
+    assert "refused artifact version" not in log  # the deleted one was never tried
+    assert {got.routed[f"{run}:{i}"].router_version for i in range(n)} == {latest.version}

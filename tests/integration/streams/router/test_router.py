@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import orjson
-import pytest
 
 from ipr_model.rule import route_batch
 from schemas import PromptRequest, encode
-from streams.broker import create_topics
-from streams.demo import collect, produce
-from streams.processes import Service, router_env
-from streams.settings import KafkaSettings
-from streams.topics import model_topic
+from schemas.topics import model_topic
+from streams.harness.processes import Service, router_env
+from streams.harness.traffic import collect, produce
+from streams.kafka.admin import create_topics
+from streams.kafka.settings import KafkaSettings
 
 TEXT_CHARS = 240  # real prompts, cut short so a thousand of them route in seconds
 
@@ -67,8 +65,9 @@ def bad_events(run: str, n: int) -> tuple[list[tuple[bytes, bytes]], dict[str, s
         (lambda pid: orjson.dumps({"prompt_id": pid}), "validation"),  # missing text
         (lambda pid: orjson.dumps({"prompt_id": pid, "text": "hi", "tolerance": 2}), "validation"),
         (lambda pid: orjson.dumps({"prompt_id": pid, "text": "x" * 40_000}), "validation"),
-        (lambda pid: orjson.dumps({"prompt_id": pid, "text": "hi", "allowed_models": ["no-such-model"]}),
-         "unknown_model"),
+        (lambda pid: orjson.dumps(
+            {"prompt_id": pid, "text": "hi", "allowed_models": ["no-such-model"]}
+        ), "unknown_model"),
         (lambda pid: orjson.dumps({"prompt_id": pid, "text": "hi", "colour": "red"}), "validation"),
     ]
     events, expected = [], {}
@@ -133,6 +132,23 @@ def prepare(bootstrap, unique, artifacts):
         partitions=4,
     ))
     return settings, model_topics
+
+
+def prepare_with_control(bootstrap, unique, artifacts, monkeypatch):
+    """``prepare``, with a control topic of the test's own (created, and set for the router)."""
+    control = f"router.control.{unique}"
+    for k, v in {**topics_for(unique), "IPR_CONTROL": control}.items():
+        monkeypatch.setenv(k, v)
+    settings, model_topics = prepare(bootstrap, unique, artifacts)
+    asyncio.run(create_topics(bootstrap, [control], partitions=1))
+    return control, settings, model_topics
+
+
+def wait_for_log(service, text: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in service.log_tail(50_000):
+        assert service.alive() and time.monotonic() < deadline, service.log_tail()
+        time.sleep(0.2)
 
 
 def test_every_valid_prompt_routed_every_bad_one_dead_lettered(
@@ -200,7 +216,9 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
         )
         await produce(kafka_bootstrap, settings.prompts_in, good, 0)
         # Kill the router once it has routed part of the stream.
-        probe = await collect(kafka_bootstrap, model_topics, run, lambda c: len(c.routed) >= 200, 120, settings)
+        probe = await collect(
+            kafka_bootstrap, model_topics, run, lambda c: len(c.routed) >= 200, 120, settings
+        )
         assert len(probe.routed) >= 200, router.log_tail()
         router.kill()
         killed_at = len(probe.routed)
@@ -239,7 +257,9 @@ def test_two_routers_one_stopped_mid_stream_loses_nothing(
         )
         await asyncio.sleep(15)  # both join the group before the stream starts
         await produce(kafka_bootstrap, settings.prompts_in, good, 0)
-        probe = await collect(kafka_bootstrap, model_topics, run, lambda c: len(c.routed) >= 200, 120, settings)
+        probe = await collect(
+            kafka_bootstrap, model_topics, run, lambda c: len(c.routed) >= 200, 120, settings
+        )
         assert len(probe.routed) >= 200
         a.stop()  # graceful: its partitions move to b
         return await asyncio.wait_for(collector, 330)

@@ -10,24 +10,35 @@ import dataclasses
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
 
-import pytest
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from ipr_model.datasets import Dataset
-from schemas import DeadLetter, ModelHealth, ModelResponse, QualityFeedback, RoutedPrompt, decode, encode
-from streams.backends import Completion, ReplayBackend
-from streams.broker import create_topics
-from streams.settings import WorkerSettings
-from streams.topics import model_topic
-from streams.worker import Worker, WorkerConfigError, serve
-from tests.unit.test_backends import ChatServer, chat_error, chat_ok
-
-WAIT_S = 90.0
+from schemas import (
+    DeadLetter,
+    ModelHealth,
+    ModelResponse,
+    QualityFeedback,
+    RoutedPrompt,
+    decode,
+    encode,
+)
+from schemas.topics import model_topic
+from streams.kafka.admin import create_topics
+from streams.worker.backends.base import Completion
+from streams.worker.backends.replay import ReplayBackend
+from streams.worker.run import serve
+from streams.worker.service import Worker
+from streams.worker.settings import WorkerSettings
+from tests.integration.streams.worker.helpers import (
+    WAIT_S,
+    committed,
+    end_offsets,
+    produce,
+    read_all,
+    wait_until,
+)
+from tests.unit.streams.worker.test_backends import ChatServer, chat_error, chat_ok
 
 
 def routed(prompt_id: str, model_id: str, text: str, others: tuple[str, ...] = ()) -> RoutedPrompt:
@@ -51,77 +62,6 @@ def worker_settings(bootstrap: str, unique: str, **extra: object) -> WorkerSetti
         drain_timeout_s=10.0,
         **extra,
     )
-
-
-async def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for topic, key, value in records:
-            await producer.send_and_wait(topic, value, key=key)
-    finally:
-        await producer.stop()
-
-
-async def partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-        return sorted(TopicPartition(topic, p["partition"]) for p in described["partitions"])
-    finally:
-        await admin.close()
-
-
-async def read_all(bootstrap: str, topic: str) -> list:
-    """Every record of `topic`, up to its end offsets when called."""
-
-    async def read() -> list:
-        tps = await partitions(bootstrap, topic)
-        assert tps, f"topic {topic} has no partitions"
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            out: list = []
-            while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    out.extend(records)
-            return out
-        finally:
-            await consumer.stop()
-
-    return await asyncio.wait_for(read(), 60)
-
-
-async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
-    tps = await partitions(bootstrap, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        return {tp: o for tp, o in (await consumer.end_offsets(tps)).items() if o > 0}
-    finally:
-        await consumer.stop()
-
-
-async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-        return {tp: meta.offset for tp, meta in offsets.items()}
-    finally:
-        await admin.close()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 def processed(worker: Worker) -> int:
@@ -225,7 +165,7 @@ def test_replay_worker_publishes_recorded_cost_and_quality(
     models = [m.id for m in renamed]
     rows = list(range(0, len(zeroeval), len(zeroeval) // 50))[:50]
     prompts = [routed(data.ids[r], models[k % 2], data.prompts[r]) for k, r in enumerate(rows)]
-    row_of = {p.prompt_id: r for p, r in zip(prompts, rows)}
+    row_of = {p.prompt_id: r for p, r in zip(prompts, rows, strict=True)}
     records = [(model_topic(p.model_id), p.prompt_id.encode(), encode(p)) for p in prompts]
     records += [(model_topic(p.model_id), p.prompt_id.encode(), encode(p)) for p in prompts[:5]]
     records += [(model_topic(models[1]), key, value) for key, value, _ in GARBAGE]
@@ -278,7 +218,7 @@ def test_openai_worker_end_to_end_publishes_an_error_response_not_a_lost_prompt(
         async with ChatServer(handler) as server:
             settings = worker_settings(
                 kafka_bootstrap, unique, openai_base_url=server.base_url, max_retries=2,
-                backoff_s=0.01, timeout_s=5.0,
+                backoff_s=0.01, timeout_s=5.0, known_models=[model],
             )
             await create_topics(kafka_bootstrap, [model_topic(model), settings.responses])
             await produce(
@@ -330,6 +270,7 @@ def test_a_failing_backend_is_reported_unhealthy_then_healthy_on_the_control_top
             settings = worker_settings(
                 kafka_bootstrap, unique, openai_base_url=server.base_url, max_retries=0,
                 timeout_s=5.0, control=f"control-{unique}", unhealthy_after=2, health_ttl_s=30.0,
+                known_models=[model],
             )
             settings.concurrency = 1  # outcomes in the order produced
             await create_topics(kafka_bootstrap, [model_topic(model), settings.responses,
@@ -387,46 +328,10 @@ def test_a_health_report_that_cannot_be_sent_is_logged_and_answering_goes_on(cap
     async def main() -> list[str]:
         worker.producer = Producer()  # type: ignore[assignment]
         for i in range(3):
-            await loop._publish(routed(f"p{i}", "m", "q"), Completion("", 1, 0, 0.0, 1.0, error="x"))
+            failed = Completion("", 1, 0, 0.0, 1.0, error="x")
+            await loop._publish(routed(f"p{i}", "m", "q"), failed)
         return worker.producer.sent
 
     assert asyncio.run(main()) == ["r"] * 3
     assert (loop.stats.responses, loop.stats.errors) == (3, 3)
     assert "could not report model m unhealthy on control-x (KafkaTimeoutError)" in caplog.text
-
-
-def test_config_mistakes_are_reported_before_connecting(tmp_path: Path) -> None:
-    settings = WorkerSettings(kafka_bootstrap="127.0.0.1:1")
-    with pytest.raises(WorkerConfigError, match="needs a dataset folder"):
-        asyncio.run(serve(settings, [], "replay"))
-    with pytest.raises(WorkerConfigError, match="at least one --model"):
-        asyncio.run(serve(settings, [], "openai"))
-    with pytest.raises(WorkerConfigError, match="share topic"):
-        Worker(settings, ["a/b", "a:b"], lambda _m: None)  # type: ignore[arg-type,return-value]
-    with pytest.raises(WorkerConfigError, match="backend must be"):
-        asyncio.run(serve(settings, ["x"], "nope"))
-
-
-def test_commit_point_is_the_highest_contiguous_completed_offset() -> None:
-    from streams.worker import _PartitionOffsets
-
-    offsets = _PartitionOffsets()
-    for o in (5, 6, 7, 8):
-        offsets.add(o)
-    offsets.done(7)
-    offsets.done(6)
-    assert offsets.commit_at is None  # 5 is still in flight
-    offsets.done(5)
-    assert offsets.commit_at == 8  # 5, 6, 7 done; 8 in flight
-    offsets.done(8)
-    assert offsets.commit_at == 9
-
-
-def test_answered_ids_are_a_bounded_lru() -> None:
-    from streams.worker import _Answered
-
-    answered = _Answered(size=2)
-    assert [answered.check_and_add(i) for i in ("a", "b", "a", "c")] == [False, False, True, False]
-    assert len(answered) == 2
-    assert answered.check_and_add("b") is False  # evicted: "a" was used more recently
-    assert answered.check_and_add("a") is False  # evicted by "b"

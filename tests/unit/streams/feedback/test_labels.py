@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from schemas import QualityFeedback
-from streams.feedback import due, judge, settings
+from streams.feedback.labels import due, judge
+
+MIN, EVERY = 50, 600.0
 
 
 def fb(model: str = "m1") -> QualityFeedback:
@@ -11,16 +13,16 @@ def fb(model: str = "m1") -> QualityFeedback:
 
 
 def test_due_on_enough_labels_or_old_enough_with_some():
-    assert due(settings.min_labels, 0.0)
-    assert not due(settings.min_labels - 1, settings.recal_interval_s - 1)
-    assert due(1, settings.recal_interval_s)
-    assert not due(0, 10 * settings.recal_interval_s)
+    assert due(MIN, 0.0, MIN, EVERY)
+    assert not due(MIN - 1, EVERY - 1, MIN, EVERY)
+    assert due(1, EVERY, MIN, EVERY)
+    assert not due(0, 10 * EVERY, MIN, EVERY)
 
 
 def test_judge_names_why_a_label_is_unusable():
     models = frozenset({"m1", "m2"})
-    assert judge(fb(), None, models)[0] == "unknown_prompt"
-    assert judge(fb("m9"), {"model": "m1"}, models)[0] == "unknown_model"
-    kind, message = judge(fb("m2"), {"model": "m1"}, models)
+    assert judge(fb(), None, models, "v1")[0] == "unknown_prompt"
+    assert judge(fb("m9"), {"model": "m1"}, models, "v1")[0] == "unknown_model"
+    kind, message = judge(fb("m2"), {"model": "m1"}, models, "v1")
     assert kind == "wrong_model" and "routed to 'm1'" in message
-    assert judge(fb(), {"model": "m1"}, models) is None
+    assert judge(fb(), {"model": "m1"}, models, "v1") is None

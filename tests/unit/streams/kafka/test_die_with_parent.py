@@ -1,4 +1,5 @@
-"""Child processes do not outlive a killed parent (demo, bench and tests start brokers and routers)."""
+"""Child processes do not outlive a killed parent (demo, bench and tests start brokers and
+routers)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 PARENT = """
 import subprocess, sys, time
-from streams.processes import die_with_parent
+from streams.kafka.local import die_with_parent
 child = subprocess.Popen(["sleep", "120"], start_new_session=True, preexec_fn=die_with_parent)
 print(child.pid, flush=True)
 time.sleep(120)
@@ -32,7 +33,9 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 def test_child_gets_sigterm_when_its_parent_is_killed():
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     child = int(parent.stdout.readline())
     try:
         assert _alive(child)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import orjson
+import pytest
 
 from ipr_model.scorer import Scorer, Scores
 from schemas import PromptRequest, encode
-from streams.routing import Record, route_records
-from streams.vectors import unpack
+from schemas.vectors import unpack
+from streams.router.routing import Record, route_records
 
 IDS = ["big", "mid", "small"]
 
@@ -36,7 +36,7 @@ class TableScorer(Scorer):
         return Scores(quality=q, cost=c, embeddings=emb, feedback=fb)
 
 
-def rec(offset: int, value: bytes, key: bytes | None = b"k") -> Record:
+def rec(offset: int, value: bytes | None, key: bytes | None = None) -> Record:
     return Record("prompts.in", 0, offset, key, value)
 
 
@@ -113,3 +113,40 @@ def test_unhealthy_models_are_left_out_keep_their_scores_and_never_leave_none():
     healthy = route_records(records[:1], TableScorer(), 0.2)
     assert healthy.routed[0].prompt.model_id == "big"
     assert healthy.routed[0].prompt.unhealthy_models is None
+
+
+def test_a_key_that_is_not_the_prompt_id_is_dead_lettered_and_a_missing_key_is_fine():
+    records = [rec(0, req("a"), key=b"a"), rec(1, req("b"), key=b"tenant-7"), rec(2, req("c"))]
+    out = route_records(records, TableScorer(), 0.2)
+    assert sorted(r.prompt.prompt_id for r in out.routed) == ["a", "c"]
+    [dead] = out.dead
+    assert (dead.offset, dead.error_kind, dead.key) == (1, "key_mismatch", "tenant-7")
+    assert "prompt_id" in dead.error
+
+
+class PoisonScorer(TableScorer):
+    """Fails a whole scoring call when any text is the poison (a tokenizer or numerical error on
+    one strange prompt)."""
+
+    def score(self, texts):
+        if any("POISON" in t for t in texts):
+            self.calls += 1
+            raise FloatingPointError("overflow in the encoder")
+        return super().score(texts)
+
+
+def test_a_batch_that_fails_to_score_is_routed_record_by_record_and_only_the_culprit_dies():
+    scorer = PoisonScorer()
+    texts = ["one", "two", "POISON", "four"]
+    records = [
+        rec(i, encode(PromptRequest(prompt_id=f"p{i}", text=t))) for i, t in enumerate(texts)
+    ]
+    out = route_records(records, scorer, 0.2)
+    assert sorted(r.prompt.prompt_id for r in out.routed) == ["p0", "p1", "p3"]
+    [dead] = out.dead
+    assert (dead.offset, dead.error_kind) == (2, "routing_error")
+    assert dead.error == "scoring failed: FloatingPointError: overflow in the encoder"
+    assert scorer.calls == 5  # the batch once, then each record alone
+    # the next batch is routed as usual: nothing is wedged
+    after = route_records([rec(9, req("p9"))], scorer, 0.2)
+    assert [r.prompt.prompt_id for r in after.routed] == ["p9"] and not after.dead

@@ -14,16 +14,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from ipr_model.costs import Prices
 from ipr_model.datasets import Dataset
 from schemas import RoutedPrompt
-from streams.backends import (
-    REPLAY_UNKNOWN_PROMPT,
-    Backend,
-    OpenAIBackend,
-    Prices,
-    ReplayBackend,
-)
-
+from streams.worker.backends.base import Backend
+from streams.worker.backends.openai import OpenAIBackend
+from streams.worker.backends.replay import REPLAY_UNKNOWN_PROMPT, ReplayBackend
 
 Handler = Callable[[dict, int], Awaitable[web.StreamResponse]]
 

@@ -1,0 +1,78 @@
+"""Kafka's jars for the local dev broker, from Maven Central through `streams/kafka/pom.xml`
+(Kafka pinned there), into `$IPR_CACHE_DIR` (default `~/.cache/ipr-router`), once."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+KAFKA_VERSION = "3.9.1"  # keep in step with streams/kafka/pom.xml
+POM = Path(__file__).parent / "pom.xml"
+ENV_BOOTSTRAP = "IPR_KAFKA_BOOTSTRAP"
+ENV_CACHE_DIR = "IPR_CACHE_DIR"
+_MARKER = ".complete"
+
+
+class BrokerError(RuntimeError):
+    """The local broker could not be provisioned, started or reached."""
+
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "ipr-router")
+
+
+def ensure_jars(cache_dir: Path | str | None = None) -> Path:
+    """The directory holding Kafka's runtime jars, downloading them with Maven the first time.
+
+    Maven writes into a temporary directory that is renamed into place, then a marker holding the
+    pom's sha256 is written: a half download is never used, and a changed pom downloads again.
+    """
+    home = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = home / f"kafka-{KAFKA_VERSION}"
+    libs, marker = root / "libs", root / _MARKER
+    pom_sha = hashlib.sha256(POM.read_bytes()).hexdigest()
+    if _marker_ok(marker, pom_sha) and libs.is_dir():
+        return libs
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be downloading the same jars
+        if _marker_ok(marker, pom_sha) and libs.is_dir():
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError(
+                f"Maven (`mvn`) is needed once to download Kafka {KAFKA_VERSION}'s jars into "
+                f"{libs}; install it, or set {ENV_BOOTSTRAP} to an existing Kafka"
+            )
+        tmp = Path(tempfile.mkdtemp(prefix="libs.tmp-", dir=root))
+        try:
+            log.info("downloading Kafka %s jars into %s", KAFKA_VERSION, libs)
+            cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+                   "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
+                tail = (done.stdout + done.stderr).strip()[-3000:]
+                raise BrokerError(f"`{' '.join(cmd)}` failed (exit {done.returncode}):\n{tail}")
+            marker.unlink(missing_ok=True)
+            shutil.rmtree(libs, ignore_errors=True)
+            tmp.rename(libs)
+            marker.write_text(pom_sha + "\n")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return libs
+
+
+def _marker_ok(marker: Path, pom_sha: str) -> bool:
+    try:
+        return marker.read_text().strip() == pom_sha
+    except OSError:
+        return False

@@ -1,0 +1,50 @@
+"""Settings of the router service (``ipr router``): ``IPR_ROUTER_*`` and ``IPR_KAFKA_*``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from streams.kafka.settings import KafkaSettings
+
+
+class RouterSettings(KafkaSettings):
+    """The router service (``ipr router``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IPR_ROUTER_", extra="ignore", populate_by_name=True
+    )
+
+    artifacts: Path = Field(Path("artifacts/zeroeval"), description="IPR_ROUTER_ARTIFACTS")
+    app_id: str = Field(
+        "ipr-router",
+        description="Faust app id = consumer group (IPR_ROUTER_APP_ID)",
+    )
+    default_tolerance: float = Field(0.2, ge=0, le=1, description="IPR_ROUTER_DEFAULT_TOLERANCE")
+    variant: Literal["ipr", "dynamic_max"] = Field("ipr", description="IPR_ROUTER_VARIANT")
+    delta: float = Field(
+        0.0,
+        ge=0,
+        description="margin of the dynamic_max variant (IPR_ROUTER_DELTA)",
+    )
+    # Small batches, short wait: the encoder runs per text, so a bigger batch gains little
+    # throughput and makes its first prompt wait for the last (make bench, README "Speed").
+    batch_size: int = Field(
+        4,
+        ge=1,
+        description="max events per micro-batch (IPR_ROUTER_BATCH_SIZE)",
+    )
+    batch_timeout_ms: float = Field(
+        3.0, gt=0, description="max wait to fill a micro-batch (IPR_ROUTER_BATCH_TIMEOUT_MS)"
+    )
+    web_port: int = Field(6066, description="Faust web port, serves /metrics (IPR_ROUTER_WEB_PORT)")
+    web_bind: str = Field("127.0.0.1", description="Faust web bind address (IPR_ROUTER_WEB_BIND)")
+    web_enabled: bool = Field(True, description="IPR_ROUTER_WEB_ENABLED")
+    data_dir: Path = Field(Path("build/faust"), description="Faust state dir (IPR_ROUTER_DATA_DIR)")
+    encoder_threads: int | None = Field(
+        None,
+        description="onnxruntime threads (IPR_ROUTER_ENCODER_THREADS)",
+    )

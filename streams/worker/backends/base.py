@@ -1,0 +1,48 @@
+"""What a worker's LLM backend is: something that answers one RoutedPrompt.
+
+    Backend        the protocol: `async complete(routed) -> Completion`, optional `aclose()`
+    OpenAIBackend  (`openai.py`) any OpenAI-compatible chat-completions endpoint (vLLM, OpenAI,
+                   a gateway)
+    ReplayBackend  (`replay.py`) answers from a dataset's recorded outcomes (cost and quality),
+                   for the demo and the benchmarks
+
+A backend never raises for a per-prompt failure: it returns a Completion with `error` set, so the
+worker publishes an error response instead of losing the prompt. Prompt text and answers are user
+data: they are never logged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from schemas import RoutedPrompt
+from schemas import limits as L
+
+
+@dataclass
+class Completion:
+    """One answer (or failure) of a backend."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    latency_ms: float
+    error: str | None = None
+    quality: float | None = None  # a recorded quality label (replay only)
+    task: str | None = None  # the prompt's task, when the backend knows it (replay only)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    async def complete(self, routed: RoutedPrompt) -> Completion: ...
+
+
+def elapsed_ms(began: float) -> float:
+    return max(0.0, (time.monotonic() - began) * 1000.0)
+
+
+def clip_error(message: str) -> str:
+    return (message or "unknown error")[: L.MAX_ERROR_CHARS]

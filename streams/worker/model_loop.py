@@ -1,0 +1,255 @@
+"""The consumer of one model's topic: its calls in flight, its offsets, what it publishes
+(what happens to each record, and the delivery guarantee: ``streams.worker.service``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from schemas import (
+    DeadLetter,
+    ModelHealth,
+    ModelResponse,
+    QualityFeedback,
+    RoutedPrompt,
+    SchemaError,
+    decode,
+    encode,
+)
+from schemas import limits as L
+from schemas.topics import ROUTED_PREFIX, health_key, model_topic
+from streams.health import ErrorStreak
+from streams.worker.backends.base import Backend, Completion
+from streams.worker.dedupe import Answered
+from streams.worker.offsets import PartitionOffsets
+from streams.worker.stats import WorkerStats, counters
+
+if TYPE_CHECKING:
+    from streams.worker.service import Worker
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 200  # how long one getmany waits: bounds how fast stop is noticed
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, loop: ModelLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.loop.drain()
+        for tp in revoked:
+            self.loop.offsets.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        log.info("worker %s: assigned %s", self.loop.group, sorted(tp.partition for tp in assigned))
+
+
+class ModelLoop:
+    """The consumer of one model's topic, its calls in flight and its offsets."""
+
+    def __init__(self, worker: Worker, model_id: str, backend: Backend) -> None:
+        self.worker = worker
+        self.settings = worker.settings
+        self.model_id = model_id
+        self.backend = backend
+        self.topic = model_topic(model_id)
+        self.group = f"{self.settings.group_prefix}.{self.topic[len(ROUTED_PREFIX):]}"
+        self.stats = WorkerStats()
+        self.answered = Answered(self.settings.dedupe_size)
+        self.offsets: dict[TopicPartition, PartitionOffsets] = {}
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.failure: BaseException | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.streak = ErrorStreak(model_id, worker.worker_id, self.settings.unhealthy_after,
+                                  self.settings.health_ttl_s)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        setattr(self.stats, name, getattr(self.stats, name) + n)
+        counters()[name].labels(model=self.model_id).inc(n)
+
+    async def start(self) -> None:
+        s = self.settings
+        # A full loop stops polling until one call finishes; let that take a whole retry cycle.
+        call_s = s.timeout_s * (s.max_retries + 1) + 30.0 * s.max_retries
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.worker.bootstrap,
+            group_id=self.group,
+            client_id=f"ipr-worker-{self.topic[len(ROUTED_PREFIX):]}"[:200],
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=max(300_000, int(1000 * (call_s + 60))),
+        )
+        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+        await self.consumer.start()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        assert self.consumer is not None
+        try:
+            while not stopping.is_set():
+                if self.failure is not None:
+                    raise self.failure
+                free = self.settings.concurrency - len(self.inflight)
+                if free <= 0:
+                    await asyncio.wait(
+                        self.inflight, timeout=POLL_MS / 1000, return_when=asyncio.FIRST_COMPLETED
+                    )
+                else:
+                    batches = await self.consumer.getmany(timeout_ms=POLL_MS, max_records=free)
+                    for tp, records in batches.items():
+                        for record in records:
+                            self._dispatch(tp, record)
+                await self._commit()
+        finally:
+            with contextlib.suppress(Exception):
+                await self.drain()
+            await self.consumer.stop()
+
+    def _dispatch(self, tp: TopicPartition, record: Any) -> None:
+        offsets = self.offsets.setdefault(tp, PartitionOffsets())
+        offsets.add(record.offset)
+        task = asyncio.create_task(self._handle(record))
+        self.inflight.add(task)
+        task.add_done_callback(partial(self._finished, offsets, record.offset))
+
+    def _finished(self, offsets: PartitionOffsets, offset: int, task: asyncio.Task[None]) -> None:
+        self.inflight.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            offsets.done(offset)  # a revoked partition's object: marks nothing that is committed
+        elif self.failure is None:
+            self.failure = exc
+
+    async def drain(self) -> None:
+        """Wait for the calls in flight (bounded), cancel the rest, commit what is done."""
+        if self.inflight:
+            _, late = await asyncio.wait(set(self.inflight), timeout=self.settings.drain_timeout_s)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("worker %s: %d call(s) cancelled on drain; they will be redelivered",
+                            self.group, len(late))
+                await asyncio.wait(late)
+        await self._commit()
+
+    async def _commit(self) -> None:
+        assert self.consumer is not None
+        due = {
+            tp: o.commit_at for tp, o in self.offsets.items()
+            if o.commit_at is not None and o.commit_at != o.committed
+        }
+        if not due:
+            return
+        try:
+            await self.consumer.commit(due)
+        except KafkaError as exc:  # a rebalance in progress: the records will be redelivered
+            log.warning("worker %s: commit failed (%s)", self.group, type(exc).__name__)
+            return
+        for tp, offset in due.items():
+            self.offsets[tp].committed = offset
+
+    # ------------------------------------------------------------------------- one record
+
+    async def _handle(self, record: Any) -> None:
+        try:
+            routed = decode(RoutedPrompt, record.value)
+        except SchemaError as exc:
+            await self._dead_letter(record, str(exc), exc.kind)
+            return
+        if routed.model_id != self.model_id:
+            await self._dead_letter(
+                record,
+                f"model_id {routed.model_id!r} on topic {record.topic!r}, whose worker serves "
+                f"{self.model_id!r} (two model ids share the topic)",
+                "wrong_model",
+            )
+            return
+        if self.answered.check_and_add(routed.prompt_id):
+            self._count("duplicates_skipped")
+            self._count("processed")
+            return
+        try:
+            completion = await self.backend.complete(routed)
+        except Exception as exc:  # noqa: BLE001 - a backend bug must not lose the prompt
+            log.error("model %s prompt %s: backend raised %s",
+                      self.model_id, routed.prompt_id, type(exc).__name__)
+            completion = Completion(
+                "", 0, 0, 0.0, 0.0, error=f"backend raised {type(exc).__name__}"
+            )
+        await self._publish(routed, completion)
+
+    async def _publish(self, routed: RoutedPrompt, c: Completion) -> None:
+        producer = self.worker.producer
+        key = routed.prompt_id.encode("utf-8")
+        response = ModelResponse(
+            prompt_id=routed.prompt_id,
+            model_id=routed.model_id,
+            text=c.text[: L.MAX_RESPONSE_CHARS],
+            tokens_in=max(0, int(c.tokens_in)),
+            tokens_out=max(0, int(c.tokens_out)),
+            cost_usd=max(0.0, float(c.cost_usd)),
+            latency_ms=max(0.0, float(c.latency_ms)),
+            error=c.error[: L.MAX_ERROR_CHARS] if c.error else None,
+            router_version=routed.router_version,
+        )
+        sent = [await producer.send(self.settings.responses, encode(response), key=key)]
+        with_feedback = c.quality is not None and c.error is None
+        if with_feedback:
+            feedback = QualityFeedback(
+                prompt_id=routed.prompt_id,
+                model_id=routed.model_id,
+                quality=min(1.0, max(0.0, float(c.quality))),
+                source="replay",
+                task=c.task or None,
+            )
+            sent.append(await producer.send(self.settings.feedback, encode(feedback), key=key))
+        await asyncio.gather(*sent)  # acknowledged (acks=all) before the offset may be committed
+        self._count("responses")
+        if c.error:
+            self._count("errors")
+        if with_feedback:
+            self._count("feedback")
+        self._count("processed")
+        health = self.streak.observe(response.error, time.time())
+        if health is not None:
+            await self._report(health)
+
+    async def _report(self, health: ModelHealth) -> None:
+        """Best effort: a health report that cannot be sent (no control topic, say) is logged,
+        and the model's answers go on."""
+        state = "healthy" if health.healthy else "unhealthy"
+        try:
+            sent = await self.worker.producer.send(
+                self.settings.control, encode(health), key=health_key(self.model_id)
+            )
+            await sent
+        except KafkaError as exc:
+            log.error("worker %s: could not report model %s %s on %s (%s)", self.group,
+                      self.model_id, state, self.settings.control, type(exc).__name__)
+            return
+        log.warning("worker %s: model %s reported %s (%d errors in a row)", self.group,
+                    self.model_id, state, health.consecutive_errors)
+
+    async def _dead_letter(self, record: Any, error: str, kind: str) -> None:
+        letter = DeadLetter.build(
+            source_topic=record.topic, partition=record.partition, offset=record.offset,
+            key=record.key, value=record.value, error=error, error_kind=kind,
+        )
+        log.warning("worker %s: dead letter %s at %s[%d]@%d",
+                    self.group, kind, record.topic, record.partition, record.offset)
+        fut = await self.worker.producer.send(
+            self.settings.prompts_dlq, encode(letter), key=record.key
+        )
+        await fut
+        self._count("dead_lettered")
+        self._count("processed")

@@ -1,0 +1,82 @@
+"""Settings of the LLM workers (``ipr worker``): ``IPR_WORKER_*`` and ``IPR_KAFKA_*``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from streams.kafka.settings import KafkaSettings
+
+
+class WorkerSettings(KafkaSettings):
+    """LLM workers (``ipr worker``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IPR_WORKER_", extra="ignore", populate_by_name=True
+    )
+
+    group_prefix: str = Field(
+        "ipr-worker",
+        description="consumer group = prefix.<model> (IPR_WORKER_GROUP_PREFIX)",
+    )
+    backend: Literal["openai", "replay"] = Field("openai", description="IPR_WORKER_BACKEND")
+    known_models: list[str] | None = Field(
+        None,
+        description="the model ids an openai worker may serve when it is given no artifacts "
+        "(JSON list; IPR_WORKER_KNOWN_MODELS)",
+    )
+    openai_base_url: str = Field(
+        "http://127.0.0.1:8000/v1",
+        description="IPR_WORKER_OPENAI_BASE_URL",
+    )
+    openai_api_key: SecretStr = Field(SecretStr(""), description="IPR_WORKER_OPENAI_API_KEY")
+    timeout_s: float = Field(60.0, gt=0, description="per-request timeout (IPR_WORKER_TIMEOUT_S)")
+    max_retries: int = Field(3, ge=0, description="IPR_WORKER_MAX_RETRIES")
+    backoff_s: float = Field(
+        0.5,
+        ge=0,
+        description="first retry delay, doubled each time (IPR_WORKER_BACKOFF_S)",
+    )
+    max_tokens: int = Field(1024, ge=1, description="IPR_WORKER_MAX_TOKENS")
+    concurrency: int = Field(
+        16,
+        ge=1,
+        description="calls in flight per model (IPR_WORKER_CONCURRENCY)",
+    )
+    replay_dataset: Path | None = Field(
+        None,
+        description="dataset folder for the replay backend (IPR_WORKER_REPLAY_DATASET)",
+    )
+    replay_degrade: str | None = Field(
+        None,
+        description="MODEL|TASK|MARKER: the replay backend reports quality 0 for MODEL on TASK "
+        "prompts whose id contains MARKER (the drift scenario) (IPR_WORKER_REPLAY_DEGRADE)",
+    )
+    dedupe_size: int = Field(
+        100_000,
+        ge=0,
+        description="answered prompt_ids remembered per model, per process "
+        "(IPR_WORKER_DEDUPE_SIZE)",
+    )
+    metrics_port: int | None = Field(
+        None,
+        description="serve Prometheus /metrics on this port (IPR_WORKER_METRICS_PORT)",
+    )
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="on stop, wait this long for calls in flight (IPR_WORKER_DRAIN_TIMEOUT_S)",
+    )
+    unhealthy_after: int = Field(
+        5, ge=0,
+        description="report a model unhealthy on the control topic after this many error "
+        "responses in a row; 0: never (IPR_WORKER_UNHEALTHY_AFTER)",
+    )
+    health_ttl_s: float = Field(
+        60.0, gt=0, le=86_400,
+        description="how long routers leave an unhealthy model out, unless it is reported again "
+        "(IPR_WORKER_HEALTH_TTL_S)",
+    )

@@ -1,0 +1,39 @@
+"""Per-model counters of a worker, also exported to Prometheus as
+`ipr_worker_<name>_total{model}`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+
+
+@dataclass
+class WorkerStats:
+    """Per-model counters (also exported to Prometheus as `ipr_worker_<name>_total{model}`)."""
+
+    processed: int = 0  # records consumed and handled, whatever the outcome
+    responses: int = 0  # ModelResponses published (errors included)
+    errors: int = 0  # of which carry an error
+    feedback: int = 0  # QualityFeedback published
+    duplicates_skipped: int = 0
+    dead_lettered: int = 0
+
+
+_COUNTER_HELP = {
+    "processed": "records consumed from a model topic and handled",
+    "responses": "ModelResponses published (errors included)",
+    "errors": "ModelResponses that carry an error",
+    "feedback": "QualityFeedback events published",
+    "duplicates_skipped": "records skipped: their prompt_id was already answered",
+    "dead_lettered": "records sent to the dead-letter topic",
+}
+_COUNTERS: dict[str, Counter] = {}
+
+
+def counters() -> dict[str, Counter]:
+    """Created once per process in the default registry, whatever the number of Workers."""
+    if not _COUNTERS:
+        for name, doc in _COUNTER_HELP.items():
+            _COUNTERS[name] = Counter(f"ipr_worker_{name}", doc, ["model"])
+    return _COUNTERS

@@ -1,0 +1,64 @@
+"""Example events and payload builders shared by the schema tests."""
+
+import orjson
+
+from schemas import (
+    DeadLetter,
+    ModelHealth,
+    ModelResponse,
+    ModelUpdate,
+    PromptRequest,
+    QualityFeedback,
+    RoutedPrompt,
+)
+
+
+def request(**overrides):
+    fields = {"prompt_id": "p-1", "text": "What is 2+2?"} | overrides
+    return orjson.dumps(fields)
+
+
+def routed(**overrides):
+    fields = dict(
+        prompt_id="p-1",
+        text="What is 2+2?",
+        metadata={"user": "u1", "n": 3},
+        model_id="small",
+        tolerance=0.3,
+        threshold=0.61,
+        predicted_quality={"small": 0.7, "large": 0.8},
+        estimated_cost_usd={"small": 0.0001, "large": 0.002},
+        feedback_adjustment={"small": 0.05},
+        router_version="2025-01-01.1",
+        routing_latency_ms=4.2,
+        routed_at=1_700_000_000.5,
+        sent_at=1_700_000_000.1,
+    )
+    return RoutedPrompt(**(fields | overrides))
+
+
+EXAMPLES = [
+    PromptRequest(
+        prompt_id="p-1",
+        text="Summarise this.",
+        tolerance=0.25,
+        tenant="acme",
+        allowed_models=["a", "b"],
+        metadata={"s": "x", "i": 1, "f": 0.5, "b": True},
+        sent_at=1.5,
+    ),
+    routed(),
+    routed().to_decision(reason="cheapest feasible", variant="ipr"),
+    DeadLetter.build(
+        source_topic="prompts.in", partition=2, offset=17, key=b"p-9",
+        value=b"{not json", error="bad", error_kind="invalid_json", at=2.0,
+    ),
+    ModelResponse(
+        prompt_id="p-1", model_id="small", text="4", tokens_in=7, tokens_out=1,
+        cost_usd=0.00001, latency_ms=120.0, router_version="v1",
+    ),
+    QualityFeedback(prompt_id="p-1", model_id="small", quality=1.0, source="judge", task="math"),
+    ModelUpdate(version="v2", location="/artifacts/v2", sha256="ab" * 32, models=["a", "b"]),
+    ModelHealth(model_id="small", healthy=False, worker="host:12", consecutive_errors=5,
+                error="HTTP 503 after 4 attempts", reported_at=3.0, ttl_s=60.0),
+]

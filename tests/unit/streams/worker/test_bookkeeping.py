@@ -1,0 +1,62 @@
+"""A worker's bookkeeping (commit points, answered ids) and the mistakes it refuses before it
+connects to anything."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from streams.worker.dedupe import Answered
+from streams.worker.offsets import PartitionOffsets
+from streams.worker.run import serve
+from streams.worker.service import Worker, WorkerConfigError
+from streams.worker.settings import WorkerSettings
+
+
+def test_config_mistakes_are_reported_before_connecting(tmp_path: Path) -> None:
+    settings = WorkerSettings(kafka_bootstrap="127.0.0.1:1")
+    with pytest.raises(WorkerConfigError, match="needs a dataset folder"):
+        asyncio.run(serve(settings, [], "replay"))
+    with pytest.raises(WorkerConfigError, match="at least one --model"):
+        asyncio.run(serve(settings, [], "openai"))
+    with pytest.raises(WorkerConfigError, match="share topic"):
+        Worker(settings, ["a/b", "a:b"], lambda _m: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(WorkerConfigError, match="backend must be"):
+        asyncio.run(serve(settings, ["x"], "nope"))
+    with pytest.raises(WorkerConfigError, match="needs the artifacts whose models it serves"):
+        asyncio.run(serve(settings, ["x"], "openai"))
+
+
+def test_an_openai_worker_refuses_a_model_it_does_not_know(small_artifacts: Path) -> None:
+    known = WorkerSettings(kafka_bootstrap="127.0.0.1:1", known_models=["gpt-4o", "llama"])
+    with pytest.raises(WorkerConfigError, match=r"model\(s\) gpt-4 not in IPR_WORKER_KNOWN_MODELS; "
+                                                r"known: gpt-4o, llama"):
+        asyncio.run(serve(known, ["gpt-4o", "gpt-4"], "openai"))
+    settings = WorkerSettings(kafka_bootstrap="127.0.0.1:1")
+    with pytest.raises(
+        WorkerConfigError, match=f"model\\(s\\) typo not in artifacts {small_artifacts}"
+    ):
+        asyncio.run(serve(settings, ["typo"], "openai", artifacts=small_artifacts))
+
+
+def test_commit_point_is_the_highest_contiguous_completed_offset() -> None:
+    offsets = PartitionOffsets()
+    for o in (5, 6, 7, 8):
+        offsets.add(o)
+    offsets.done(7)
+    offsets.done(6)
+    assert offsets.commit_at is None  # 5 is still in flight
+    offsets.done(5)
+    assert offsets.commit_at == 8  # 5, 6, 7 done; 8 in flight
+    offsets.done(8)
+    assert offsets.commit_at == 9
+
+
+def test_answered_ids_are_a_bounded_lru() -> None:
+    answered = Answered(size=2)
+    assert [answered.check_and_add(i) for i in ("a", "b", "a", "c")] == [False, False, True, False]
+    assert len(answered) == 2
+    assert answered.check_and_add("b") is False  # evicted: "a" was used more recently
+    assert answered.check_and_add("a") is False  # evicted by "b"

@@ -35,6 +35,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (IprError, UserError, ValidationError, FileNotFoundError)
 
 
+def _one_line(e: Exception) -> str:
+    """The first line of an error; for a settings or input ValidationError, what each invalid
+    field broke (its first line only says how many errors there were)."""
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):
+        return f"{e.title}: " + "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in e.errors(include_url=False))
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def command(fn):
     """Run a command body, turning expected errors into one line on stderr and exit code 2."""
 
@@ -48,7 +60,7 @@ def command(fn):
             if STATE["debug"]:
                 raise
             expected = isinstance(e, _user_errors())
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            msg = _one_line(e)
             prefix = "error" if expected else f"internal error ({type(e).__name__})"
             typer.echo(f"{prefix}: {msg}", err=True)
             raise typer.Exit(2 if expected else 1) from None

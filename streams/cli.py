@@ -58,12 +58,20 @@ def stop_on_sigterm() -> None:
 def broker_start(
     state: Annotated[Path, typer.Option(help="state file (bootstrap, pid)")] = BROKER_STATE,
     partitions: int = 4,
+    sasl_ssl: Annotated[bool, typer.Option(
+        help="clients connect over SASL_SSL (SCRAM users and a CA made for the run)")] = False,
 ) -> None:
     """Run a local Kafka in the foreground until Ctrl-C (writes its bootstrap to the state file)."""
     from streams.kafka.local import run_forever
 
+    def ready(kafka) -> None:
+        typer.echo(f"kafka ready at {kafka.bootstrap}")
+        if kafka.security is not None:  # what a client needs; the password is the run's own
+            env = kafka.security.client_env(kafka.bootstrap, kafka.users[0])
+            typer.echo("clients: " + " ".join(f"{k}={v}" for k, v in env.items()))
+
     state.parent.mkdir(parents=True, exist_ok=True)
-    run_forever(state, partitions=partitions, on_ready=lambda b: typer.echo(f"kafka ready at {b}"))
+    run_forever(state, partitions=partitions, sasl_ssl=sasl_ssl, on_ready=ready)
 
 
 @broker_app.command("stop")
@@ -90,6 +98,7 @@ def worker(
 ) -> None:
     """LLM worker: consume prompts.routed.<model>, call the backend, publish responses.out.
     Settings: IPR_WORKER_*, IPR_KAFKA_*."""
+    from streams.kafka.admin import KafkaAdminError
     from streams.worker.run import run_worker
     from streams.worker.service import WorkerConfigError
     from streams.worker.settings import WorkerSettings
@@ -102,7 +111,7 @@ def worker(
         artifacts = DEFAULT_ARTIFACTS
     try:
         run_worker(settings, list(model or []), backend, dataset, artifacts)
-    except WorkerConfigError as e:
+    except (WorkerConfigError, KafkaAdminError) as e:
         raise UserError(str(e)) from None
 
 
@@ -140,7 +149,6 @@ def feedback(
     from ipr_model.artifacts import read_manifest
     from streams.feedback.app import create_app
     from streams.feedback.settings import FeedbackSettings
-    from streams.kafka.admin import create_topics_sync
 
     typed = {"artifacts": artifacts, "min_labels": min_labels}
     s = FeedbackSettings(**{k: v for k, v in typed.items() if v is not None})
@@ -153,19 +161,25 @@ def feedback(
     s.versions_dir.mkdir(parents=True, exist_ok=True)
     # The tables' changelogs exist before the first write: Faust would create them lazily and
     # could see them with 0 partitions on the first event.
-    create_topics_sync(s.kafka_bootstrap, service.changelog_topics(), s.topic_partitions,
-                       configs={"cleanup.policy": "compact"})
-    _run_faust(faust_app, s, [s.decisions, s.feedback, s.prompts_dlq, s.control])
+    _run_faust(faust_app, s, [s.decisions, s.feedback, s.prompts_dlq, s.control],
+               compacted=service.changelog_topics())
 
 
-def _run_faust(faust_app, settings, topics: list[str]) -> None:
+def _run_faust(faust_app, settings, topics: list[str], compacted: list[str] = ()) -> None:
     """Create the service's topics if missing (Faust would only warn), then run its worker."""
     from faust import Worker
 
-    from streams.kafka.admin import create_topics_sync
+    from streams.kafka.admin import KafkaAdminError, check_connection, create_topics_sync
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    create_topics_sync(settings.kafka_bootstrap, topics, settings.topic_partitions)
+    try:
+        check_connection(settings)  # one line now, rather than Faust retrying forever
+        create_topics_sync(settings, topics, settings.topic_partitions)
+        if compacted:
+            create_topics_sync(settings, compacted, settings.topic_partitions,
+                               configs={"cleanup.policy": "compact"})
+    except KafkaAdminError as e:
+        raise UserError(str(e)) from None
     worker = Worker(faust_app, loglevel="WARNING", quiet=True, logging_config=PLAIN_LOGGING)
     worker.spinner = None  # it writes terminal escapes even when stdout is a file
     worker.execute_from_commandline()

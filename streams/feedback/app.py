@@ -46,6 +46,7 @@ from schemas.topics import CONTROL_KEY
 from schemas.vectors import unpack
 from streams.feedback.labels import due, judge
 from streams.feedback.settings import FeedbackSettings
+from streams.kafka.clients import faust_config
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def create_app(settings: FeedbackSettings) -> tuple[faust.App, Feedback]:
     """The service's Faust app, and the :class:`Feedback` whose agents it runs."""
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        **faust_config(settings),
         datadir=str(settings.data_dir),
         store="memory://",  # tables live in memory and are recovered from their changelog topics
         topic_partitions=settings.topic_partitions,

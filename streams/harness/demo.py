@@ -106,10 +106,11 @@ def run_demo(
     settings = KafkaSettings()
     log_dir = Path("build") / "logs" / run
     with kafka_bootstrap() as bootstrap:
+        kafka = settings.model_copy(update={"kafka_bootstrap": bootstrap})  # and its security
         model_topics = sorted({model_topic(m) for m in manifest.models})
         outputs = [settings.responses, settings.prompts_dlq, settings.feedback, *model_topics]
         asyncio.run(create_topics(
-            bootstrap, [settings.prompts_in, settings.decisions, settings.control, *outputs],
+            kafka, [settings.prompts_in, settings.decisions, settings.control, *outputs],
             partitions=settings.topic_partitions,
         ))
         env = router_env(bootstrap, f"ipr-router-demo-{run}")
@@ -128,17 +129,17 @@ def run_demo(
                   f"(run {run}, broker {bootstrap})", flush=True)
 
             async def main() -> Collected:
-                await wait_until_routing(bootstrap, settings, run, model_topics)
+                await wait_until_routing(kafka, settings, run, model_topics)
 
                 def done(c: Collected) -> bool:
                     return (len(c.routed) + len(c.dead) >= len(events)
                             and len(c.responses) >= len(c.routed))
 
                 collector = asyncio.create_task(
-                    collect(bootstrap, outputs, run, done, timeout, settings)
+                    collect(kafka, outputs, run, done, timeout, settings)
                 )
                 await asyncio.sleep(1.0)
-                await produce(bootstrap, settings.prompts_in, restamp(events), rate)
+                await produce(kafka, settings.prompts_in, restamp(events), rate)
                 return await collector
 
             got = asyncio.run(main())

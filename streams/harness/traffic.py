@@ -16,6 +16,7 @@ import orjson
 
 from ipr_model.datasets import Dataset
 from schemas import DeadLetter, ModelResponse, PromptRequest, QualityFeedback, RoutedPrompt, encode
+from streams.kafka.clients import Kafka, aiokafka_config
 from streams.kafka.settings import KafkaSettings
 
 
@@ -40,14 +41,14 @@ LOG_APPEND_TIME = 1  # a record's ``timestamp_type`` when the broker set its tim
 
 
 async def collect(
-    bootstrap: str, topics: list[str], run: str, done, timeout: float, settings: KafkaSettings
+    bootstrap: Kafka, topics: list[str], run: str, done, timeout: float, settings: KafkaSettings
 ) -> Collected:
     """Consume the output topics until ``done(collected)`` or the timeout."""
     from aiokafka import AIOKafkaConsumer
 
     out = Collected()
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+        *topics, **aiokafka_config(bootstrap), group_id=None, auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
     await consumer.start()
@@ -90,7 +91,7 @@ async def collect(
 
 
 async def produce(
-    bootstrap: str, topic: str, events: list[tuple[bytes, bytes]], rate: float
+    bootstrap: Kafka, topic: str, events: list[tuple[bytes, bytes]], rate: float
 ) -> float:
     """Send ``events`` at ``rate`` per second (0: as fast as possible); returns the start time.
 
@@ -98,7 +99,7 @@ async def produce(
     it goes out (not a rate interval earlier)."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    producer = AIOKafkaProducer(**aiokafka_config(bootstrap), acks="all", linger_ms=2)
     await producer.start()
     t0 = time.monotonic()
     pending = iter(events)
@@ -128,7 +129,7 @@ def prompt_events(data: Dataset, run: str) -> list[tuple[bytes, bytes]]:
 
 
 async def wait_until_routing(
-    bootstrap: str,
+    bootstrap: Kafka,
     settings: KafkaSettings,
     run: str,
     model_topics: list[str],

@@ -3,16 +3,24 @@
 Works against any Kafka (a company's cluster, MSK, Confluent, the local dev broker of
 ``streams.kafka.local``).
 
-KafkaAdminError (RuntimeError)   a topic could not be created, or has no leader in time.
+KafkaAdminError (RuntimeError)       a topic could not be created, or has no leader in time.
+  KafkaConnectError                 the cluster cannot be reached (address, credentials, TLS).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import ssl
 import threading
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
+
+from aiokafka.errors import KafkaError
+
+from streams.kafka.clients import Kafka, aiokafka_config, bootstrap_of
 
 T = TypeVar("T")
 
@@ -21,8 +29,12 @@ class KafkaAdminError(RuntimeError):
     """A topic could not be created or did not get a leader in time."""
 
 
+class KafkaConnectError(KafkaAdminError):
+    """The cluster could not be reached: its address, credentials or certificates are wrong."""
+
+
 async def create_topics(
-    bootstrap: str,
+    kafka: Kafka,
     names: Iterable[str],
     partitions: int = 4,
     replication: int = 1,
@@ -34,7 +46,7 @@ async def create_topics(
     from aiokafka.errors import TopicAlreadyExistsError, for_code
 
     names = list(names)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**aiokafka_config(kafka))
     await admin.start()
     try:
         response = await admin.create_topics(
@@ -62,10 +74,10 @@ async def create_topics(
 
 
 def create_topics_sync(
-    bootstrap: str, names: Iterable[str], partitions: int = 4, configs: dict[str, str] | None = None
+    kafka: Kafka, names: Iterable[str], partitions: int = 4, configs: dict[str, str] | None = None
 ) -> None:
     """`create_topics` for sync callers."""
-    run_sync(create_topics(bootstrap, names, partitions, configs=configs))
+    run_sync(create_topics(kafka, names, partitions, configs=configs))
 
 
 
@@ -93,12 +105,55 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 
 
-async def broker_count(bootstrap: str) -> int:
+async def broker_count(kafka: Kafka, timeout_s: float = 10.0) -> int:
+    """How many brokers the cluster reports; KafkaConnectError (in one line: what was tried,
+    over what, and why it failed) when it cannot be reached within ``timeout_s``."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-    await admin.start()
+    admin = AIOKafkaAdminClient(**aiokafka_config(kafka), request_timeout_ms=5000)
+    with _client_errors() as seen:
+        try:
+            await asyncio.wait_for(admin.start(), timeout_s)
+            return len((await asyncio.wait_for(admin.describe_cluster(), timeout_s))["brokers"])
+        except (TimeoutError, KafkaError, OSError, ssl.SSLError) as e:
+            raise KafkaConnectError(_why(kafka, e, seen)) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+
+@contextlib.contextmanager
+def _client_errors() -> Iterator[list[str]]:
+    """aiokafka logs why a connection failed (a refused password, an untrusted certificate) and
+    raises only "Unable to bootstrap": keep those messages for the error, off the console."""
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger, handler = logging.getLogger("aiokafka"), Keep(logging.ERROR)
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
     try:
-        return len((await admin.describe_cluster())["brokers"])
+        yield seen
     finally:
-        await admin.close()
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _why(kafka: Kafka, e: BaseException, seen: list[str]) -> str:
+    protocol = "PLAINTEXT" if isinstance(kafka, str) else kafka.kafka_security_protocol
+    if seen:
+        cause = seen[-1].split(": ", 1)[-1]  # after 'Unable connect to "host:port"'
+    elif isinstance(e, TimeoutError):
+        cause = "no answer in time"
+    else:
+        cause = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return f"cannot reach Kafka at {bootstrap_of(kafka)} over {protocol}: {cause.splitlines()[0]}"
+
+
+def check_connection(kafka: Kafka, timeout_s: float = 20.0) -> None:
+    """Fail fast, in one line, when the cluster cannot be reached (a wrong password, an
+    untrusted certificate, a wrong address) instead of retrying forever."""
+    run_sync(broker_count(kafka, timeout_s))

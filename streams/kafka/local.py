@@ -35,6 +35,7 @@ from typing import TypeVar
 
 from streams.kafka.admin import broker_count, run_sync
 from streams.kafka.jars import ENV_BOOTSTRAP, BrokerError, ensure_jars
+from streams.kafka.tls import BrokerSecurity, listener_properties, make_security, scram_format_args
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,15 @@ class LocalKafka:
         heap: str = "512m",
         start_timeout: float = 60.0,
         extra_properties: dict[str, str] | None = None,
+        sasl_ssl: bool = False,
+        users: tuple[str, ...] = ("ipr",),
     ) -> None:
+        """``sasl_ssl``: clients connect over SASL_SSL (SCRAM or PLAIN, as ``users``, with a CA
+        and certificate made for the run: ``security``); the broker's own traffic stays on a
+        PLAINTEXT listener of its own."""
+        self.sasl_ssl, self.users = sasl_ssl, users
+        self.security: BrokerSecurity | None = None
+        self._plain_port: int | None = None
         self.partitions = partitions
         self.cache_dir = cache_dir
         self.heap = heap
@@ -141,6 +150,11 @@ class LocalKafka:
     def _start_once(self, java: str, libs: Path) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="ipr-kafka-"))
         self._port, controller_port = _free_port(), _free_port()
+        self._plain_port = _free_port() if self.sasl_ssl else self._port
+        scram: list[str] = []
+        if self.sasl_ssl:
+            self.security = make_security(self.workdir / "tls", self.users)
+            scram = scram_format_args(self.security)
         props = self.workdir / "server.properties"
         props.write_text(self._server_properties(controller_port))
         log4j = self.workdir / "log4j.properties"
@@ -149,7 +163,7 @@ class LocalKafka:
         jvm = [java, f"-Dlog4j.configuration=file:{log4j}", "-Djava.awt.headless=true"]
         fmt = subprocess.run(
             [*jvm, "-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", classpath,
-             "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
+             "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props), *scram],
             capture_output=True, text=True, check=False,
         )
         if fmt.returncode != 0:
@@ -172,13 +186,7 @@ class LocalKafka:
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-            "listeners": (
-                f"PLAINTEXT://127.0.0.1:{self._port},CONTROLLER://127.0.0.1:{controller_port}"
-            ),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self._port}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            **self._listeners(controller_port),
             "log.dirs": str(self.workdir / "data"),
             "num.partitions": str(self.partitions),
             "default.replication.factor": "1",
@@ -195,6 +203,23 @@ class LocalKafka:
         }
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
+    def _listeners(self, controller_port: int) -> dict[str, str]:
+        plain = f"PLAINTEXT://127.0.0.1:{self._plain_port}"
+        out = {
+            "listeners": f"{plain},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": plain,
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        }
+        if self.security is not None:
+            client = f"CLIENT://127.0.0.1:{self._port}"
+            out["listeners"] += f",{client}"
+            out["advertised.listeners"] += f",{client}"
+            out["listener.security.protocol.map"] += ",CLIENT:SASL_SSL"
+            out.update(listener_properties(self.security, "client"))
+        return out
+
     def _wait_ready(self) -> None:
         assert self.process is not None and self._port is not None
         deadline = time.monotonic() + self.start_timeout
@@ -206,7 +231,8 @@ class LocalKafka:
                 )
             if _port_open(self._port):
                 try:
-                    if run_sync(asyncio.wait_for(broker_count(self.bootstrap), 10)) > 0:
+                    plain = f"127.0.0.1:{self._plain_port}"
+                    if run_sync(asyncio.wait_for(broker_count(plain), 10)) > 0:
                         return
                 except Exception as exc:  # noqa: BLE001 - not ready yet; retried until the deadline
                     log.debug("local Kafka not ready: %r", exc)
@@ -282,28 +308,32 @@ def run_forever(
     state_file: Path | str,
     *,
     partitions: int = 4,
-    on_ready: Callable[[str], None] | None = None,
+    sasl_ssl: bool = False,
+    on_ready: Callable[[LocalKafka], None] | None = None,
 ) -> None:
     """Run a LocalKafka in the foreground until SIGTERM/SIGINT (`ipr broker start`).
 
-    While it runs, `state_file` holds JSON {"bootstrap", "pid", "broker_pid", "workdir"}; it is
-    removed on exit. Raises BrokerError if the broker dies on its own.
+    While it runs, `state_file` holds JSON {"bootstrap", "pid", "broker_pid", "workdir"} (and,
+    with ``sasl_ssl``, "client_env": a client's IPR_KAFKA_* variables); it is removed on exit.
+    Raises BrokerError if the broker dies on its own.
     """
     state_file = Path(state_file)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    kafka = LocalKafka(partitions=partitions)
+    kafka = LocalKafka(partitions=partitions, sasl_ssl=sasl_ssl)
     try:
         kafka.start()
         assert kafka.process is not None
         state = {"bootstrap": kafka.bootstrap, "pid": os.getpid(),
                  "broker_pid": kafka.process.pid, "workdir": str(kafka.workdir)}
+        if kafka.security is not None:
+            state["client_env"] = kafka.security.client_env(kafka.bootstrap, kafka.users[0])
         state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = state_file.with_name(state_file.name + ".tmp")
         tmp.write_text(json.dumps(state) + "\n")
         tmp.replace(state_file)
         if on_ready is not None:
-            on_ready(kafka.bootstrap)
+            on_ready(kafka)
         while not stop.wait(0.5):
             if kafka.process.poll() is not None:
                 raise BrokerError(

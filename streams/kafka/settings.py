@@ -9,7 +9,10 @@ explicitly instead.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import (
@@ -34,6 +37,35 @@ class KafkaSettings(BaseSettings):
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092", validation_alias=_env("kafka_bootstrap"),
         description="Kafka bootstrap servers (IPR_KAFKA_BOOTSTRAP)",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", validation_alias=_env("kafka_security_protocol"),
+        description="how every client connects (IPR_KAFKA_SECURITY_PROTOCOL)",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", validation_alias=_env("kafka_sasl_mechanism"),
+        description="with SASL_*: the mechanism (IPR_KAFKA_SASL_MECHANISM)",
+    )
+    kafka_sasl_username: str | None = Field(
+        None, validation_alias=_env("kafka_sasl_username"),
+        description="with SASL_* (IPR_KAFKA_SASL_USERNAME)",
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        None, validation_alias=_env("kafka_sasl_password"),
+        description="with SASL_* (IPR_KAFKA_SASL_PASSWORD)",
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None, validation_alias=_env("kafka_ssl_cafile"),
+        description="with SSL or SASL_SSL: the CA bundle that signed the brokers' certificates; "
+        "default: the system's (IPR_KAFKA_SSL_CAFILE)",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, validation_alias=_env("kafka_ssl_certfile"),
+        description="a client certificate, for brokers that require one (IPR_KAFKA_SSL_CERTFILE)",
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        None, validation_alias=_env("kafka_ssl_keyfile"),
+        description="the client certificate's key (IPR_KAFKA_SSL_KEYFILE)",
     )
     topic_partitions: int = Field(
         4, ge=1, validation_alias=_env("topic_partitions"),
@@ -69,3 +101,17 @@ class KafkaSettings(BaseSettings):
         validation_alias=_env("control"),
         description="IPR_CONTROL",
     )
+
+    @model_validator(mode="after")
+    def _credentials_fit_the_protocol(self) -> Self:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and (not self.kafka_sasl_username or self.kafka_sasl_password is None):
+            raise ValueError(f"IPR_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                             "IPR_KAFKA_SASL_USERNAME and IPR_KAFKA_SASL_PASSWORD")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("IPR_KAFKA_SSL_CERTFILE and IPR_KAFKA_SSL_KEYFILE go together")
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"IPR_{name.upper()}: no file at {path}")
+        return self

@@ -10,6 +10,7 @@ import faust
 from aiohttp.web import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.kafka.clients import faust_config
 from streams.router.agent import Router
 from streams.router.settings import RouterSettings
 
@@ -18,7 +19,7 @@ def create_app(settings: RouterSettings) -> tuple[faust.App, Router]:
     """The service's Faust app, and the :class:`Router` whose agent and tasks it runs."""
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        **faust_config(settings),
         datadir=str(settings.data_dir),
         store="memory://",
         topic_partitions=settings.topic_partitions,

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.kafka.clients import aiokafka_config
 from streams.kafka.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def latest_per_key(messages: Iterable[Any]) -> list[Any]:
 async def read_control(settings: KafkaSettings) -> AsyncIterator[Any]:
     """Yield the latest of each key in the control topic's history, then every new message."""
     consumer = AIOKafkaConsumer(
-        settings.control, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+        settings.control, **aiokafka_config(settings), group_id=None,
         auto_offset_reset="earliest", enable_auto_commit=False,
     )
     await consumer.start()

@@ -27,6 +27,7 @@ from schemas import (
 from schemas import limits as L
 from schemas.topics import ROUTED_PREFIX, health_key, model_topic
 from streams.health import ErrorStreak
+from streams.kafka.clients import aiokafka_config
 from streams.worker.backends.base import Backend, Completion
 from streams.worker.dedupe import Answered
 from streams.worker.offsets import PartitionOffsets
@@ -81,7 +82,7 @@ class ModelLoop:
         # A full loop stops polling until one call finishes; let that take a whole retry cycle.
         call_s = s.timeout_s * (s.max_retries + 1) + 30.0 * s.max_retries
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.worker.bootstrap,
+            **aiokafka_config(self.settings),
             group_id=self.group,
             client_id=f"ipr-worker-{self.topic[len(ROUTED_PREFIX):]}"[:200],
             enable_auto_commit=False,

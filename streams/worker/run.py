@@ -117,17 +117,18 @@ async def serve(
     stop_event: asyncio.Event | None = None,
 ) -> dict[str, dict[str, int]]:
     """Build the backends, create missing topics (best effort) and run until `stop_event`."""
-    from streams.kafka.admin import create_topics
+    from streams.kafka.admin import broker_count, create_topics
 
     models, factory, cleanup = build_backends(settings, models, backend, dataset, artifacts)
     stop_event = stop_event or asyncio.Event()
     try:
         worker = Worker(settings, models, factory)
+        await broker_count(settings, 20.0)  # one line now, rather than consumers retrying forever
         topics = [model_topic(m) for m in models]
         topics += [settings.responses, settings.feedback, settings.prompts_dlq]
         try:
             await asyncio.wait_for(
-                create_topics(settings.kafka_bootstrap, topics, settings.topic_partitions), 60
+                create_topics(settings, topics, settings.topic_partitions), 60
             )
         except Exception as exc:  # noqa: BLE001 - no admin rights, or the cluster makes them
             log.warning("could not create topics (%s: %s); continuing", type(exc).__name__, exc)

@@ -44,6 +44,7 @@ from aiokafka import AIOKafkaProducer
 
 from schemas import limits as L
 from schemas.topics import model_topic
+from streams.kafka.clients import aiokafka_config
 from streams.worker.backends.base import Backend
 from streams.worker.model_loop import ModelLoop
 from streams.worker.settings import WorkerSettings
@@ -70,8 +71,6 @@ class Worker:
         settings: WorkerSettings,
         models: Iterable[str],
         backend_factory: BackendFactory,
-        *,
-        bootstrap: str | None = None,
     ) -> None:
         models = list(dict.fromkeys(models))
         if not models:
@@ -84,7 +83,6 @@ class Worker:
                     f"models {other!r} and {m!r} share topic {model_topic(m)!r}; serve one of them"
                 )
         self.settings = settings
-        self.bootstrap = bootstrap or settings.kafka_bootstrap
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"[: L.MAX_LABEL_CHARS]
         self.producer: AIOKafkaProducer | None = None  # type: ignore[assignment]
         self._loops = {m: ModelLoop(self, m, backend_factory(m)) for m in models}
@@ -114,7 +112,7 @@ class Worker:
         self._started = True
         self._stopping = asyncio.Event()
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+            **aiokafka_config(self.settings),
             client_id="ipr-worker",
             acks="all",
             enable_idempotence=True,
@@ -132,8 +130,8 @@ class Worker:
             for loop in self._loops.values()
         ]
         for loop in self._loops.values():
-            log.warning("worker: consuming %s from %s as group %s", loop.topic, self.bootstrap,
-                        loop.group)
+            log.warning("worker: consuming %s from %s as group %s", loop.topic,
+                        self.settings.kafka_bootstrap, loop.group)
 
     async def stop(self) -> None:
         """Stop consuming, drain and commit the calls in flight, close everything."""

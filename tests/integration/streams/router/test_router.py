@@ -58,6 +58,9 @@ def good_events(texts: list[str], run: str, n: int) -> list[tuple[bytes, bytes]]
     return out
 
 
+SECRET = "a user's private prompt, never to be logged"
+
+
 def bad_events(run: str, n: int) -> tuple[list[tuple[bytes, bytes]], dict[str, str]]:
     """``n`` malformed events of six kinds; returns them and the expected error kind per id."""
     makers = [
@@ -69,6 +72,10 @@ def bad_events(run: str, n: int) -> tuple[list[tuple[bytes, bytes]], dict[str, s
             {"prompt_id": pid, "text": "hi", "allowed_models": ["no-such-model"]}
         ), "unknown_model"),
         (lambda pid: orjson.dumps({"prompt_id": pid, "text": "hi", "colour": "red"}), "validation"),
+        (lambda pid: orjson.dumps({"prompt_id": pid, "text": SECRET, "tolerance": "0.5"}),
+         "validation"),  # numbers must be numbers
+        (lambda pid: orjson.dumps({"prompt_id": pid, "text": SECRET}).replace(
+            b"}", b', "metadata": {"k": ' + b"[" * 300 + b"]" * 300 + b"}}"), "too_deep"),
     ]
     events, expected = [], {}
     for i in range(n):
@@ -76,6 +83,9 @@ def bad_events(run: str, n: int) -> tuple[list[tuple[bytes, bytes]], dict[str, s
         make, kind = makers[i % len(makers)]
         events.append((pid.encode(), make(pid)))
         expected[pid] = kind
+    pid = f"{run}:bad-key"  # a key other than its prompt_id
+    events.append((f"{run}:other".encode(), orjson.dumps({"prompt_id": pid, "text": SECRET})))
+    expected[f"{run}:other"] = "key_mismatch"
     return events, expected
 
 
@@ -161,7 +171,7 @@ def test_every_valid_prompt_routed_every_bad_one_dead_lettered(
     router = start_router("router", small_artifacts, kafka_bootstrap, unique, tmp_path)
     try:
         got = asyncio.run(stream_and_collect(
-            kafka_bootstrap, settings, run, interleave(good, bad), model_topics, 1000
+            kafka_bootstrap, settings, run, interleave(good, bad), model_topics, 1001
         ))
         assert router.alive(), router.log_tail()
         # Every batch is acknowledged once delivered, so the group's commits reach the end.
@@ -177,6 +187,11 @@ def test_every_valid_prompt_routed_every_bad_one_dead_lettered(
     assert got.routed_dupes == 0
     assert {pid: d.error_kind for pid, d in got.dead.items()} == expected_kind
     assert all(d.source_topic == settings.prompts_in and d.error for d in got.dead.values())
+    # Each dead letter is logged by its key and kind, never its text; the log is plain text.
+    log = router.log_tail(1_000_000)
+    assert all(f"dead letter {kind}: key {key} at " in log for key, kind in expected_kind.items())
+    assert SECRET not in log and "\x1b" not in log
+    assert f"router: consuming {settings.prompts_in} from {kafka_bootstrap} as group " in log
 
     # The right topic: each prompt's model is the rule's choice on the scores it carries, and
     # those scores are the ones the scorer gives in this process.

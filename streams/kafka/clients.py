@@ -1,0 +1,72 @@
+"""The one place that turns :class:`KafkaSettings` into client configuration: aiokafka's keyword
+arguments (producers, consumers, the admin client) and Faust's broker and credentials. Nothing
+else reads the connection settings.
+
+A plain ``"host:port"`` string stands for a PLAINTEXT connection (the local dev broker, tests).
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from streams.kafka.settings import KafkaSettings
+
+Kafka = KafkaSettings | str
+
+
+def bootstrap_of(kafka: Kafka) -> str:
+    return kafka if isinstance(kafka, str) else kafka.kafka_bootstrap
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """The TLS context of SSL and SASL_SSL connections (verifying the brokers' certificates and
+    host names), else None."""
+    if kafka.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    ctx = ssl.create_default_context(
+        cafile=None if kafka.kafka_ssl_cafile is None else str(kafka.kafka_ssl_cafile)
+    )
+    if kafka.kafka_ssl_certfile is not None:
+        ctx.load_cert_chain(str(kafka.kafka_ssl_certfile), str(kafka.kafka_ssl_keyfile))
+    return ctx
+
+
+def aiokafka_config(kafka: Kafka) -> dict[str, Any]:
+    """Keyword arguments for AIOKafkaProducer, AIOKafkaConsumer and AIOKafkaAdminClient."""
+    if isinstance(kafka, str):
+        return {"bootstrap_servers": kafka}
+    cfg: dict[str, Any] = {
+        "bootstrap_servers": kafka.kafka_bootstrap,
+        "security_protocol": kafka.kafka_security_protocol,
+    }
+    ctx = ssl_context(kafka)
+    if ctx is not None:
+        cfg["ssl_context"] = ctx
+    if kafka.kafka_security_protocol.startswith("SASL_"):
+        assert kafka.kafka_sasl_password is not None  # the settings' validator checks it
+        cfg.update(
+            sasl_mechanism=kafka.kafka_sasl_mechanism,
+            sasl_plain_username=kafka.kafka_sasl_username,
+            sasl_plain_password=kafka.kafka_sasl_password.get_secret_value(),
+        )
+    return cfg
+
+
+def faust_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """``broker`` and ``broker_credentials`` for ``faust.App``."""
+    import faust
+
+    brokers = [f"kafka://{host.strip()}" for host in kafka.kafka_bootstrap.split(",")]
+    ctx = ssl_context(kafka)
+    credentials = None
+    if kafka.kafka_security_protocol.startswith("SASL_"):
+        assert kafka.kafka_sasl_password is not None
+        credentials = faust.SASLCredentials(
+            username=kafka.kafka_sasl_username,
+            password=kafka.kafka_sasl_password.get_secret_value(),
+            ssl_context=ctx, mechanism=kafka.kafka_sasl_mechanism,
+        )
+    elif ctx is not None:
+        credentials = faust.SSLCredentials(ctx)
+    return {"broker": brokers, "broker_credentials": credentials}

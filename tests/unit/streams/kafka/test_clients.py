@@ -1,0 +1,61 @@
+"""Client configuration comes from one place, and settings that cannot work are refused."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+from pydantic import ValidationError
+
+from streams.kafka.clients import aiokafka_config, faust_config
+from streams.kafka.settings import KafkaSettings
+
+
+def test_plaintext_is_the_bootstrap_only():
+    assert aiokafka_config("h:1") == {"bootstrap_servers": "h:1"}
+    cfg = aiokafka_config(KafkaSettings(kafka_bootstrap="a:1,b:2"))
+    assert cfg == {"bootstrap_servers": "a:1,b:2", "security_protocol": "PLAINTEXT"}
+    faust = faust_config(KafkaSettings(kafka_bootstrap="a:1, b:2"))
+    assert faust == {"broker": ["kafka://a:1", "kafka://b:2"], "broker_credentials": None}
+
+
+def test_sasl_ssl_carries_the_mechanism_the_credentials_and_a_verifying_context():
+    s = KafkaSettings(kafka_bootstrap="h:1", kafka_security_protocol="SASL_SSL",
+                      kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="u",
+                      kafka_sasl_password="s3cret-pw")
+    cfg = aiokafka_config(s)
+    assert (cfg["security_protocol"], cfg["sasl_mechanism"]) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert (cfg["sasl_plain_username"], cfg["sasl_plain_password"]) == ("u", "s3cret-pw")
+    ctx = cfg["ssl_context"]
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    creds = faust_config(s)["broker_credentials"]
+    assert creds.username == "u" and creds.mechanism.value == "SCRAM-SHA-512"
+    assert creds.protocol.value == "SASL_SSL"
+    assert "s3cret-pw" not in repr(s) + str(s)  # the password is a secret
+
+
+def test_sasl_plaintext_has_no_tls():
+    s = KafkaSettings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="u",
+                      kafka_sasl_password="p")
+    assert "ssl_context" not in aiokafka_config(s)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"kafka_security_protocol": "SASL_SSL"}, "needs IPR_KAFKA_SASL_USERNAME and"),
+    ({"kafka_security_protocol": "TLS"}, "Input should be 'PLAINTEXT', 'SSL'"),
+    ({"kafka_ssl_cafile": "/no/such/ca.pem"}, "IPR_KAFKA_SSL_CAFILE: no file at /no/such/ca.pem"),
+    ({"kafka_ssl_certfile": __file__}, "IPR_KAFKA_SSL_CERTFILE and IPR_KAFKA_SSL_KEYFILE go"),
+    ({"kafka_sasl_mechanism": "GSSAPI"}, "Input should be 'PLAIN', 'SCRAM-SHA-256'"),
+])
+def test_settings_that_cannot_connect_are_refused_with_what_is_missing(kw, message):
+    with pytest.raises(ValidationError, match=message):
+        KafkaSettings(**kw)
+
+
+def test_unprefixed_variables_are_not_read(monkeypatch):
+    monkeypatch.setenv("CONTROL", "oops")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "oops:1")
+    s = KafkaSettings()
+    assert (s.control, s.kafka_bootstrap) == ("router.control", "127.0.0.1:9092")
+    monkeypatch.setenv("IPR_CONTROL", "mine")
+    assert KafkaSettings().control == "mine"

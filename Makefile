@@ -32,7 +32,7 @@ demo-offline: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(VENV)/bin/ipr evaluate --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval \
 		--json build/eval-zeroeval.json --plot build/eval-zeroeval.png
 
-# Routing quality on every shipped dataset (README "Routing quality").
+# Routing quality on every shipped dataset (docs/measurements.md, "Routing quality").
 evaluate: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(VENV)/bin/ipr evaluate --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval \
 		--json build/eval-zeroeval.json --plot build/eval-zeroeval.png

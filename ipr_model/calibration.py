@@ -3,7 +3,7 @@
 ``fit_calibration`` chooses the form from the recorded quality: Platt scaling (two parameters, the
 logistic link of a binary outcome) when every label is 0 or 1, a centred isotonic fit when quality
 is graded (task scores whose shape a logistic curve need not follow). Cross-validated over every
-prompt, Platt scaling raised ARQGC on both binary datasets (README "Routing quality"); on the
+prompt, Platt scaling raised ARQGC on both binary datasets (docs/estimator-choice.md); on the
 graded one the two tied. Fitted on out-of-sample predictions (data the adapter part did not train
 on; see adapters.py) and applied at serving time with ``np.interp``, so it needs numpy only.
 ``Calibration.kind`` records which fit made it. ``shrink`` pulls a

@@ -11,8 +11,8 @@ traffic back as its old labels fade). A prompt with no labelled prompt within ``
 its estimate; one among labels that agree with the estimator keeps it too; one among labels that
 contradict it moves toward them, half way once the labels near it weigh ``strength`` (an exact
 repeat of a labelled prompt weighs 1). So a model that fails one task loses that task's traffic
-and keeps the rest (README, "The feedback loop"), which a refitted calibration (one curve for every
-prompt) cannot do. Stored as ``models/<id>/feedback.npz``; numpy only.
+and keeps the rest (docs/measurements.md, "The feedback loop"), which a refitted calibration
+(one curve for every prompt) cannot do. Stored as ``models/<id>/feedback.npz``; numpy only.
 """
 
 from __future__ import annotations

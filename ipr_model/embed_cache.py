@@ -1,7 +1,7 @@
 """On-disk embedding cache, so a second training run re-encodes nothing.
 
 Keyed by (encoder key, sha256 of the text). One sqlite file per encoder key under the cache root
-(``$IPR_CACHE_DIR``, else ``~/.cache/ipr-router/embeddings``), with one table::
+(``embeddings/`` in :func:`ipr_model.cache.cache_dir`), with one table::
 
     embeddings(text_sha256 BLOB PRIMARY KEY, vector BLOB)   -- vector: float32 bytes, dim values
 
@@ -13,7 +13,6 @@ not stored (prompt text is user data), only their hashes.
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ipr_model.cache import cache_dir
 from ipr_model.errors import ArtifactError
 from ipr_model.texts import text_digest
 
@@ -35,8 +35,7 @@ class Encoder(Protocol):
 
 
 def default_root() -> Path:
-    env = os.environ.get("IPR_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "ipr-router" / "embeddings"
+    return cache_dir() / "embeddings"
 
 
 def encoder_key(encoder_dir: Path, max_length: int, tail_tokens: int = 0) -> str:

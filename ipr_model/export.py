@@ -17,8 +17,8 @@ mean-pooled over the attention mask, L2-normalised. ``layers`` pools several hid
 (``ipr train --layers 2,4,6``): each listed layer is pooled and normalised so, and the parts are
 concatenated and scaled to unit norm (``dim`` = hidden size x #layers). Intermediate layers keep
 the form of a prompt that the last layer, trained for semantic similarity, discards; measured with
-5-fold cross-validation on the shared datasets they did not route reliably better (README, "The
-estimators and the artifact"), so the default stays the sentence embedding.
+5-fold cross-validation on the shipped datasets they did not route reliably better
+(docs/estimator-choice.md), so the default stays the sentence embedding.
 
 Truncation is explicit: a text is cut to ``max_length`` tokens, special tokens included (default
 256, all-MiniLM-L6-v2's ``max_seq_length``), keeping the head of the prompt; the rest is ignored.
@@ -375,7 +375,7 @@ def cached_export(
     import shutil
     import tempfile
 
-    from ipr_model.embed_cache import default_root
+    from ipr_model.cache import cache_dir
 
     src = Path(source) if source is not None else default_source()
     spec = f"{sha256_file(_weights_file(src))}:{max_length}"
@@ -386,7 +386,7 @@ def cached_export(
     if tail_tokens:
         spec += f":tail={tail_tokens}"
     key = hashlib.sha256(spec.encode()).hexdigest()
-    target = default_root().parent / "encoders" / key[:16]
+    target = cache_dir() / "encoders" / key[:16]
     if (target / "encoder.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

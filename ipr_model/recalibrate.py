@@ -10,7 +10,8 @@ Refitting the adapters and the calibration was this module's first design (the M
 toward the labels, the ridge head refitted, the calibration refitted with pseudo-labels from the
 old one): it recovered the degraded task as fast, but the refitted calibration moved every prompt,
 so the model lost its other tasks too (``make drift``: cruxeval 0.20 -> 0.00 and math 0.33 -> 0.00
-of its traffic when it failed gsm8k; with corrections they keep theirs, README "The feedback loop").
+of its traffic when it failed gsm8k; with corrections they keep theirs: docs/measurements.md,
+"The feedback loop").
 
 A guardrail scores the candidate and the uncorrected card on a held-out share of the labels the
 candidate did not see (Brier score): the correction must help where it was not fitted, or the

@@ -23,6 +23,7 @@ prompt id).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -33,6 +34,7 @@ import numpy as np
 from prometheus_client import Counter
 
 from ipr_model.artifacts import read_manifest
+from ipr_model.errors import ArtifactError
 from schemas import (
     DeadLetter,
     ModelUpdate,
@@ -44,6 +46,7 @@ from schemas import (
 )
 from schemas.topics import CONTROL_KEY
 from schemas.vectors import unpack
+from streams.control import read_control
 from streams.feedback.labels import due, judge
 from streams.feedback.settings import FeedbackSettings
 from streams.kafka.clients import faust_config
@@ -80,12 +83,29 @@ class Feedback:
                 for t in (self.decision_log, self.labels, self.pending)]
 
     async def load_current(self) -> None:
+        """Start from ``--artifacts``, then from the latest version announced on the control
+        topic (a restart must not drop the corrections published since), when it is readable."""
         m = read_manifest(self.settings.artifacts)
         self.root, self.models, self.version = m.root, frozenset(m.models), m.version
+        latest = await self.latest_announced()
+        if latest is not None and latest.version != m.version:
+            try:
+                m = read_manifest(latest.location)
+                self.root, self.models, self.version = m.root, frozenset(m.models), m.version
+            except ArtifactError as e:
+                log.error("the latest announced version %s cannot be read (%s); starting from "
+                          "%s", latest.version, e, self.version)
         s = self.settings
         log.warning("feedback: consuming %s and %s from %s as group %s; artifacts %s "
                     "(%d models)", s.decisions, s.feedback, s.kafka_bootstrap, s.app_id,
                     m.version, len(m.models))
+
+    async def latest_announced(self) -> ModelUpdate | None:
+        async for msg in read_control(self.settings, follow=False):
+            if msg.key == CONTROL_KEY.encode():
+                with contextlib.suppress(SchemaError):
+                    return decode(ModelUpdate, msg.value)
+        return None
 
     async def remember_decisions(self, stream) -> None:
         seen = 0

@@ -37,15 +37,18 @@ async def create_topics(
     kafka: Kafka,
     names: Iterable[str],
     partitions: int = 4,
-    replication: int = 1,
+    replication: int | None = None,
     timeout: float = 30.0,
     configs: dict[str, str] | None = None,
 ) -> None:
-    """Create the topics that do not exist yet and wait until every partition has a leader."""
+    """Create the topics that do not exist yet and wait until every partition has a leader.
+    ``replication``: default the settings' ``topic_replication`` (1 for a bare address)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError, for_code
 
     names = list(names)
+    if replication is None:
+        replication = 1 if isinstance(kafka, str) else kafka.topic_replication
     admin = AIOKafkaAdminClient(**aiokafka_config(kafka))
     await admin.start()
     try:

@@ -6,18 +6,18 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
-import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+from ipr_model.cache import cache_dir as ipr_cache_dir
 
 log = logging.getLogger(__name__)
 
 KAFKA_VERSION = "3.9.1"  # keep in step with streams/kafka/pom.xml
 POM = Path(__file__).parent / "pom.xml"
 ENV_BOOTSTRAP = "IPR_KAFKA_BOOTSTRAP"
-ENV_CACHE_DIR = "IPR_CACHE_DIR"
 _MARKER = ".complete"
 
 
@@ -26,17 +26,13 @@ class BrokerError(RuntimeError):
 
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "ipr-router")
-
-
 def ensure_jars(cache_dir: Path | str | None = None) -> Path:
     """The directory holding Kafka's runtime jars, downloading them with Maven the first time.
 
     Maven writes into a temporary directory that is renamed into place, then a marker holding the
     pom's sha256 is written: a half download is never used, and a changed pom downloads again.
     """
-    home = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    home = Path(cache_dir) if cache_dir is not None else ipr_cache_dir()
     root = home / f"kafka-{KAFKA_VERSION}"
     libs, marker = root / "libs", root / _MARKER
     pom_sha = hashlib.sha256(POM.read_bytes()).hexdigest()

@@ -71,6 +71,11 @@ class KafkaSettings(BaseSettings):
         4, ge=1, validation_alias=_env("topic_partitions"),
         description="partitions of the topics the project creates (IPR_TOPIC_PARTITIONS)",
     )
+    topic_replication: int = Field(
+        1, ge=1, validation_alias=_env("topic_replication"),
+        description="replication factor of the topics the project creates "
+        "(IPR_TOPIC_REPLICATION; 3 on a production cluster)",
+    )
     prompts_in: str = Field(
         PROMPTS_IN,
         validation_alias=_env("prompts_in"),

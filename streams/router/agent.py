@@ -22,9 +22,9 @@ import faust
 
 from schemas import ModelHealth, ModelUpdate, SchemaError, decode, encode
 from schemas.topics import is_health_key
+from streams.control import read_control
 from streams.health import HealthBoard
 from streams.router import metrics
-from streams.router.control import read_control
 from streams.router.routing import BatchResult, Record, route_records
 from streams.router.scorers import ScorerHolder
 from streams.router.settings import RouterSettings

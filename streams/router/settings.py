@@ -31,7 +31,7 @@ class RouterSettings(KafkaSettings):
         description="margin of the dynamic_max variant (IPR_ROUTER_DELTA)",
     )
     # Small batches, short wait: the encoder runs per text, so a bigger batch gains little
-    # throughput and makes its first prompt wait for the last (make bench, README "Speed").
+    # throughput and makes its first prompt wait for the last (docs/measurements.md, "Speed").
     batch_size: int = Field(
         4,
         ge=1,

@@ -68,3 +68,12 @@ def test_the_checks_see_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from streams.harness import demo\n")
     assert "streams.harness" in imported(bad)
+
+
+def test_nothing_refers_to_a_folder_beside_the_repository() -> None:
+    """A fresh clone runs on its own: no file reads the datasets (or anything) from beside it."""
+    beside = "../" + "shared"
+    files = [p for p in ROOT.rglob("*") if p.is_file() and p.suffix in
+             {".py", ".md", ".toml", ".yaml", ".yml", ".txt", ".cfg", ""}
+             and not {".git", ".venv", "build", "artifacts"} & set(p.relative_to(ROOT).parts)]
+    assert not [str(p.relative_to(ROOT)) for p in files if beside in p.read_text(errors="ignore")]

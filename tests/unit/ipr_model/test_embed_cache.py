@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,10 +80,15 @@ def test_no_cache_encodes_everything(tmp_path):
     assert out.shape == (3, 8) and enc.calls == [TEXTS[:3]]
 
 
-def test_default_root_from_env(tmp_path, monkeypatch):
+def test_every_cache_lives_inside_the_cache_dir(tmp_path, monkeypatch):
+    from ipr_model.cache import cache_dir
+
     monkeypatch.setenv("IPR_CACHE_DIR", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
     cache = EmbeddingCache("abc")
-    assert cache.path == tmp_path / "c" / "abc.sqlite"
+    assert cache.path == tmp_path / "c" / "embeddings" / "abc.sqlite"
+    monkeypatch.delenv("IPR_CACHE_DIR")
+    assert cache_dir() == Path.home() / ".cache" / "ipr-router"
 
 
 def test_encoder_key_depends_on_files_and_max_length(tmp_path):

@@ -134,6 +134,20 @@ def test_labels_recalibrate_and_bad_labels_are_dead_lettered(
     assert new.manifest.sha256 == update.sha256 and new.version != scorer.version
     probe = [test.prompts[i] for i in idx[45:60]]  # labels never seen for these
     assert new.score(probe).quality[:, j].mean() < scorer.score(probe).quality[:, j].mean() - 0.1
+    assert_restart_resumes_from(update.version, small_artifacts, env, tmp_path)
+
+
+def assert_restart_resumes_from(version: str, artifacts, env: dict, tmp_path) -> None:
+    """A restarted service resumes from the version it announced, not from --artifacts."""
+    again = Service("feedback-again", ["feedback", "--artifacts", str(artifacts)], env, tmp_path)
+    try:
+        deadline = time.monotonic() + 90
+        while "feedback: consuming" not in again.log_tail():
+            assert again.alive() and time.monotonic() < deadline, again.log_tail()
+            time.sleep(0.3)
+    finally:
+        again.stop()
+    assert f"; artifacts {version} (" in again.log_tail()
 
 
 def test_a_failed_recalibration_is_logged_counted_and_the_service_goes_on(

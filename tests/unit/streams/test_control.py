@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.router.control import latest_per_key
+from streams.control import latest_per_key
 
 
 @dataclass

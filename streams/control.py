@@ -1,8 +1,9 @@
-"""Reading ``router.control`` from a router: its history once, then every new message.
+"""Reading ``router.control``: its history once, then every new message.
 
 A router that starts applies only the latest message of each key (the latest announced artifact
 version, each model's latest health report), not every version in the topic's history: loading
-a version takes seconds, and an old one may be gone from disk.
+a version takes seconds, and an old one may be gone from disk. A feedback service that starts
+resumes from the latest version announced.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ def latest_per_key(messages: Iterable[Any]) -> list[Any]:
     return sorted(latest.values(), key=lambda m: (m.partition, m.offset))
 
 
-async def read_control(settings: KafkaSettings) -> AsyncIterator[Any]:
-    """Yield the latest of each key in the control topic's history, then every new message."""
+async def read_control(settings: KafkaSettings, follow: bool = True) -> AsyncIterator[Any]:
+    """Yield the latest of each key in the control topic's history, then (``follow``) every new
+    message."""
     consumer = AIOKafkaConsumer(
         settings.control, **aiokafka_config(settings), group_id=None,
         auto_offset_reset="earliest", enable_auto_commit=False,
@@ -41,8 +43,9 @@ async def read_control(settings: KafkaSettings) -> AsyncIterator[Any]:
         partitions = await _assigned(consumer, settings.control)
         for msg in latest_per_key(await _read_to_end(consumer, partitions)):
             yield msg
-        async for msg in consumer:
-            yield msg
+        if follow:
+            async for msg in consumer:
+                yield msg
     finally:
         await consumer.stop()
 

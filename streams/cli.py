@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -43,14 +42,6 @@ broker_app = typer.Typer(
     no_args_is_help=True, help="A local Apache Kafka broker (KRaft, no Docker)."
 )
 app.add_typer(broker_app, name="broker")
-
-
-def stop_on_sigterm() -> None:
-    """Turn SIGTERM into SystemExit, so the ``finally`` that stops the broker and the services a
-    command started also runs when it is terminated (e.g. by ``timeout`` or a supervisor)."""
-    import signal
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 @broker_app.command("start")
@@ -213,6 +204,7 @@ def demo(
 report."""
     from ipr_model.rule import check_tolerance
     from streams.harness.demo import run_demo
+    from streams.harness.processes import stop_on_sigterm
 
     check_tolerance(tolerance)
     stop_on_sigterm()
@@ -244,6 +236,7 @@ def drift(
 ) -> None:
     """The drift scenario: a model degrades on a task; the loop on vs off (build/drift.json)."""
     from streams.harness.drift import run_drift
+    from streams.harness.processes import stop_on_sigterm
 
     stop_on_sigterm()
     r = run_drift(artifacts, _dataset(dataset), rounds=rounds, min_labels=min_labels)

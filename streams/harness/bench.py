@@ -308,7 +308,7 @@ def main() -> None:
                     help="end-to-end runs, each between two limit runs (the median is reported)")
     ap.add_argument("--json", type=Path, default=Path("build/bench.json"))
     args = ap.parse_args()
-    from ipr_model.cli import stop_on_sigterm
+    from streams.harness.processes import stop_on_sigterm
 
     stop_on_sigterm()
     report = run_bench(args.artifacts, args.dataset, args.prompts, args.batch_size, args.rounds,

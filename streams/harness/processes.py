@@ -67,3 +67,11 @@ def router_env(
         env["IPR_ROUTER_WEB_PORT"] = str(web_port)
     env.update(extra)
     return env
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so the ``finally`` that stops the broker and the services a
+    command started also runs when it is terminated (e.g. by ``timeout`` or a supervisor)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -17,8 +17,9 @@ A guardrail scores the candidate and the uncorrected card on a held-out share of
 candidate did not see (Brier score): the correction must help where it was not fitted, or the
 current version stays. (The current version's own correction is not the yardstick: it was fitted
 on labels that may be in the held-out share.) Only models whose candidate passed get new files;
-every other file of the artifact keeps its bytes, the manifest names the parent version, and the
-directory is written beside its target and renamed into place.
+every other file of the artifact keeps its bytes (a hard link to the parent's file where the
+filesystem allows: a version costs its changed files, not a copy of the encoder), the manifest
+names the parent version, and the directory is written beside its target and renamed into place.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ipr_model.artifacts import Manifest, read_manifest, write_manifest
+from ipr_model.artifacts import Manifest, model_dir, read_manifest, write_manifest
 from ipr_model.cards import ModelCard, memory_loader
 from ipr_model.corrections import RADIUS, STRENGTH, Correction
 from ipr_model.errors import IprError
@@ -131,10 +132,12 @@ def recalibrate(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        shutil.copytree(
-            root, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("manifest.json")
-        )
+        # Unchanged files are hard links to the current version's (the encoder alone is 57 MB);
+        # a corrected model's folder is written anew, so no shared file is ever written to.
+        shutil.copytree(root, tmp, dirs_exist_ok=True, copy_function=_link_or_copy,
+                        ignore=shutil.ignore_patterns("manifest.json"))
         for card in accepted:
+            shutil.rmtree(tmp / model_dir(card.id))
             card.save(tmp)
         write_manifest(tmp, current.models, current.carried_over(), parent=current.version)
         if out.exists():
@@ -144,3 +147,11 @@ def recalibrate(
         shutil.rmtree(tmp, ignore_errors=True)
     manifest = read_manifest(out)
     return RecalResult(version=manifest.version, location=out, models=results, manifest=manifest)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link where the filesystem allows one (same device), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -47,7 +48,7 @@ from schemas import (
 from schemas.topics import CONTROL_KEY
 from schemas.vectors import unpack
 from streams.control import read_control
-from streams.feedback.labels import due, judge
+from streams.feedback.labels import due, judge, versions_to_remove
 from streams.feedback.settings import FeedbackSettings
 from streams.kafka.clients import faust_config
 
@@ -73,6 +74,7 @@ class Feedback:
         self.models: frozenset[str] = frozenset()
         self.version = ""
         self.last_recal: dict[str, float] = {}  # model -> monotonic time of its last one
+        self.last_publish = float("-inf")  # monotonic time of the last published version
 
     def _raw_topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -152,7 +154,8 @@ class Feedback:
         self.pending[fb.model_id] += 1
         now = time.monotonic()
         since = now - self.last_recal.setdefault(fb.model_id, now)
-        if due(self.pending[fb.model_id], since, s.min_labels, s.recal_interval_s):
+        if due(self.pending[fb.model_id], since, s.min_labels, s.recal_interval_s,
+               now - self.last_publish, s.min_publish_interval_s):
             self.pending[fb.model_id] = 0
             self.last_recal[fb.model_id] = now
             try:
@@ -205,6 +208,20 @@ class Feedback:
             update = ModelUpdate(version=mf.version, location=str(mf.root.resolve()),
                                  sha256=mf.sha256, models=mf.models)
             await self.control.send(key=CONTROL_KEY.encode(), value=encode(update), force=True)
+            self.last_publish = time.monotonic()
+            self.prune_versions(protected={str(mf.root), str(mf.data.get("parent") or "")})
+
+    def prune_versions(self, protected: set[str]) -> None:
+        """Remove the versions beyond ``keep_versions`` that this service wrote (its
+        ``versions_dir``), never the served one nor its parent, whose files it may share."""
+        d = self.settings.versions_dir
+        mine = [(p.stat().st_mtime, str(p)) for p in d.iterdir()
+                if p.is_dir() and not p.name.startswith(".") and (p / "manifest.json").is_file()]
+        by_version = {read_manifest(p, verify=False).version: p for _, p in mine}
+        protected = {by_version.get(v, v) for v in protected}
+        for path in versions_to_remove(mine, self.settings.keep_versions, protected):
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("removed old version %s", path)
 
 
 def create_app(settings: FeedbackSettings) -> tuple[faust.App, Feedback]:

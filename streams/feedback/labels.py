@@ -20,7 +20,19 @@ def judge(fb: QualityFeedback, decision: dict | None, models: frozenset[str],
     return None
 
 
-def due(new_labels: int, since_last_s: float, min_labels: int, interval_s: float) -> bool:
+def due(new_labels: int, since_last_s: float, min_labels: int, interval_s: float,
+        since_publish_s: float = float("inf"), min_publish_s: float = 0.0) -> bool:
     """Recalibrate when ``min_labels`` new labels exist, or when some exist and the last
-    recalibration (or the service's start) is ``interval_s`` old."""
+    recalibration (or the service's start) is ``interval_s`` old; never sooner than
+    ``min_publish_s`` after the last published version (a burst of labels waits, and counts)."""
+    if since_publish_s < min_publish_s:
+        return False
     return new_labels >= min_labels or (new_labels > 0 and since_last_s >= interval_s)
+
+
+def versions_to_remove(versions: list[tuple[float, str]], keep: int,
+                       protected: set[str]) -> list[str]:
+    """Of ``(created_at, path)`` versions, the paths beyond the ``keep`` newest, never one in
+    ``protected`` (the version being served, the one a router may still be loading)."""
+    newest_first = sorted(versions, reverse=True)
+    return [path for _, path in newest_first[max(keep, 0):] if path not in protected]

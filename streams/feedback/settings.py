@@ -60,6 +60,16 @@ class FeedbackSettings(KafkaSettings):
         description="how long after it was produced a label may wait for its decision to be read "
         "before it is dead-lettered as unknown_prompt (IPR_FEEDBACK_LABEL_WAIT_S)",
     )
+    min_publish_interval_s: float = Field(
+        30.0, ge=0,
+        description="publish a new version at most this often; labels arriving sooner wait "
+        "for the next one (IPR_FEEDBACK_MIN_PUBLISH_INTERVAL_S)",
+    )
+    keep_versions: int = Field(
+        5, ge=2,
+        description="versions kept in versions_dir; older ones are removed, never the one "
+        "served or its parent (IPR_FEEDBACK_KEEP_VERSIONS)",
+    )
     metrics_port: int | None = Field(
         None, description="serve Prometheus /metrics on this port (IPR_FEEDBACK_METRICS_PORT)"
     )

@@ -154,7 +154,9 @@ def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tole
                 ["feedback", "--artifacts", str(artifacts), "--min-labels", str(min_labels)],
                 {**env, "IPR_FEEDBACK_APP_ID": f"drift-feedback-{run}",
                  "IPR_FEEDBACK_VERSIONS_DIR": str(versions_dir(run)),
-                 "IPR_FEEDBACK_DATA_DIR": str(log_dir / "faust-feedback")}, log_dir))
+                 "IPR_FEEDBACK_DATA_DIR": str(log_dir / "faust-feedback"),
+                 # the loop's speed in labels: publish as often as the labels allow
+                 "IPR_FEEDBACK_MIN_PUBLISH_INTERVAL_S": "0"}, log_dir))
         router_pid = services[0].proc.pid
         try:
             asyncio.run(wait_until_routing(bootstrap, settings, run, topics))

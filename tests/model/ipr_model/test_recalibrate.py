@@ -4,6 +4,9 @@ keep their files."""
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 
@@ -111,3 +114,21 @@ def test_a_correction_of_another_dimension_is_refused(small_artifacts, tmp_path)
     write_manifest(root, m.models, m.carried_over(), parent=m.version)  # a consistent manifest
     with pytest.raises(ArtifactError, match="feedback.npz has 8-d embeddings"):
         Scorer.load(root)
+
+
+def test_a_new_version_shares_the_unchanged_files_and_never_writes_its_parents(
+    small_artifacts, zeroeval, tmp_path
+):
+    parent = tmp_path / "parent"
+    shutil.copytree(small_artifacts, parent)
+    texts = zeroeval.split("test").prompts[:60]
+    emb = embed(parent / "encoder", texts)
+    res = recalibrate(parent, {MODEL: (emb, np.zeros(60))}, tmp_path / "child")
+    assert res.version
+    child, files = res.location, read_manifest(res.location).data["files"]
+    shared = {f for f in files
+              if (parent / f).exists() and os.path.samefile(parent / f, child / f)}
+    mine = {f for f in files if f.startswith(f"models/{MODEL}/")}
+    assert shared == set(files) - mine  # the encoder, the memory, every other model
+    assert "encoder/model.onnx" in shared and f"models/{MODEL}/adapter.npz" in mine
+    read_manifest(parent)  # every file of the parent still has its bytes (sha256 checked)

@@ -51,6 +51,10 @@ def broker_start(
     partitions: int = 4,
     sasl_ssl: Annotated[bool, typer.Option(
         help="clients connect over SASL_SSL (SCRAM users and a CA made for the run)")] = False,
+    port: Annotated[int | None, typer.Option(help="client port (default: a free one)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        help="keep the broker's data here, to start it again in place (default: a temporary "
+             "folder, removed on stop)")] = None,
 ) -> None:
     """Run a local Kafka in the foreground until Ctrl-C (writes its bootstrap to the state file)."""
     from streams.kafka.local import run_forever
@@ -62,7 +66,8 @@ def broker_start(
             typer.echo("clients: " + " ".join(f"{k}={v}" for k, v in env.items()))
 
     state.parent.mkdir(parents=True, exist_ok=True)
-    run_forever(state, partitions=partitions, sasl_ssl=sasl_ssl, on_ready=ready)
+    run_forever(state, partitions=partitions, sasl_ssl=sasl_ssl, port=port, data_dir=data_dir,
+                on_ready=ready)
 
 
 @broker_app.command("stop")
@@ -171,7 +176,9 @@ def _run_faust(faust_app, settings, topics: list[str], compacted: list[str] = ()
                                configs={"cleanup.policy": "compact"})
     except KafkaAdminError as e:
         raise UserError(str(e)) from None
-    worker = Worker(faust_app, loglevel="WARNING", quiet=True, logging_config=PLAIN_LOGGING)
+    # redirect_stdouts off: Faust would log whatever is printed (a traceback) a character a line
+    worker = Worker(faust_app, loglevel="WARNING", quiet=True, logging_config=PLAIN_LOGGING,
+                    redirect_stdouts=False)
     worker.spinner = None  # it writes terminal escapes even when stdout is a file
     worker.execute_from_commandline()
 

@@ -158,3 +158,19 @@ def restamp(events: list[tuple[bytes, bytes]]):
         v = orjson.loads(value)
         v["sent_at"] = time.time()
         yield key, orjson.dumps(v)
+
+
+async def count_records(kafka: Kafka, topic: str, at_least: int, timeout: float) -> int:
+    """How many records ``topic`` holds, read until ``at_least`` or the timeout."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, **aiokafka_config(kafka), group_id=None,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    n, deadline = 0, time.monotonic() + timeout
+    try:
+        while n < at_least and time.monotonic() < deadline:
+            n += sum(len(v) for v in (await consumer.getmany(timeout_ms=500)).values())
+    finally:
+        await consumer.stop()
+    return n

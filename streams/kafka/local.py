@@ -90,10 +90,15 @@ class LocalKafka:
         extra_properties: dict[str, str] | None = None,
         sasl_ssl: bool = False,
         users: tuple[str, ...] = ("ipr",),
+        port: int | None = None,
+        data_dir: Path | str | None = None,
     ) -> None:
         """``sasl_ssl``: clients connect over SASL_SSL (SCRAM or PLAIN, as ``users``, with a CA
         and certificate made for the run: ``security``); the broker's own traffic stays on a
-        PLAINTEXT listener of its own."""
+        PLAINTEXT listener of its own. ``port`` and ``data_dir`` fixed, the broker can be
+        stopped (``stop``, ``kill``) and started again in place, its data kept."""
+        self.fixed_port = port
+        self.data_dir = None if data_dir is None else Path(data_dir)
         self.sasl_ssl, self.users = sasl_ssl, users
         self.security: BrokerSecurity | None = None
         self._plain_port: int | None = None
@@ -148,11 +153,13 @@ class LocalKafka:
         return self
 
     def _start_once(self, java: str, libs: Path) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="ipr-kafka-"))
-        self._port, controller_port = _free_port(), _free_port()
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.workdir = self.data_dir or Path(tempfile.mkdtemp(prefix="ipr-kafka-"))
+        self._port, controller_port = self.fixed_port or _free_port(), _free_port()
         self._plain_port = _free_port() if self.sasl_ssl else self._port
         scram: list[str] = []
-        if self.sasl_ssl:
+        if self.sasl_ssl and self.security is None:
             self.security = make_security(self.workdir / "tls", self.users)
             scram = scram_format_args(self.security)
         props = self.workdir / "server.properties"
@@ -161,14 +168,16 @@ class LocalKafka:
         log4j.write_text(_LOG4J.format(log_file=self.workdir / "kafka.log"))
         classpath = str(libs / "*")
         jvm = [java, f"-Dlog4j.configuration=file:{log4j}", "-Djava.awt.headless=true"]
-        fmt = subprocess.run(
-            [*jvm, "-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", classpath,
-             "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props), *scram],
-            capture_output=True, text=True, check=False,
-        )
-        if fmt.returncode != 0:
-            tail = (fmt.stdout + fmt.stderr)[-3000:]
-            raise BrokerError(f"formatting Kafka storage failed:\n{tail}")
+        if not (self.workdir / "data" / "meta.properties").is_file():  # a restart keeps it
+            fmt = subprocess.run(
+                [*jvm, "-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", classpath,
+                 "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props),
+                 *scram],
+                capture_output=True, text=True, check=False,
+            )
+            if fmt.returncode != 0:
+                tail = (fmt.stdout + fmt.stderr)[-3000:]
+                raise BrokerError(f"formatting Kafka storage failed:\n{tail}")
         with open(self.workdir / "stdout.log", "wb") as out:  # the child keeps its own copy
             self.process = subprocess.Popen(
                 [*jvm, f"-Xmx{self.heap}", "-XX:+UseG1GC", "-cp", classpath, "kafka.Kafka",
@@ -266,10 +275,17 @@ class LocalKafka:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        if self.workdir is not None:
+        if self.workdir is not None and self.data_dir is None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
         self._port = None
+
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash: no controlled shutdown); ``start`` brings it back."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
 
 
 _LOG4J = """\
@@ -309,6 +325,8 @@ def run_forever(
     *,
     partitions: int = 4,
     sasl_ssl: bool = False,
+    port: int | None = None,
+    data_dir: Path | None = None,
     on_ready: Callable[[LocalKafka], None] | None = None,
 ) -> None:
     """Run a LocalKafka in the foreground until SIGTERM/SIGINT (`ipr broker start`).
@@ -320,12 +338,13 @@ def run_forever(
     state_file = Path(state_file)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    kafka = LocalKafka(partitions=partitions, sasl_ssl=sasl_ssl)
+    kafka = LocalKafka(partitions=partitions, sasl_ssl=sasl_ssl, port=port, data_dir=data_dir)
     try:
         kafka.start()
         assert kafka.process is not None
         state = {"bootstrap": kafka.bootstrap, "pid": os.getpid(),
-                 "broker_pid": kafka.process.pid, "workdir": str(kafka.workdir)}
+                 "broker_pid": kafka.process.pid,
+                 "workdir": None if data_dir is not None else str(kafka.workdir)}
         if kafka.security is not None:
             state["client_env"] = kafka.security.client_env(kafka.bootstrap, kafka.users[0])
         state_file.parent.mkdir(parents=True, exist_ok=True)

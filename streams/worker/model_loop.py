@@ -157,7 +157,9 @@ class ModelLoop:
             log.warning("worker %s: commit failed (%s)", self.group, type(exc).__name__)
             return
         for tp, offset in due.items():
-            self.offsets[tp].committed = offset
+            offsets = self.offsets.get(tp)  # revoked while the commit was in flight: gone
+            if offsets is not None:
+                offsets.committed = offset
 
     # ------------------------------------------------------------------------- one record
 

@@ -15,9 +15,8 @@ from ipr_model.artifacts import read_manifest
 from schemas import PromptRequest, encode
 from schemas.topics import model_topic
 from streams.harness.processes import Service
-from streams.harness.traffic import collect, produce
+from streams.harness.traffic import collect, count_records, produce
 from streams.kafka.admin import create_topics
-from streams.kafka.clients import aiokafka_config
 from streams.kafka.local import LocalKafka
 from streams.kafka.settings import KafkaSettings
 
@@ -82,7 +81,7 @@ def test_router_worker_and_feedback_route_and_answer_over_sasl_ssl(
             return await collector
 
         got = asyncio.run(scenario())
-        labels = asyncio.run(count(settings, f"fb-{unique}-labels-changelog", N, 60))
+        labels = asyncio.run(count_records(settings, f"fb-{unique}-labels-changelog", N, 60))
         assert all(s.alive() for s in services), [s.log_tail() for s in services]
         logs = {s.name: s.log_tail(100_000) for s in services}
     finally:
@@ -117,21 +116,6 @@ def test_a_wrong_password_or_an_untrusted_ca_ends_a_service_in_one_line(
     assert line.startswith(f"error: cannot reach Kafka at {client['IPR_KAFKA_BOOTSTRAP']} over "
                            "SASL_SSL: ") and why in line
     assert took < 30
-
-
-async def count(settings: KafkaSettings, topic: str, at_least: int, timeout: float) -> int:
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(topic, **aiokafka_config(settings), group_id=None,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    n, deadline = 0, time.monotonic() + timeout
-    try:
-        while n < at_least and time.monotonic() < deadline:
-            n += sum(len(v) for v in (await consumer.getmany(timeout_ms=500)).values())
-    finally:
-        await consumer.stop()
-    return n
 
 
 def _base_env() -> dict[str, str]:

@@ -60,3 +60,23 @@ def test_answered_ids_are_a_bounded_lru() -> None:
     assert len(answered) == 2
     assert answered.check_and_add("b") is False  # evicted: "a" was used more recently
     assert answered.check_and_add("a") is False  # evicted by "b"
+
+
+def test_a_partition_revoked_while_its_commit_is_in_flight_does_not_stop_the_worker() -> None:
+    from aiokafka import TopicPartition
+
+    worker = Worker(WorkerSettings(kafka_bootstrap="127.0.0.1:1"), ["m"], lambda _m: None)
+    loop = worker._loops["m"]
+    tp = TopicPartition("prompts.routed.m", 0)
+    loop.offsets[tp] = PartitionOffsets()
+    loop.offsets[tp].add(0)
+    loop.offsets[tp].done(0)
+
+    class Consumer:  # a broker restart: the group rebalances while the commit is answered
+        async def commit(self, due) -> None:
+            assert due == {tp: 1}
+            loop.offsets.pop(tp)
+
+    loop.consumer = Consumer()
+    asyncio.run(loop._commit())  # raised KeyError, which ended the worker's loop
+    assert tp not in loop.offsets

@@ -57,7 +57,7 @@ def broker_start(
              "folder, removed on stop)")] = None,
 ) -> None:
     """Run a local Kafka in the foreground until Ctrl-C (writes its bootstrap to the state file)."""
-    from streams.kafka.local import run_forever
+    from streams.kafka.foreground import run_forever
 
     def ready(kafka) -> None:
         typer.echo(f"kafka ready at {kafka.bootstrap}")
@@ -74,7 +74,7 @@ def broker_start(
 @command
 def broker_stop(state: Annotated[Path, typer.Option(help="state file")] = BROKER_STATE) -> None:
     """Stop the local Kafka started with ``ipr broker start``."""
-    from streams.kafka.local import stop_from_state
+    from streams.kafka.foreground import stop_from_state
 
     typer.echo("stopped" if stop_from_state(state) else "no broker was running")
 

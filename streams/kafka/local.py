@@ -17,7 +17,6 @@ import asyncio
 import atexit
 import base64
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -26,10 +25,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -315,94 +313,3 @@ def kafka_bootstrap(partitions: int = 4) -> Iterator[str]:
         return
     with LocalKafka(partitions=partitions) as kafka:
         yield kafka.bootstrap
-
-
-# ----------------------------------------------------------------------------------------- CLI
-
-
-def run_forever(
-    state_file: Path | str,
-    *,
-    partitions: int = 4,
-    sasl_ssl: bool = False,
-    port: int | None = None,
-    data_dir: Path | None = None,
-    on_ready: Callable[[LocalKafka], None] | None = None,
-) -> None:
-    """Run a LocalKafka in the foreground until SIGTERM/SIGINT (`ipr broker start`).
-
-    While it runs, `state_file` holds JSON {"bootstrap", "pid", "broker_pid", "workdir"} (and,
-    with ``sasl_ssl``, "client_env": a client's IPR_KAFKA_* variables); it is removed on exit.
-    Raises BrokerError if the broker dies on its own.
-    """
-    state_file = Path(state_file)
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    kafka = LocalKafka(partitions=partitions, sasl_ssl=sasl_ssl, port=port, data_dir=data_dir)
-    try:
-        kafka.start()
-        assert kafka.process is not None
-        state = {"bootstrap": kafka.bootstrap, "pid": os.getpid(),
-                 "broker_pid": kafka.process.pid,
-                 "workdir": None if data_dir is not None else str(kafka.workdir)}
-        if kafka.security is not None:
-            state["client_env"] = kafka.security.client_env(kafka.bootstrap, kafka.users[0])
-        state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = state_file.with_name(state_file.name + ".tmp")
-        tmp.write_text(json.dumps(state) + "\n")
-        tmp.replace(state_file)
-        if on_ready is not None:
-            on_ready(kafka)
-        while not stop.wait(0.5):
-            if kafka.process.poll() is not None:
-                raise BrokerError(
-                    f"Kafka exited with code {kafka.process.returncode}\n" + kafka._log_tail()
-                )
-    finally:
-        kafka.stop()
-        with contextlib.suppress(OSError):
-            if json.loads(state_file.read_text()).get("pid") == os.getpid():
-                state_file.unlink()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def stop_from_state(state_file: Path | str, timeout: float = 30.0) -> bool:
-    """Stop the broker that `run_forever` recorded in `state_file`. False if none was running."""
-    state_file = Path(state_file)
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        return False
-    pid, broker_pid = int(state["pid"]), int(state["broker_pid"])
-    if not _alive(pid) and not _alive(broker_pid):
-        state_file.unlink(missing_ok=True)
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)  # run_forever stops the JVM and cleans up
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (_alive(pid) or _alive(broker_pid)):
-        time.sleep(0.2)
-    for p in (pid, broker_pid):
-        if _alive(p):
-            log.warning("process %d did not stop within %.0f s; killing it", p, timeout)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGKILL)
-    if state.get("workdir"):
-        shutil.rmtree(state["workdir"], ignore_errors=True)
-    state_file.unlink(missing_ok=True)
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours still answers kill(0); reap it if it is ours.
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    return True

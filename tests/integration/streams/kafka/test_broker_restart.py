@@ -10,14 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from ipr_model.artifacts import read_manifest
-from schemas import PromptRequest, encode
-from schemas.topics import model_topic
-from streams.harness.processes import Service
-from streams.harness.traffic import collect, count_records, produce
-from streams.kafka.admin import create_topics
+from streams.harness.traffic import collect, count_records, produce, wait_until_routing
 from streams.kafka.local import LocalKafka, _free_port
 from streams.kafka.settings import KafkaSettings
+from tests.integration.streams.kafka import system
 
 N = 300
 RATE = 20.0
@@ -43,19 +39,9 @@ def test_a_broker_restart_mid_stream_loses_nothing(
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     settings = KafkaSettings()
-    models = read_manifest(small_artifacts).models
-    model_topics = sorted({model_topic(m) for m in models})
-    asyncio.run(create_topics(settings, [settings.prompts_in, settings.responses,
-                                         settings.prompts_dlq, *model_topics]))
-    test = zeroeval.split("test")
-    events = [(f"{unique}:{i}".encode(), encode(PromptRequest(
-        prompt_id=f"{unique}:{i}", text=test.prompts[i % len(test)]))) for i in range(N)]
-    router = Service("router", ["router", "--artifacts", str(small_artifacts)], {}, tmp_path)
-    worker = Service("worker", ["worker", "--backend", "replay", "--dataset",
-                                str(data_dir / "zeroeval"), *sum((["-m", m] for m in models), [])],
-                     {}, tmp_path)
-    feedback = Service("feedback", ["feedback", "--artifacts", str(small_artifacts)], {}, tmp_path)
-    services = (router, worker, feedback)
+    models, model_topics = system.prepare(settings, small_artifacts)
+    events = system.prompt_events(zeroeval, unique, N)
+    services = system.start(small_artifacts, data_dir / "zeroeval", models, tmp_path)
     outputs = [settings.responses, settings.prompts_dlq, *model_topics]
 
     async def restart_mid_stream() -> float:
@@ -66,6 +52,7 @@ def test_a_broker_restart_mid_stream_loses_nothing(
         return time.monotonic() - began
 
     async def scenario():
+        await wait_until_routing(settings, settings, unique, model_topics)
         sending = asyncio.create_task(produce(settings, settings.prompts_in, events, RATE))
         down = await restart_mid_stream()
         await sending
@@ -75,6 +62,7 @@ def test_a_broker_restart_mid_stream_loses_nothing(
         return got, down, labels
 
     try:
+        system.wait_until_up(services, models)  # the fault comes mid-stream, not mid-start-up
         got, down_s, labels = asyncio.run(scenario())
         alive = [s.alive() for s in services]
     finally:

@@ -11,14 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from ipr_model.artifacts import read_manifest
-from schemas import PromptRequest, encode
-from schemas.topics import model_topic
-from streams.harness.processes import Service
 from streams.harness.traffic import collect, count_records, produce
-from streams.kafka.admin import create_topics
 from streams.kafka.local import LocalKafka
 from streams.kafka.settings import KafkaSettings
+from tests.integration.streams.kafka import system
 
 N = 40
 
@@ -54,20 +50,9 @@ def test_router_worker_and_feedback_route_and_answer_over_sasl_ssl(
         monkeypatch.setenv(k, v)
     settings = KafkaSettings()
     assert settings.kafka_security_protocol == "SASL_SSL"
-    models = read_manifest(small_artifacts).models
-    model_topics = sorted({model_topic(m) for m in models})
-    asyncio.run(create_topics(settings, [settings.prompts_in, settings.responses,
-                                         settings.prompts_dlq, *model_topics]))
-    test = zeroeval.split("test")
-    events = [(f"{unique}:{i}".encode(), encode(PromptRequest(
-        prompt_id=f"{unique}:{i}", text=test.prompts[i]))) for i in range(N)]
-    services = [
-        Service("router", ["router", "--artifacts", str(small_artifacts)], {}, tmp_path),
-        Service("worker", ["worker", "--backend", "replay", "--dataset",
-                           str(data_dir / "zeroeval"), *sum((["-m", m] for m in models), [])],
-                {}, tmp_path),
-        Service("feedback", ["feedback", "--artifacts", str(small_artifacts)], {}, tmp_path),
-    ]
+    models, model_topics = system.prepare(settings, small_artifacts)
+    events = system.prompt_events(zeroeval, unique, N)
+    services = system.start(small_artifacts, data_dir / "zeroeval", models, tmp_path)
 
     def done(c) -> bool:
         return len(c.responses) >= N and len(c.feedback) >= N

@@ -125,9 +125,9 @@ def router(
     from streams.router.app import create_app
     from streams.router.settings import RouterSettings
 
-    typed = {"artifacts": artifacts, "web_port": web_port,
-             "default_tolerance": None if tolerance is None else check_tolerance(tolerance)}
-    s = RouterSettings(**{k: v for k, v in typed.items() if v is not None})
+    s = RouterSettings(**_given(
+        artifacts=artifacts, web_port=web_port,
+        default_tolerance=None if tolerance is None else check_tolerance(tolerance)))
     read_manifest(s.artifacts)  # a clear error now rather than inside the worker
     faust_app, _ = create_app(s)
     _run_faust(faust_app, s, [s.prompts_in, s.prompts_dlq, s.decisions, s.control])
@@ -146,8 +146,7 @@ def feedback(
     from streams.feedback.app import create_app
     from streams.feedback.settings import FeedbackSettings
 
-    typed = {"artifacts": artifacts, "min_labels": min_labels}
-    s = FeedbackSettings(**{k: v for k, v in typed.items() if v is not None})
+    s = FeedbackSettings(**_given(artifacts=artifacts, min_labels=min_labels))
     read_manifest(s.artifacts)
     if s.metrics_port is not None:
         from prometheus_client import start_http_server
@@ -159,6 +158,11 @@ def feedback(
     # could see them with 0 partitions on the first event.
     _run_faust(faust_app, s, [s.decisions, s.feedback, s.prompts_dlq, s.control],
                compacted=service.changelog_topics())
+
+
+def _given(**typed):
+    """What the user typed: the options given override the settings' environment and defaults."""
+    return {k: v for k, v in typed.items() if v is not None}
 
 
 def _run_faust(faust_app, settings, topics: list[str], compacted: list[str] = ()) -> None:

@@ -29,7 +29,6 @@ from schemas.topics import ROUTED_PREFIX, health_key, model_topic
 from streams.health import ErrorStreak
 from streams.kafka.clients import aiokafka_config
 from streams.worker.backends.base import Backend, Completion
-from streams.worker.dedupe import Answered
 from streams.worker.offsets import PartitionOffsets
 from streams.worker.stats import WorkerStats, counters
 
@@ -65,7 +64,6 @@ class ModelLoop:
         self.topic = model_topic(model_id)
         self.group = f"{self.settings.group_prefix}.{self.topic[len(ROUTED_PREFIX):]}"
         self.stats = WorkerStats()
-        self.answered = Answered(self.settings.dedupe_size)
         self.offsets: dict[TopicPartition, PartitionOffsets] = {}
         self.inflight: set[asyncio.Task[None]] = set()
         self.failure: BaseException | None = None
@@ -177,7 +175,7 @@ class ModelLoop:
                 "wrong_model",
             )
             return
-        if self.answered.check_and_add(routed.prompt_id):
+        if self.worker.answered.check_and_add(routed.prompt_id):
             self._count("duplicates_skipped")
             self._count("processed")
             return
@@ -216,6 +214,9 @@ class ModelLoop:
                 task=c.task or None,
             )
             sent.append(await producer.send(self.settings.feedback, encode(feedback), key=key))
+        if self.worker.answered_log.enabled:
+            sent.append(await producer.send(self.worker.answered_log.topic,
+                                            self.model_id.encode("utf-8"), key=key))
         await asyncio.gather(*sent)  # acknowledged (acks=all) before the offset may be committed
         self._count("responses")
         if c.error:

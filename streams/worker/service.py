@@ -5,7 +5,7 @@ one producer is shared by all models. Per record:
 
     bytes that are not a RoutedPrompt     -> DeadLetter on prompts_dlq (error_kind from the codec)
     a RoutedPrompt for another model_id   -> DeadLetter, error_kind "wrong_model" (topic collision)
-    a prompt_id this process answered     -> skipped, counted as duplicates_skipped
+    a prompt_id already answered          -> skipped, counted as duplicates_skipped
     otherwise                             -> backend.complete(); ModelResponse on responses (key
                                              prompt_id), plus QualityFeedback on feedback when the
                                              backend reports a quality (the replay backend)
@@ -21,9 +21,11 @@ Before partitions are revoked (a rebalance) and on stop, calls in flight are dra
 `drain_timeout_s`) and committed. A record whose outputs could not be published stops the
 worker without committing it: it is consumed again on restart.
 
-Deduplication is per process and bounded: each model remembers the last `dedupe_size` prompt_ids
-it dispatched (LRU). A restart, another process of the same group, or an id older than that
-window can still yield a second answer; consumers of `responses.out` should key on prompt_id.
+Deduplication outlives a process (``streams.worker.dedupe``): every answer is also recorded on
+the answered topic before its offset is committed, and a starting worker reads that history
+before it takes a record. A call in flight when its process is killed (at most `concurrency` per
+model) is made again; an id older than the `dedupe_size` window can be answered twice; consumers
+of `responses.out` should key on prompt_id.
 
 A backend never raises for a per-prompt failure (it returns an error Completion); if one raises
 anyway, the worker publishes an error response: a prompt is never lost. Prompt text and answers
@@ -46,6 +48,7 @@ from schemas import limits as L
 from schemas.topics import model_topic
 from streams.kafka.clients import aiokafka_config
 from streams.worker.backends.base import Backend
+from streams.worker.dedupe import Answered, AnsweredLog
 from streams.worker.model_loop import ModelLoop
 from streams.worker.settings import WorkerSettings
 from streams.worker.stats import WorkerStats, counters
@@ -85,6 +88,8 @@ class Worker:
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"[: L.MAX_LABEL_CHARS]
         self.producer: AIOKafkaProducer | None = None  # type: ignore[assignment]
+        self.answered = Answered(settings.dedupe_size)  # shared by the models served
+        self.answered_log = AnsweredLog(settings, self.answered)
         self._loops = {m: ModelLoop(self, m, backend_factory(m)) for m in models}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -116,10 +121,13 @@ class Worker:
             client_id="ipr-worker",
             acks="all",
             enable_idempotence=True,
-            linger_ms=5,
+            # No linger: a response and its answered record, appended together, leave in one
+            # request to their broker (records still batch while a request is in flight).
+            linger_ms=0,
         )
         await self.producer.start()
         try:
+            await self.answered_log.start()
             for loop in self._loops.values():
                 await loop.start()
         except BaseException:
@@ -147,6 +155,7 @@ class Worker:
                 log.error("worker loop ended with %s: %s", type(r).__name__, r)
 
     async def _close(self) -> None:
+        await self.answered_log.stop()
         for loop in self._loops.values():
             if loop.consumer is not None:
                 with contextlib.suppress(Exception):

@@ -58,8 +58,13 @@ class WorkerSettings(KafkaSettings):
     dedupe_size: int = Field(
         100_000,
         ge=0,
-        description="answered prompt_ids remembered per model, per process "
-        "(IPR_WORKER_DEDUPE_SIZE)",
+        description="answered prompt_ids a worker process remembers, read back from the "
+        "answered topic at start; 0: no deduplication (IPR_WORKER_DEDUPE_SIZE)",
+    )
+    answered_topic: str | None = Field(
+        None,
+        description="the compacted topic of answered prompt ids shared by the workers; default "
+        "<group_prefix>.answered (IPR_WORKER_ANSWERED_TOPIC)",
     )
     metrics_port: int | None = Field(
         None,

@@ -7,8 +7,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from aiokafka import TopicPartition
 
-from streams.worker.dedupe import Answered
+from streams.worker.dedupe import Answered, start_offsets
 from streams.worker.offsets import PartitionOffsets
 from streams.worker.run import serve
 from streams.worker.service import Worker, WorkerConfigError
@@ -80,3 +81,11 @@ def test_a_partition_revoked_while_its_commit_is_in_flight_does_not_stop_the_wor
     loop.consumer = Consumer()
     asyncio.run(loop._commit())  # raised KeyError, which ended the worker's loop
     assert tp not in loop.offsets
+
+
+def test_a_starting_worker_reads_about_its_window_of_answered_ids_back() -> None:
+    tps = [TopicPartition("a", p) for p in range(4)]
+    begin = dict(zip(tps, [0, 0, 5, 0], strict=True))
+    end = dict(zip(tps, [100, 10, 50, 0], strict=True))
+    assert start_offsets(begin, end, 100) == dict(zip(tps, [75, 0, 25, 0], strict=True))
+    assert start_offsets(begin, end, 10**6) == begin

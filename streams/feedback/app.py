@@ -5,10 +5,11 @@
   ``decision_retention_s``: entries older than that are swept as new decisions arrive.
 - ``collect_labels`` joins each QualityFeedback to its decision. The two topics are read
   independently, so a label may be read before its decision: it then waits (up to
-  ``label_wait_s`` after it was produced, holding its offset uncommitted) for the decision to be
-  read. A label it cannot use (:func:`streams.feedback.labels.judge`, or bad bytes) goes to the
-  dead-letter topic with the reason. Usable labels are kept per model in the table ``labels``
-  (at most ``max_labels`` per model).
+  ``label_wait_s`` after it was produced, or after the service started when it is read from a
+  backlog; its offset held uncommitted) for the decision to be read. A label it cannot use
+  (:func:`streams.feedback.labels.judge`, or bad bytes) goes to the dead-letter topic with the
+  reason. Usable labels are kept per model in the table ``labels`` (at most ``max_labels`` per
+  model).
 - When a model is due (:func:`streams.feedback.labels.due`), its local correction is refitted on
   its labels (:mod:`ipr_model.recalibrate`, off the event loop, with the held-out guardrail); a
   published version is announced on ``router.control`` and routers hot-swap to it. A
@@ -75,6 +76,7 @@ class Feedback:
         self.version = ""
         self.last_recal: dict[str, float] = {}  # model -> monotonic time of its last one
         self.last_publish = float("-inf")  # monotonic time of the last published version
+        self.started = time.time()  # when labels began to be read (after table recovery)
 
     def _raw_topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -127,12 +129,14 @@ class Feedback:
 
     async def collect_labels(self, stream) -> None:
         s = self.settings
+        self.started = time.time()  # a backlog's labels wait for their decisions from now
         async for event in stream.events():
             msg = event.message
             try:
                 fb = decode(QualityFeedback, event.value)
+                produced = msg.timestamp or time.time()  # seconds (Faust)
                 decision = await self.decision_for(
-                    fb.prompt_id, (msg.timestamp or time.time()) + s.label_wait_s)
+                    fb.prompt_id, max(produced, self.started) + s.label_wait_s)
                 problem = judge(fb, decision, self.models, self.version)
             except SchemaError as e:
                 fb, problem = None, (e.kind, str(e))

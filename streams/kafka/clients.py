@@ -54,7 +54,7 @@ def aiokafka_config(kafka: Kafka) -> dict[str, Any]:
 
 
 def faust_config(kafka: KafkaSettings) -> dict[str, Any]:
-    """``broker`` and ``broker_credentials`` for ``faust.App``."""
+    """``broker``, ``broker_credentials`` and the group session for ``faust.App``."""
     import faust
 
     brokers = [f"kafka://{host.strip()}" for host in kafka.kafka_bootstrap.split(",")]
@@ -69,4 +69,8 @@ def faust_config(kafka: KafkaSettings) -> dict[str, Any]:
         )
     elif ctx is not None:
         credentials = faust.SSLCredentials(ctx)
-    return {"broker": brokers, "broker_credentials": credentials}
+    return {"broker": brokers, "broker_credentials": credentials,
+            "broker_session_timeout": kafka.kafka_session_timeout_s,
+            "broker_heartbeat_interval": kafka.kafka_session_timeout_s / 3,
+            # the topics Faust creates (changelogs, the assignor's) are replicated like ours
+            "topic_replication_factor": kafka.topic_replication}

@@ -76,6 +76,12 @@ class KafkaSettings(BaseSettings):
         description="replication factor of the topics the project creates "
         "(IPR_TOPIC_REPLICATION; 3 on a production cluster)",
     )
+    kafka_session_timeout_s: float = Field(
+        10.0, ge=6, le=300, validation_alias=_env("kafka_session_timeout_s"),
+        description="how long a consumer group waits for a member that stopped answering (a "
+        "killed process) before its partitions move: what a restart after a crash waits "
+        "(IPR_KAFKA_SESSION_TIMEOUT_S; the broker allows 6 to 300 by default)",
+    )
     prompts_in: str = Field(
         PROMPTS_IN,
         validation_alias=_env("prompts_in"),

@@ -86,6 +86,8 @@ class ModelLoop:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_interval_ms=max(300_000, int(1000 * (call_s + 60))),
+            session_timeout_ms=int(1000 * s.kafka_session_timeout_s),
+            heartbeat_interval_ms=int(1000 * s.kafka_session_timeout_s / 3),
         )
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         await self.consumer.start()

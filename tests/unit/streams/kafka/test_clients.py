@@ -16,7 +16,14 @@ def test_plaintext_is_the_bootstrap_only():
     cfg = aiokafka_config(KafkaSettings(kafka_bootstrap="a:1,b:2"))
     assert cfg == {"bootstrap_servers": "a:1,b:2", "security_protocol": "PLAINTEXT"}
     faust = faust_config(KafkaSettings(kafka_bootstrap="a:1, b:2"))
-    assert faust == {"broker": ["kafka://a:1", "kafka://b:2"], "broker_credentials": None}
+    assert faust["broker"] == ["kafka://a:1", "kafka://b:2"]
+    assert faust["broker_credentials"] is None
+
+
+def test_faust_replicates_its_topics_like_the_project_creates_them():
+    assert faust_config(KafkaSettings())["topic_replication_factor"] == 1
+    replicated = KafkaSettings(topic_replication=3)
+    assert faust_config(replicated)["topic_replication_factor"] == 3
 
 
 def test_sasl_ssl_carries_the_mechanism_the_credentials_and_a_verifying_context():

@@ -101,6 +101,7 @@ class AnsweredLog:
             n = await self._read_history()
         except BaseException:
             await self.consumer.stop()
+            self.consumer = None
             raise
         self._follow = asyncio.create_task(self._follow_new(), name="worker:answered")
         log.info("worker: %d answered prompt id(s) read from %s", n, self.topic)

@@ -39,10 +39,12 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 
 from schemas import limits as L
 from schemas.topics import model_topic
@@ -112,10 +114,40 @@ class Worker:
         return {m: asdict(s) for m, s in self.stats.items()}
 
     async def start(self) -> None:
+        """Connect (retrying while the broker does not answer, up to ``start_timeout_s``) and
+        start a consuming task per model."""
         if self._started:
             return
         self._started = True
         self._stopping = asyncio.Event()
+        deadline, delay = time.monotonic() + self.settings.start_timeout_s, 1.0
+        while True:
+            try:
+                await self._connect()
+                break
+            except KafkaConnectionError as exc:
+                await self._disconnect()
+                if time.monotonic() + delay > deadline:
+                    await self._close()
+                    self._started = False
+                    raise
+                log.warning("worker: the broker did not answer while starting (%s); retrying "
+                            "in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 10.0)
+            except BaseException:
+                await self._close()
+                self._started = False
+                raise
+        self._tasks = [
+            asyncio.create_task(loop.run(self._stopping), name=f"worker:{loop.model_id}")
+            for loop in self._loops.values()
+        ]
+        for loop in self._loops.values():
+            log.warning("worker: consuming %s from %s as group %s", loop.topic,
+                        self.settings.kafka_bootstrap, loop.group)
+
+    async def _connect(self) -> None:
         self.producer = AIOKafkaProducer(
             **aiokafka_config(self.settings),
             client_id="ipr-worker",
@@ -126,20 +158,9 @@ class Worker:
             linger_ms=0,
         )
         await self.producer.start()
-        try:
-            await self.answered_log.start()
-            for loop in self._loops.values():
-                await loop.start()
-        except BaseException:
-            await self._close()
-            raise
-        self._tasks = [
-            asyncio.create_task(loop.run(self._stopping), name=f"worker:{loop.model_id}")
-            for loop in self._loops.values()
-        ]
+        await self.answered_log.start()
         for loop in self._loops.values():
-            log.warning("worker: consuming %s from %s as group %s", loop.topic,
-                        self.settings.kafka_bootstrap, loop.group)
+            await loop.start()
 
     async def stop(self) -> None:
         """Stop consuming, drain and commit the calls in flight, close everything."""
@@ -154,20 +175,25 @@ class Worker:
             if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
                 log.error("worker loop ended with %s: %s", type(r).__name__, r)
 
-    async def _close(self) -> None:
+    async def _disconnect(self) -> None:
         await self.answered_log.stop()
         for loop in self._loops.values():
             if loop.consumer is not None:
                 with contextlib.suppress(Exception):
                     await loop.consumer.stop()
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+            self.producer = None
+
+    async def _close(self) -> None:
+        await self._disconnect()
         closed: set[int] = set()
         for loop in self._loops.values():
             aclose = getattr(loop.backend, "aclose", None)
             if aclose is not None and id(loop.backend) not in closed:
                 closed.add(id(loop.backend))
                 await aclose()
-        if self.producer is not None:
-            await self.producer.stop()
 
     async def run(self, stop_event: asyncio.Event) -> None:
         """Run until `stop_event` is set; raise if a model's loop fails (e.g. publishing did)."""

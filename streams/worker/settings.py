@@ -70,6 +70,11 @@ class WorkerSettings(KafkaSettings):
         None,
         description="serve Prometheus /metrics on this port (IPR_WORKER_METRICS_PORT)",
     )
+    start_timeout_s: float = Field(
+        120.0, ge=0,
+        description="how long a starting worker retries a broker that does not answer "
+        "(IPR_WORKER_START_TIMEOUT_S)",
+    )
     drain_timeout_s: float = Field(
         30.0,
         ge=0,

@@ -1,6 +1,7 @@
 """Workers killed mid-stream (SIGKILL) and restarted, on the real broker: every routed prompt is
 answered, and no prompt is answered twice, even when a router restart re-routed prompts that a
-worker process since killed had answered (the answered ids outlive the process)."""
+worker process since killed had answered (the answered ids outlive the process). A worker that
+starts while the broker is down waits for it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,17 @@ import time
 
 import pytest
 
+from schemas import encode
+from schemas.topics import model_topic
 from streams.harness.processes import Service
 from streams.harness.traffic import Collected, collect, produce, wait_until_routing
+from streams.kafka.admin import create_topics
+from streams.kafka.local import LocalKafka, _free_port
 from streams.kafka.settings import KafkaSettings
+from streams.worker.service import Worker
 from tests.integration.streams.kafka import system
+from tests.integration.streams.worker.helpers import read_all
+from tests.integration.streams.worker.test_worker import FakeBackend, routed, worker_settings
 
 RATE = 40.0
 
@@ -116,3 +124,36 @@ def test_prompts_re_routed_by_a_router_restart_are_not_answered_again_by_a_new_w
     assert got.response_dupes == 0  # 0 repeated calls
     print(f"router SIGKILL then worker SIGKILL: {got.routed_dupes} routed twice, "
           f"{got.response_dupes} answered twice")
+
+
+def test_a_worker_that_starts_while_the_broker_is_down_waits_for_it(unique, tmp_path):
+    """The broker goes down as the worker starts: the worker retries until it is back, then
+    answers (it used to exit)."""
+    model = "m-1"
+    kafka = LocalKafka(port=_free_port(), data_dir=tmp_path / "kafka", heap="384m")
+    with kafka:
+        settings = worker_settings(kafka.bootstrap, unique, start_timeout_s=120)
+        asyncio.run(create_topics(settings, [model_topic(model), settings.responses,
+                                             settings.prompts_dlq]))
+        kafka.stop()
+        worker = Worker(settings, [model], lambda _m: FakeBackend())
+
+        async def scenario() -> list:
+            starting = asyncio.create_task(worker.start())
+            await asyncio.sleep(4)
+            assert not starting.done()  # still retrying, not exited
+            await asyncio.to_thread(kafka.start)
+            await asyncio.wait_for(starting, 120)
+            try:
+                await produce(settings, model_topic(model), [(b"p1", encode(routed(
+                    "p1", model, "hello")))], 0)
+                deadline = time.monotonic() + 60
+                while not (out := await read_all(settings.kafka_bootstrap, settings.responses)):
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.5)
+                return out
+            finally:
+                await worker.stop()
+
+        responses = asyncio.run(scenario())
+    assert [r.key for r in responses] == [b"p1"]

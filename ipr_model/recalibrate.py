@@ -32,7 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ipr_model.artifacts import Manifest, model_dir, read_manifest, write_manifest
+from ipr_model.artifacts import (
+    Manifest,
+    link_or_copy,
+    model_dir,
+    read_manifest,
+    write_manifest,
+)
 from ipr_model.cards import ModelCard, memory_loader
 from ipr_model.corrections import RADIUS, STRENGTH, Correction
 from ipr_model.errors import IprError
@@ -134,7 +140,7 @@ def recalibrate(
     try:
         # Unchanged files are hard links to the current version's (the encoder alone is 57 MB);
         # a corrected model's folder is written anew, so no shared file is ever written to.
-        shutil.copytree(root, tmp, dirs_exist_ok=True, copy_function=_link_or_copy,
+        shutil.copytree(root, tmp, dirs_exist_ok=True, copy_function=link_or_copy,
                         ignore=shutil.ignore_patterns("manifest.json"))
         for card in accepted:
             shutil.rmtree(tmp / model_dir(card.id))
@@ -147,11 +153,3 @@ def recalibrate(
         shutil.rmtree(tmp, ignore_errors=True)
     manifest = read_manifest(out)
     return RecalResult(version=manifest.version, location=out, models=results, manifest=manifest)
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    """A hard link where the filesystem allows one (same device), else a copy."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)

@@ -15,12 +15,16 @@ RESPONSES_OUT = "responses.out"
 FEEDBACK_QUALITY = "feedback.quality"
 ROUTER_CONTROL = "router.control"
 ROUTED_PREFIX = "prompts.routed."
+# Compacted: the changed files of each artifact version, for routers that share no filesystem
+# with the feedback service. Key: file_chunk_key; value: that chunk's bytes (None: retired).
+ARTIFACT_FILES = "router.artifacts"
 
 CONTROL_KEY = "artifacts"  # the key of every ModelUpdate on ROUTER_CONTROL
 HEALTH_KEY_PREFIX = "health:"  # ModelHealth on ROUTER_CONTROL: key health:<model_id>
 
 ALL_FIXED = (
-    PROMPTS_IN, PROMPTS_DLQ, ROUTER_DECISIONS, RESPONSES_OUT, FEEDBACK_QUALITY, ROUTER_CONTROL
+    PROMPTS_IN, PROMPTS_DLQ, ROUTER_DECISIONS, RESPONSES_OUT, FEEDBACK_QUALITY, ROUTER_CONTROL,
+    ARTIFACT_FILES,
 )
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -56,3 +60,20 @@ def health_key(model_id: str) -> bytes:
 
 def is_health_key(key: bytes | None) -> bool:
     return (key or b"").startswith(HEALTH_KEY_PREFIX.encode())
+
+
+_CHUNK_KEY = re.compile(r"([0-9a-f]{64}):(\d+)/(\d+)")
+
+
+def file_chunk_key(sha256: str, index: int, count: int) -> bytes:
+    """The ARTIFACT_FILES key of chunk ``index`` of ``count`` of the file whose content has
+    this sha256 (a manifest's files and the manifest itself are addressed by content)."""
+    return f"{sha256}:{index}/{count}".encode()
+
+
+def parse_file_chunk_key(key: bytes | None) -> tuple[str, int, int] | None:
+    """(sha256, index, count) of an ARTIFACT_FILES key, None for any other key."""
+    m = _CHUNK_KEY.fullmatch((key or b"").decode("ascii", "replace"))
+    if m is None or not int(m[2]) < int(m[3]):
+        return None
+    return m[1], int(m[2]), int(m[3])

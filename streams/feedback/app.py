@@ -12,7 +12,9 @@
   model).
 - When a model is due (:func:`streams.feedback.labels.due`), its local correction is refitted on
   its labels (:mod:`ipr_model.recalibrate`, off the event loop, with the held-out guardrail); a
-  published version is announced on ``router.control`` and routers hot-swap to it. A
+  published version's changed files go to the compacted artifact-files topic (for routers on
+  other hosts: :mod:`streams.versions`), then it is announced on ``router.control`` and routers
+  hot-swap to it. A
   recalibration that fails is logged and counted (``ipr_feedback_recalibrations_total{result}``);
   the labels are kept and the service goes on.
 
@@ -35,8 +37,9 @@ import faust
 import numpy as np
 from prometheus_client import Counter
 
-from ipr_model.artifacts import read_manifest
+from ipr_model.artifacts import Manifest, read_manifest
 from ipr_model.errors import ArtifactError
+from ipr_model.version_files import retired_keys, version_records
 from schemas import (
     DeadLetter,
     ModelUpdate,
@@ -51,7 +54,9 @@ from schemas.vectors import unpack
 from streams.control import read_control
 from streams.feedback.labels import due, judge, versions_to_remove
 from streams.feedback.settings import FeedbackSettings
+from streams.kafka.admin import KafkaAdminError
 from streams.kafka.clients import faust_config
+from streams.versions import ensure_topic, send_records
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,11 @@ class Feedback:
     async def load_current(self) -> None:
         """Start from ``--artifacts``, then from the latest version announced on the control
         topic (a restart must not drop the corrections published since), when it is readable."""
+        try:
+            await ensure_topic(self.settings, self.settings.artifacts_topic)
+        except KafkaAdminError as e:  # publishing will fail, each time with its reason
+            log.error("could not create the artifact-files topic %s: %s",
+                      self.settings.artifacts_topic, e)
         m = read_manifest(self.settings.artifacts)
         self.root, self.models, self.version = m.root, frozenset(m.models), m.version
         latest = await self.latest_announced()
@@ -207,25 +217,40 @@ class Feedback:
                         time.perf_counter() - t0)
         RECALIBRATIONS.labels("published" if result.manifest is not None else "kept").inc()
         if result.manifest is not None:
-            mf = result.manifest
-            self.root, self.version = mf.root, mf.version
-            update = ModelUpdate(version=mf.version, location=str(mf.root.resolve()),
-                                 sha256=mf.sha256, models=mf.models)
-            await self.control.send(key=CONTROL_KEY.encode(), value=encode(update), force=True)
-            self.last_publish = time.monotonic()
-            self.prune_versions(protected={str(mf.root), str(mf.data.get("parent") or "")})
+            await self.publish(result.manifest)
 
-    def prune_versions(self, protected: set[str]) -> None:
+    async def publish(self, mf: Manifest) -> None:
+        """Serve ``mf``: its changed files onto the artifact-files topic (every one delivered
+        first), then its announcement; then prune the old versions and tombstone their files."""
+        s = self.settings
+        await send_records(s, s.artifacts_topic, version_records(
+            mf, read_manifest(self.root, verify=False)))
+        self.root, self.version = mf.root, mf.version
+        update = ModelUpdate(version=mf.version, location=str(mf.root.resolve()),
+                             sha256=mf.sha256, models=mf.models)
+        await self.control.send(key=CONTROL_KEY.encode(), value=encode(update), force=True)
+        self.last_publish = time.monotonic()
+        retired = self.prune_versions(protected={mf.version, mf.data.get("parent_version") or ""})
+        await send_records(s, s.artifacts_topic, [(k, None) for k in retired])
+
+    def prune_versions(self, protected: set[str]) -> list[bytes]:
         """Remove the versions beyond ``keep_versions`` that this service wrote (its
-        ``versions_dir``), never the served one nor its parent, whose files it may share."""
+        ``versions_dir``), never the served one nor its parent, whose files it may share
+        (``protected``: versions or paths). Returns the artifact-files keys that only the
+        removed versions used, to tombstone."""
         d = self.settings.versions_dir
-        mine = [(p.stat().st_mtime, str(p)) for p in d.iterdir()
-                if p.is_dir() and not p.name.startswith(".") and (p / "manifest.json").is_file()]
-        by_version = {read_manifest(p, verify=False).version: p for _, p in mine}
+        mine = {str(p): read_manifest(p, verify=False) for p in d.iterdir()
+                if p.is_dir() and not p.name.startswith(".") and (p / "manifest.json").is_file()}
+        by_version = {m.version: p for p, m in mine.items()}
         protected = {by_version.get(v, v) for v in protected}
-        for path in versions_to_remove(mine, self.settings.keep_versions, protected):
+        stamps = [(Path(p).stat().st_mtime, p) for p in mine]
+        gone = versions_to_remove(stamps, self.settings.keep_versions, protected)
+        retired = retired_keys([mine[p] for p in gone],
+                               [m for p, m in mine.items() if p not in gone])
+        for path in gone:
             shutil.rmtree(path, ignore_errors=True)
             log.info("removed old version %s", path)
+        return retired
 
 
 def create_app(settings: FeedbackSettings) -> tuple[faust.App, Feedback]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
+from schemas.topics import ARTIFACT_FILES
 from streams.kafka.settings import KafkaSettings
 
 
@@ -75,3 +76,8 @@ class FeedbackSettings(KafkaSettings):
     )
     metrics_bind: str = Field("127.0.0.1", description="IPR_FEEDBACK_METRICS_BIND")
     data_dir: Path = Field(Path("build/faust-feedback"), description="IPR_FEEDBACK_DATA_DIR")
+    artifacts_topic: str = Field(
+        ARTIFACT_FILES, validation_alias=AliasChoices("IPR_ARTIFACTS_TOPIC"),
+        description="the compacted topic each new version's changed files are published on, "
+        "for routers that cannot read versions_dir (IPR_ARTIFACTS_TOPIC)",
+    )

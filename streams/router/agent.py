@@ -6,8 +6,9 @@ outputs are on Kafka, so offsets are committed only for records whose outputs we
 (at-least-once). Deliveries are awaited in the background while the next batch is scored: the
 encoder never waits for the broker's round trip, and at most one batch is in flight.
 
-``follow_control`` reads ``router.control``: new artifact versions (hot swap between batches) and
-model health reports (``streams.health``). Every dead letter is logged with its prompt id (the
+``follow_control`` reads ``router.control``: new artifact versions (hot swap between batches; from
+the announced location, or rebuilt from the artifact-files topic: ``streams.versions``) and model
+health reports (``streams.health``). Every dead letter is logged with its prompt id (the
 record's key) and kind, never its text.
 """
 
@@ -19,15 +20,19 @@ import time
 from pathlib import Path
 
 import faust
+from aiokafka.errors import KafkaError
 
+from ipr_model.errors import ArtifactError
 from schemas import ModelHealth, ModelUpdate, SchemaError, decode, encode
 from schemas.topics import is_health_key
 from streams.control import read_control
 from streams.health import HealthBoard
+from streams.kafka.admin import KafkaAdminError
 from streams.router import metrics
 from streams.router.routing import BatchResult, Record, route_records
 from streams.router.scorers import ScorerHolder
 from streams.router.settings import RouterSettings
+from streams.versions import can_read, ensure_topic, local_versions, prune_received, receive
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +110,13 @@ class Router:
         """Every router process reads all of ``router.control`` (no consumer group: each must see
         every update). On start it applies only the latest message of each key (the latest
         version, each model's latest health report); afterwards every new one."""
+        s = self.settings
+        if s.versions_from != "filesystem":
+            try:
+                await ensure_topic(s, s.artifacts_topic)
+            except KafkaAdminError as e:  # it may exist already, created by the feedback service
+                log.warning("could not create the artifact-files topic %s: %s",
+                            s.artifacts_topic, e)
         async for msg in read_control(self.settings):
             await self._apply_control(msg)
 
@@ -118,9 +130,28 @@ class Router:
         if isinstance(update, ModelHealth):
             self._apply_health(update)
         elif update.version != self.scorers.current_version():
-            await asyncio.get_running_loop().run_in_executor(
-                None, self.scorers.swap, Path(update.location), update.sha256
+            root = await self._version_root(update)
+            if root is None:
+                return
+            swapped = await asyncio.get_running_loop().run_in_executor(
+                None, self.scorers.swap, root, update.sha256
             )
+            if swapped and root.parent == self.settings.versions_dir:  # a received version
+                prune_received(root.parent, self.settings.keep_versions, root)
+
+    async def _version_root(self, update: ModelUpdate) -> Path | None:
+        """Where to load an announced version from: its location when this host may and can read
+        it, else the copy rebuilt from the artifact-files topic (None: refused, logged and
+        counted)."""
+        s = self.settings
+        if s.versions_from == "filesystem" or (s.versions_from == "auto" and can_read(update)):
+            return Path(update.location)
+        local = local_versions(s.artifacts, self.scorers.root, s.versions_dir)
+        try:
+            return await receive(s, s.artifacts_topic, update, local, s.versions_dir)
+        except (ArtifactError, KafkaError, OSError) as e:
+            self.scorers.refuse(f"{s.artifacts_topic} (version {update.version})", e)
+            return None
 
     def _apply_health(self, report: ModelHealth) -> None:
         now = time.time()

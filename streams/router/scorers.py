@@ -38,6 +38,17 @@ class ScorerHolder:
     def current_version(self) -> str | None:
         return self._scorer.version if self._scorer is not None else None
 
+    @property
+    def root(self) -> Path:
+        """The directory of the version served (or to be loaded first)."""
+        return self._root
+
+    def refuse(self, where: object, reason: object) -> None:
+        """Log and count a version that is not loaded; the current one stays."""
+        metrics.ARTIFACT_SWAPS.labels("refused").inc()
+        log.error("refused artifact version at %s (%s); keeping %s", where, reason,
+                  self.current_version())
+
     def swap(self, root: Path, expected_sha256: str | None = None) -> bool:
         """Load ``root`` and make it current; on any failure keep the current scorer."""
         try:
@@ -48,9 +59,7 @@ class ScorerHolder:
                     f"{expected_sha256[:12]}…"
                 )
         except (IprError, OSError, ValueError) as e:
-            metrics.ARTIFACT_SWAPS.labels("refused").inc()
-            current = self._scorer.version if self._scorer else None
-            log.error("refused artifact version at %s (%s); keeping %s", root, e, current)
+            self.refuse(root, e)
             return False
         with self._lock:
             old, self._scorer, self._root = self._scorer, new, Path(root)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
+from schemas.topics import ARTIFACT_FILES
 from streams.kafka.settings import KafkaSettings
 
 
@@ -47,4 +48,24 @@ class RouterSettings(KafkaSettings):
     encoder_threads: int | None = Field(
         None,
         description="onnxruntime threads (IPR_ROUTER_ENCODER_THREADS)",
+    )
+    versions_from: Literal["auto", "filesystem", "kafka"] = Field(
+        "auto",
+        description="where announced artifact versions are loaded from: auto (the announced "
+        "location when this host can read it, else the artifact-files topic), filesystem (the "
+        "location only), kafka (the topic only) (IPR_ROUTER_VERSIONS_FROM)",
+    )
+    versions_dir: Path = Field(
+        Path("artifacts/received"),
+        description="where versions received from the artifact-files topic are written "
+        "(IPR_ROUTER_VERSIONS_DIR)",
+    )
+    keep_versions: int = Field(
+        3, ge=1,
+        description="received versions kept in versions_dir, besides the one served "
+        "(IPR_ROUTER_KEEP_VERSIONS)",
+    )
+    artifacts_topic: str = Field(
+        ARTIFACT_FILES, validation_alias=AliasChoices("IPR_ARTIFACTS_TOPIC"),
+        description="the compacted topic of each version's changed files (IPR_ARTIFACTS_TOPIC)",
     )

@@ -82,6 +82,11 @@ def _stack(cards: Sequence[ModelCard]) -> AdapterStack:
     return _STACK[0]
 
 
+def encoder_files(manifest: Manifest) -> dict[str, str]:
+    """The sha256 of each file of the manifest's encoder."""
+    return {k: v for k, v in manifest.data["files"].items() if k.startswith(f"{ENCODER_DIR}/")}
+
+
 class Scorer:
     def __init__(self, manifest: Manifest, encoder, cards: list[ModelCard]):
         self.manifest = manifest
@@ -95,14 +100,21 @@ class Scorer:
 
     @classmethod
     def load(
-        cls, root: str | Path, verify: bool = True, encoder_threads: int | None = None
+        cls, root: str | Path, verify: bool = True, encoder_threads: int | None = None,
+        reuse: Scorer | None = None,
     ) -> Scorer:
-        """``encoder_threads``: onnxruntime's intra-op threads (default: every core)."""
+        """``encoder_threads``: onnxruntime's intra-op threads (default: every core).
+        ``reuse``: a loaded scorer whose encoder is taken when its files are the same bytes
+        (a recalibrated version changes only per-model files: a hot swap then builds no second
+        encoder session, and memory stays level)."""
         from ipr_model.encoder import OnnxEncoder
 
         serial_blas()
         manifest = read_manifest(root, verify=verify)
-        encoder = OnnxEncoder.load(manifest.root / ENCODER_DIR, encoder_threads)
+        if reuse is not None and encoder_files(reuse.manifest) == encoder_files(manifest):
+            encoder = reuse.encoder
+        else:
+            encoder = OnnxEncoder.load(manifest.root / ENCODER_DIR, encoder_threads)
         memory = memory_loader(manifest.root)  # read once, shared by every card that uses it
         cards = [ModelCard.load(manifest.root, m, memory) for m in manifest.models]
         for c in cards:

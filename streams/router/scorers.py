@@ -26,7 +26,7 @@ class ScorerHolder:
         self._lock = threading.Lock()
 
     def _load(self, root: Path) -> Scorer:
-        return Scorer.load(root, encoder_threads=self._encoder_threads)
+        return Scorer.load(root, encoder_threads=self._encoder_threads, reuse=self._scorer)
 
     def current(self) -> Scorer:
         with self._lock:

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ipr-installed
 DATA ?= data
 ARTIFACTS ?= artifacts/zeroeval
 
-.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift artifacts schemas clean
+.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift soak artifacts schemas clean
 
 setup: $(STAMP)
 
@@ -63,6 +63,12 @@ bench: $(STAMP) $(ARTIFACTS)/manifest.json
 # The feedback loop on a real drift (build/drift.json, build/drift.png); about 8 minutes.
 drift: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(VENV)/bin/ipr drift --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval
+
+# Router, workers and feedback service for SOAK_MINUTES at half the end-to-end limit: RSS, lag and
+# p99 per minute, and the bar (build/soak.json, build/soak.png); about SOAK_MINUTES + 2 minutes.
+SOAK_MINUTES ?= 10
+soak: $(STAMP) $(ARTIFACTS)/manifest.json
+	$(VENV)/bin/ipr soak --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --minutes $(SOAK_MINUTES)
 
 schemas: $(STAMP)
 	$(PY) -m schemas.generate

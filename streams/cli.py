@@ -3,7 +3,7 @@
     ipr train | add-model | score | evaluate | route | recalibrate    the estimator (ipr_model.cli)
     ipr router | worker | feedback                                     the services
     ipr broker start | stop                                            a local dev Kafka
-    ipr demo | drift                                                   the harnesses
+    ipr demo | drift | soak                                            the harnesses
 
 Each service is built from its settings class, read from the environment (``IPR_*``) with what
 the user typed on the command line passed over it as values.
@@ -51,29 +51,44 @@ def broker_start(
     partitions: int = 4,
     sasl_ssl: Annotated[bool, typer.Option(
         help="clients connect over SASL_SSL (SCRAM users and a CA made for the run)")] = False,
-    port: Annotated[int | None, typer.Option(help="client port (default: a free one)")] = None,
+    port: Annotated[int | None, typer.Option(
+        help="client port (default: a free one; with --brokers: the first node's, the others' "
+             "follow)")] = None,
     data_dir: Annotated[Path | None, typer.Option(
         help="keep the broker's data here, to start it again in place (default: a temporary "
              "folder, removed on stop)")] = None,
+    brokers: Annotated[int, typer.Option(
+        min=1, help="nodes (each a KRaft controller and broker); 3 and more: topics replicated "
+                    "3 times, min.insync.replicas 2")] = 1,
 ) -> None:
     """Run a local Kafka in the foreground until Ctrl-C (writes its bootstrap to the state file)."""
     from streams.kafka.foreground import run_forever
+    from streams.kafka.jars import BrokerError
 
     def ready(kafka) -> None:
         typer.echo(f"kafka ready at {kafka.bootstrap}")
         if kafka.security is not None:  # what a client needs; the password is the run's own
             env = kafka.security.client_env(kafka.bootstrap, kafka.users[0])
             typer.echo("clients: " + " ".join(f"{k}={v}" for k, v in env.items()))
+        elif brokers > 1:  # the project's own topics are replicated like the cluster's
+            typer.echo(f"clients: IPR_KAFKA_BOOTSTRAP={kafka.bootstrap} "
+                       f"IPR_TOPIC_REPLICATION={kafka.replication}")
 
+    if brokers > 1 and sasl_ssl:
+        raise UserError(f"--sasl-ssl runs on one broker; expected no --sasl-ssl with --brokers "
+                        f"{brokers}")
     state.parent.mkdir(parents=True, exist_ok=True)
-    run_forever(state, partitions=partitions, sasl_ssl=sasl_ssl, port=port, data_dir=data_dir,
-                on_ready=ready)
+    try:
+        run_forever(state, partitions=partitions, sasl_ssl=sasl_ssl, port=port,
+                    data_dir=data_dir, on_ready=ready, brokers=brokers)
+    except BrokerError as e:
+        raise UserError(str(e)) from None
 
 
 @broker_app.command("stop")
 @command
 def broker_stop(state: Annotated[Path, typer.Option(help="state file")] = BROKER_STATE) -> None:
-    """Stop the local Kafka started with ``ipr broker start``."""
+    """Stop the local Kafka (or cluster) started with ``ipr broker start``."""
     from streams.kafka.foreground import stop_from_state
 
     typer.echo("stopped" if stop_from_state(state) else "no broker was running")
@@ -255,6 +270,32 @@ def drift(
             "quality_degraded_with_loop", "share_to_degraded_before", "share_to_degraded_after",
             "labels_to_recover", "versions_published", "lost_prompts", "router_restarted")
     typer.echo(json.dumps({k: r[k] for k in keys}, indent=1))
+
+
+@app.command()
+@command
+def soak(
+    artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
+    dataset: DataOpt = None,
+    minutes: Annotated[int, typer.Option(min=1, help="minutes of traffic")] = 10,
+    rate: Annotated[float | None, typer.Option(
+        help="prompts per second (default: half the end-to-end limit, measured)")] = None,
+    json_out: Annotated[Path, typer.Option("--json", help="report (and its .png)")] = Path(
+        "build/soak.json"),
+) -> None:
+    """Router, workers and feedback at half the end-to-end limit for N minutes: RSS, lag, p99 \
+per minute (build/soak.json); exit 1 when the bar fails."""
+    from streams.harness.processes import stop_on_sigterm
+    from streams.harness.soak import run_soak
+
+    stop_on_sigterm()
+    r = run_soak(artifacts, _dataset(dataset), minutes, rate, out=json_out)
+    keys = ("rate_per_s", "rate_source", "sent", "lost", "versions_published", "latency_ms",
+            "steal_percent", "load1_mean", "passed")
+    typer.echo(json.dumps({**{k: r[k] for k in keys}, "checks": r["bar"]["checks"],
+                           "rss": r["bar"]["rss"], "report": str(json_out)}, indent=1))
+    if not r["passed"]:
+        raise typer.Exit(1)
 
 
 def _dataset(folder: Path | None) -> Path:

@@ -1,9 +1,11 @@
-"""Kafka administration the services use in production: create the topics they need.
+"""Kafka administration the services use in production: create the topics they need; and
+describe them (leaders, replicas, in-sync replicas, configs) for the tests and the tools.
 
 Works against any Kafka (a company's cluster, MSK, Confluent, the local dev broker of
 ``streams.kafka.local``).
 
-KafkaAdminError (RuntimeError)       a topic could not be created, or has no leader in time.
+KafkaAdminError (RuntimeError)       a topic could not be created or described, or has no leader
+                                     in time.
   KafkaConnectError                 the cluster cannot be reached (address, credentials, TLS).
 """
 
@@ -16,6 +18,7 @@ import ssl
 import threading
 import time
 from collections.abc import Coroutine, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiokafka.errors import KafkaError
@@ -74,6 +77,63 @@ async def create_topics(
             await asyncio.sleep(0.1)
     finally:
         await admin.close()
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """Which broker leads a partition, which hold it, and which of those are in sync."""
+
+    leader: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+
+
+async def describe_partitions(
+    kafka: Kafka, topics: Iterable[str] | None = None
+) -> dict[str, dict[int, PartitionState]]:
+    """Every partition of ``topics`` (default: every topic, the internal ones included), by
+    topic and partition number. KafkaAdminError when a topic cannot be described."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import for_code
+
+    admin = AIOKafkaAdminClient(**aiokafka_config(kafka))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(None if topics is None else list(topics))
+    finally:
+        await admin.close()
+    out: dict[str, dict[int, PartitionState]] = {}
+    for t in described:
+        if t["error_code"]:
+            raise KafkaAdminError(f"describing topic {t['topic']!r} failed: "
+                                  f"{for_code(t['error_code']).__name__}")
+        out[t["topic"]] = {
+            p["partition"]: PartitionState(p["leader"], tuple(p["replicas"]), tuple(p["isr"]))
+            for p in t["partitions"]
+        }
+    return out
+
+
+async def topic_config(kafka: Kafka, topic: str, names: Iterable[str]) -> dict[str, str]:
+    """The values a topic has for config ``names`` (its own or the cluster's default)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    wanted = list(names)
+    admin = AIOKafkaAdminClient(**aiokafka_config(kafka))
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(wanted))])
+    finally:
+        await admin.close()
+    out: dict[str, str] = {}
+    for response in responses:
+        for _code, message, _type, _name, entries in response.resources:
+            if _code:
+                raise KafkaAdminError(f"describing the config of {topic!r} failed: {message}")
+            out.update({e[0]: e[1] for e in entries if e[0] in wanted})
+    return out
 
 
 def create_topics_sync(

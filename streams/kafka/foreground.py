@@ -1,4 +1,5 @@
-"""`ipr broker start | stop`: a LocalKafka in the foreground, its address in a state file."""
+"""`ipr broker start | stop`: a LocalKafka (or, with ``brokers`` > 1, a LocalCluster) in the
+foreground, its address in a state file."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from streams.kafka.cluster import LocalCluster
 from streams.kafka.jars import BrokerError
 from streams.kafka.local import LocalKafka
 
@@ -26,23 +28,27 @@ def run_forever(
     sasl_ssl: bool = False,
     port: int | None = None,
     data_dir: Path | None = None,
-    on_ready: Callable[[LocalKafka], None] | None = None,
+    on_ready: Callable[[LocalKafka | LocalCluster], None] | None = None,
+    brokers: int = 1,
 ) -> None:
-    """Run a LocalKafka in the foreground until SIGTERM/SIGINT (`ipr broker start`).
+    """Run a LocalKafka (``brokers`` > 1: a LocalCluster of as many nodes) in the foreground
+    until SIGTERM/SIGINT (`ipr broker start`).
 
-    While it runs, `state_file` holds JSON {"bootstrap", "pid", "broker_pid", "workdir"} (and,
+    While it runs, `state_file` holds JSON {"bootstrap", "pid", "broker_pids", "workdir"} (and,
     with ``sasl_ssl``, "client_env": a client's IPR_KAFKA_* variables); it is removed on exit.
-    Raises BrokerError if the broker dies on its own.
+    Raises BrokerError if a broker dies on its own.
     """
     state_file = Path(state_file)
+    if brokers > 1 and sasl_ssl:
+        raise BrokerError(f"SASL_SSL runs on one broker; expected no --sasl-ssl with {brokers}")
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    kafka = LocalKafka(partitions=partitions, sasl_ssl=sasl_ssl, port=port, data_dir=data_dir)
+    kafka: LocalKafka | LocalCluster = (
+        LocalCluster(brokers, partitions=partitions, port=port, data_dir=data_dir) if brokers > 1
+        else LocalKafka(partitions=partitions, sasl_ssl=sasl_ssl, port=port, data_dir=data_dir))
     try:
         kafka.start()
-        assert kafka.process is not None
-        state = {"bootstrap": kafka.bootstrap, "pid": os.getpid(),
-                 "broker_pid": kafka.process.pid,
+        state = {"bootstrap": kafka.bootstrap, "pid": os.getpid(), "broker_pids": _pids(kafka),
                  "workdir": None if data_dir is not None else str(kafka.workdir)}
         if kafka.security is not None:
             state["client_env"] = kafka.security.client_env(kafka.bootstrap, kafka.users[0])
@@ -53,10 +59,8 @@ def run_forever(
         if on_ready is not None:
             on_ready(kafka)
         while not stop.wait(0.5):
-            if kafka.process.poll() is not None:
-                raise BrokerError(
-                    f"Kafka exited with code {kafka.process.returncode}\n" + kafka._log_tail()
-                )
+            if (why := _failure(kafka)) is not None:
+                raise BrokerError(why)
     finally:
         kafka.stop()
         with contextlib.suppress(OSError):
@@ -66,23 +70,42 @@ def run_forever(
             signal.signal(s, handler)
 
 
+def _pids(kafka: LocalKafka | LocalCluster) -> list[int]:
+    if isinstance(kafka, LocalCluster):
+        return kafka.pids
+    assert kafka.process is not None
+    return [kafka.process.pid]
+
+
+def _failure(kafka: LocalKafka | LocalCluster) -> str | None:
+    """Why the broker (or a node of the cluster) exited on its own, else None."""
+    if isinstance(kafka, LocalCluster):
+        return kafka.failure()
+    if kafka.process is not None and kafka.process.poll() is not None:
+        return f"Kafka exited with code {kafka.process.returncode}\n" + kafka._log_tail()
+    return None
+
+
 def stop_from_state(state_file: Path | str, timeout: float = 30.0) -> bool:
-    """Stop the broker that `run_forever` recorded in `state_file`. False if none was running."""
+    """Stop the broker (or cluster) that `run_forever` recorded in `state_file`. False if none
+    was running."""
     state_file = Path(state_file)
     try:
         state = json.loads(state_file.read_text())
     except (OSError, ValueError):
         return False
-    pid, broker_pid = int(state["pid"]), int(state["broker_pid"])
-    if not _alive(pid) and not _alive(broker_pid):
+    pid = int(state["pid"])
+    # "broker_pid": a state file written before clusters
+    pids = [pid, *map(int, state.get("broker_pids") or [state["broker_pid"]])]
+    if not any(map(_alive, pids)):
         state_file.unlink(missing_ok=True)
         return False
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)  # run_forever stops the JVM and cleans up
+        os.kill(pid, signal.SIGTERM)  # run_forever stops the JVMs and cleans up
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (_alive(pid) or _alive(broker_pid)):
+    while time.monotonic() < deadline and any(map(_alive, pids)):
         time.sleep(0.2)
-    for p in (pid, broker_pid):
+    for p in pids:
         if _alive(p):
             log.warning("process %d did not stop within %.0f s; killing it", p, timeout)
             with contextlib.suppress(ProcessLookupError):

@@ -1,4 +1,5 @@
-"""A local Apache Kafka without Docker: one KRaft node (broker + controller) on loopback ports.
+"""A local Apache Kafka without Docker: one KRaft node (broker + controller) on loopback ports
+(``streams.kafka.cluster`` runs several of them as one cluster).
 
 The jars come from Maven Central through `streams/kafka/pom.xml` (Kafka pinned there) into
 `$IPR_CACHE_DIR` (default `~/.cache/ipr-router`), once. Needs `java` (17+) and, for the first
@@ -90,12 +91,22 @@ class LocalKafka:
         users: tuple[str, ...] = ("ipr",),
         port: int | None = None,
         data_dir: Path | str | None = None,
+        node_id: int = 1,
+        controller_port: int | None = None,
+        voters: str | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         """``sasl_ssl``: clients connect over SASL_SSL (SCRAM or PLAIN, as ``users``, with a CA
         and certificate made for the run: ``security``); the broker's own traffic stays on a
         PLAINTEXT listener of its own. ``port`` and ``data_dir`` fixed, the broker can be
-        stopped (``stop``, ``kill``) and started again in place, its data kept."""
+        stopped (``stop``, ``kill``) and started again in place, its data kept.
+
+        A node of a cluster: its ``node_id``, a fixed ``controller_port``, the quorum's
+        ``voters`` ("1@host:port,2@host:port,...", default this node alone) and the
+        ``cluster_id`` every node's storage is formatted with."""
         self.fixed_port = port
+        self.node_id, self.fixed_controller_port = node_id, controller_port
+        self.voters, self.cluster_id = voters, cluster_id
         self.data_dir = None if data_dir is None else Path(data_dir)
         self.sasl_ssl, self.users = sasl_ssl, users
         self.security: BrokerSecurity | None = None
@@ -130,14 +141,12 @@ class LocalKafka:
     def start(self) -> LocalKafka:
         if self.process is not None:
             return self
-        java = shutil.which("java")
-        if java is None:
-            raise BrokerError(f"`java` (17+) is needed for the local Kafka; or set {ENV_BOOTSTRAP}")
-        libs = ensure_jars(self.cache_dir)
+        java, libs = java_and_jars(self.cache_dir)
         began = time.monotonic()
         for attempt in range(3):  # a free port can be taken between our probe and Kafka's bind
             try:
-                self._start_once(java, libs)
+                self.launch(java, libs)
+                self.wait_ready()
                 break
             except BrokerError:
                 in_use = "Address already in use" in self._log_tail()
@@ -150,11 +159,13 @@ class LocalKafka:
         log.info("local Kafka up at %s in %.1f s", self.bootstrap, self.startup_seconds)
         return self
 
-    def _start_once(self, java: str, libs: Path) -> None:
+    def launch(self, java: str, libs: Path) -> None:
+        """Format the storage (the first time) and start the JVM; ``wait_ready`` waits for it."""
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         self.workdir = self.data_dir or Path(tempfile.mkdtemp(prefix="ipr-kafka-"))
-        self._port, controller_port = self.fixed_port or _free_port(), _free_port()
+        self._port = self.fixed_port or _free_port()
+        controller_port = self.fixed_controller_port or _free_port()
         self._plain_port = _free_port() if self.sasl_ssl else self._port
         scram: list[str] = []
         if self.sasl_ssl and self.security is None:
@@ -169,7 +180,8 @@ class LocalKafka:
         if not (self.workdir / "data" / "meta.properties").is_file():  # a restart keeps it
             fmt = subprocess.run(
                 [*jvm, "-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", classpath,
-                 "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props),
+                 "kafka.tools.StorageTool", "format", "-t", self.cluster_id or _cluster_id(),
+                 "-c", str(props),
                  *scram],
                 capture_output=True, text=True, check=False,
             )
@@ -185,14 +197,14 @@ class LocalKafka:
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
-        self._wait_ready()
 
     def _server_properties(self, controller_port: int) -> str:
         assert self.workdir is not None
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.voters
+            or f"{self.node_id}@127.0.0.1:{controller_port}",
             **self._listeners(controller_port),
             "log.dirs": str(self.workdir / "data"),
             "num.partitions": str(self.partitions),
@@ -227,7 +239,7 @@ class LocalKafka:
             out.update(listener_properties(self.security, "client"))
         return out
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
         assert self.process is not None and self._port is not None
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
@@ -293,6 +305,14 @@ log4j.appender.file.File={log_file}
 log4j.appender.file.layout=org.apache.log4j.PatternLayout
 log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 """
+
+
+def java_and_jars(cache_dir: Path | str | None = None) -> tuple[str, Path]:
+    """The ``java`` executable and the directory of Kafka's jars (downloaded the first time)."""
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError(f"`java` (17+) is needed for the local Kafka; or set {ENV_BOOTSTRAP}")
+    return java, ensure_jars(cache_dir)
 
 
 def _port_open(port: int) -> bool:

@@ -175,13 +175,20 @@ def evaluate(
     layers: LayersOpt = None,
     tail_tokens: TailOpt = None,
     seed: Annotated[int, typer.Option(help="with --cv: seed of the folds and of the MLPs")] = 0,
+    resamples: Annotated[
+        int, typer.Option(help="bootstrap resamples of the prompts for the intervals (0: none)")
+    ] = 1000,
+    bootstrap_seed: Annotated[int, typer.Option(help="seed of the bootstrap resamples")] = 0,
 ) -> None:
-    """Routing quality (cost saving at parity, ARQGC, ...) against the baselines."""
+    """Routing quality (ARQGC, cost share at 95-100% of the reference's quality, saving at
+    parity, ...) against the baselines, with paired-bootstrap intervals."""
     from ipr_model import evaluate as ev
     from ipr_model import metrics
     from ipr_model.adapters import AdapterConfig
     from ipr_model.plot import make_refs, plot_curves
 
+    if resamples < 0:
+        raise UserError(f"--resamples must be >= 0 (0: no intervals), got {resamples}")
     data = _load(dataset)
     with progress_bar() as cb:
         if cv:
@@ -205,8 +212,15 @@ def evaluate(
             from ipr_model.scorer import Scorer
 
             test = data.split(split).restrict(Scorer.load(artifacts, verify=False).model_ids)
+    if resamples:
+        rep = ev.with_intervals(rep, test, cost, preds, resamples, bootstrap_seed)
     write_json(json_out, rep)
     print_table(rep)
+    if resamples:
+        from ipr_model.interval_table import print_intervals
+
+        print_intervals(rep)
+        typer.echo(f"bootstrap: {rep['bootstrap']['seconds']:.1f}s")
     for name in ("ipr", "linear", "knn"):
         per = [f[name]["saving_at_parity"] for f in rep.get("per_fold", []) if name in f]
         if per:

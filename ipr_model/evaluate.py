@@ -7,6 +7,8 @@ models); only the predicted quality differs. Measured with the recorded quality 
 - ``cross_validate``: k-fold on a dataset with no test split (routerbench): each fold trains the
   adapters, calibrations and cost models afresh; predictions are pooled over the folds and
   measured once.
+- ``with_intervals``: the paired bootstrap over prompts (``ipr_model.bootstrap``) of every router
+  and the random mix, added to a report.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ipr_model import baselines, metrics
+from ipr_model import baselines, bootstrap, metrics
 from ipr_model.adapters import DEFAULT_CONFIG, AdapterConfig
 from ipr_model.datasets import Dataset
 from ipr_model.encoder import sentence_part
@@ -56,6 +58,11 @@ def report(
         "random_mix": {
             "arqgc": mix["arqgc"],
             "saving_at_parity": mix["saving_at_parity"],
+            "cost_share": {
+                str(f): metrics.cost_share(mix["points"], refs.ref_cost, refs.ref_quality, f,
+                                           mixing=True)
+                for f in metrics.QUALITY_FRACTIONS
+            },
         },
         "always_reference": {"cost": refs.ref_cost, "quality": refs.ref_quality},
         "always_cheapest": {"cost": refs.cheap_cost, "quality": refs.cheap_quality},
@@ -64,6 +71,30 @@ def report(
             for m, (c, q) in zip(ids, single, strict=True)
         },
     }
+
+
+def with_intervals(
+    rep: dict,
+    test: Dataset,
+    est_cost: np.ndarray,
+    predictions: dict[str, np.ndarray],
+    resamples: int = bootstrap.DEFAULT_RESAMPLES,
+    seed: int = 0,
+    variant: Variant = "ipr",
+) -> dict:
+    """``rep`` plus ``bootstrap``, ``intervals``, ``cost_share`` and ``p_ipr_beats``: a paired
+    bootstrap over ``test``'s prompts of every router in ``predictions`` and the random mix of
+    single models (``random_mix``), decisions held fixed. With cross-validation ``test`` is the
+    whole dataset and the predictions the pooled out-of-fold ones."""
+    refs = metrics.reference_and_cheapest(test.quality, test.cost)
+    methods = {
+        name: bootstrap.per_prompt(pred, est_cost, test.quality, test.cost, test.model_ids,
+                                   variant=variant)
+        for name, pred in predictions.items()
+    }
+    methods["random_mix"] = bootstrap.single_models(test.quality, test.cost)
+    return {**rep, **bootstrap.bootstrap_report(methods, test.quality, test.cost, refs,
+                                                resamples, seed)}
 
 
 def baseline_predictions(

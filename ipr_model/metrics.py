@@ -8,6 +8,7 @@ cost, and the chosen models' *recorded* cost and quality are averaged: one (C, Q
 - :func:`reference_and_cheapest`: the reference (highest mean recorded quality) and the cheapest
   (lowest mean recorded cost) single models.
 - :func:`saving_at_parity`: 1 - min{C : Q >= Q_ref} / C_ref, or "not reached" with max Q.
+- :func:`cost_share`: min{C : Q >= f * Q_ref} / C_ref for f in ``QUALITY_FRACTIONS`` (None: never).
 - :func:`arqgc`: area under the normalised, upper non-decreasing hull (see its docstring).
 - :func:`arqgc_steps`: the same area without mixing: the curve a user gets from one tau.
 - :func:`quality_at_cost`: max Q with C <= a budget (the reference cost).
@@ -29,6 +30,7 @@ from ipr_model.rule import Variant, route_batch
 TAU_GRID = np.linspace(0.0, 1.0, 101)
 Q_TOL = 1e-9  # absolute slack on "Q >= Q_ref" for float noise in means
 C_RTOL = 1e-9  # relative slack on "C <= budget" for float noise in means
+QUALITY_FRACTIONS = (0.95, 0.975, 0.99, 1.0)  # cost share at these fractions of Q_ref
 
 
 def _points(points: np.ndarray) -> np.ndarray:
@@ -123,19 +125,20 @@ def upper_hull(points: np.ndarray) -> np.ndarray:
     p = p[order]
     _, first = np.unique(p[:, 0], return_index=True)  # keep the best point per cost
     p = p[first]
-    hull: list[np.ndarray] = []
-    for pt in p:  # Andrew's monotone chain, upper part
+    # Only points better than every cheaper one can be vertices of the rising part (any other lies
+    # below it); dropping the rest first changes nothing and keeps the loop short.
+    prior = np.concatenate([[-np.inf], np.maximum.accumulate(p[:-1, 1])])
+    hull: list[tuple[float, float]] = []
+    for x, y in p[p[:, 1] > prior].tolist():  # Andrew's monotone chain, upper part
         while len(hull) >= 2:
             (x1, y1), (x2, y2) = hull[-2], hull[-1]
-            # drop the middle vertex unless it lies strictly above the chord to pt
-            if (x2 - x1) * (pt[1] - y1) - (y2 - y1) * (pt[0] - x1) >= 0:
+            # drop the middle vertex unless it lies strictly above the chord to (x, y)
+            if (x2 - x1) * (y - y1) - (y2 - y1) * (x - x1) >= 0:
                 hull.pop()
             else:
                 break
-        hull.append(pt)
-    h = np.asarray(hull)
-    top = int(np.argmax(h[:, 1]))  # the concave chain rises up to here, then falls: cut it
-    return h[: top + 1]
+        hull.append((x, y))
+    return np.asarray(hull)  # rising throughout: its last vertex is the highest (the cut)
 
 
 def hull_cost_at_quality(points: np.ndarray, quality: float) -> float | None:
@@ -175,6 +178,32 @@ def saving_at_parity(
         "cost_at_parity": cost,
         "max_quality": max_q,
     }
+
+
+def cost_share(
+    points: np.ndarray, c_ref: float, q_ref: float, fraction: float, mixing: bool = False
+) -> float | None:
+    """Cost share needed to reach ``fraction`` of the reference quality:
+    min{C : Q >= fraction * Q_ref} / C_ref, None when no point gets there.
+
+    Over the router's own operating points, not their hull (``mixing=False``, the default): that is
+    what a user who sets one tau gets, and it makes ``cost_share(.., 1.0) == 1 - saving`` of
+    :func:`saving_at_parity` exactly (DESIGN's figure is also over the points). The hull would
+    credit routing each prompt with one of two taus at random; ``mixing=True`` allows it (for the
+    random mix of single models, which is mixing by definition). ``Q >= ...`` allows ``Q_TOL``.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if not c_ref > 0:
+        raise ValueError(f"c_ref must be > 0, got {c_ref}")
+    p = _points(points)
+    target = fraction * q_ref
+    if mixing:
+        cost = hull_cost_at_quality(p, target)
+    else:
+        ok = p[:, 1] >= target - Q_TOL
+        cost = float(p[ok, 0].min()) if ok.any() else None
+    return None if cost is None else float(cost / c_ref)
 
 
 def arqgc(points: np.ndarray, c_cheap: float, q_cheap: float, c_ref: float, q_ref: float) -> float:
@@ -279,7 +308,8 @@ def summarize(
     name: str, points: np.ndarray, refs: Refs, taus: np.ndarray | None = TAU_GRID
 ) -> dict:
     """One router as a JSON-friendly dict: points as [tau, C, Q] (tau None for a baseline without
-    one), saving_at_parity (without mixing), arqgc, arqgc_steps and quality_at_ref_cost."""
+    one), saving_at_parity (without mixing), arqgc, arqgc_steps, quality_at_ref_cost and
+    cost_share (per fraction of Q_ref in ``QUALITY_FRACTIONS``, keyed like "0.975")."""
     p = _points(points)
     t = [None] * len(p) if taus is None else [float(x) for x in taus]
     if len(t) != len(p):
@@ -293,4 +323,7 @@ def summarize(
         "arqgc": None if np.isnan(score) else score,
         "arqgc_steps": None if np.isnan(steps) else steps,
         "quality_at_ref_cost": quality_at_cost(p, refs.ref_cost),
+        "cost_share": {
+            str(f): cost_share(p, refs.ref_cost, refs.ref_quality, f) for f in QUALITY_FRACTIONS
+        },
     }

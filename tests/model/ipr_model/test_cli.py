@@ -162,6 +162,13 @@ def test_evaluate_reports_every_router_and_the_tau_knob(small_artifacts, data_di
     assert len(entries) == 7
     tau0, ref_cost = rep["routers"]["ipr"]["points"][0], rep["reference"]["ref_cost"]
     assert entries[0] == f"0.00: {tau0[1] / ref_cost:.0%}, {tau0[2]:.3f}"
+    assert rep["bootstrap"]["resamples"] == 1000 and "95% intervals" in p.stdout
+    for name in (*rep["routers"], "random_mix"):
+        iv = rep["intervals"][name]["arqgc"]
+        assert iv["lo"] <= iv["point"] <= iv["hi"]
+    assert rep["intervals"]["ipr"]["arqgc"]["point"] == rep["routers"]["ipr"]["arqgc"]
+    assert set(rep["p_ipr_beats"]) == {*rep["routers"], "random_mix"} - {"ipr"}
+    assert set(rep["cost_share"]["ipr"]) == set(rep["routers"]["ipr"]["cost_share"])
 
 
 def test_cross_validation_pools_the_folds_and_measures_each(data_dir, tmp_path):

@@ -214,3 +214,33 @@ def test_fold_figures_measure_each_fold_against_its_own_reference():
     assert per[0]["oracle"]["saving_at_parity"]["saving"] == pytest.approx(0.3)
     # fold 1: the reference is "small", also the cheapest: parity at its own cost, saving 0
     assert per[1]["oracle"]["saving_at_parity"]["saving"] == pytest.approx(0.0)
+
+
+# A hand-made curve against c_ref = 10, q_ref = 0.8: targets 0.76, 0.78, 0.792 and 0.8.
+CURVE = np.array([[1.0, 0.5], [3.0, 0.77], [4.0, 0.76], [5.0, 0.795], [8.0, 0.80], [12.0, 0.9]])
+
+
+def test_cost_share_takes_the_cheapest_point_reaching_each_fraction():
+    got = [M.cost_share(CURVE, 10.0, 0.8, f) for f in M.QUALITY_FRACTIONS]
+    assert got == pytest.approx([0.3, 0.5, 0.5, 0.8])
+
+
+def test_cost_share_at_parity_is_one_minus_the_saving_and_none_when_unreachable():
+    sp = M.saving_at_parity(CURVE, 10.0, 0.8)
+    assert M.cost_share(CURVE, 10.0, 0.8, 1.0) == pytest.approx(1.0 - sp["saving"])
+    low = np.array([[1.0, 0.5], [2.0, 0.7]])
+    assert M.cost_share(low, 10.0, 0.8, 0.95) is None  # 0.7 < 0.76
+    assert M.cost_share(low, 10.0, 0.8, 0.875) == pytest.approx(0.2)  # 0.7 exactly, Q_TOL slack
+    assert M.summarize("r", low, M.Refs(0, 10.0, 0.8, 1, 1.0, 0.5), taus=None)["cost_share"] == {
+        "0.95": None, "0.975": None, "0.99": None, "1.0": None}
+
+
+def test_cost_share_with_mixing_reads_the_hull():
+    pts = np.array([[0.0, 0.0], [10.0, 1.0]])
+    assert M.cost_share(pts, 10.0, 1.0, 0.95, mixing=True) == pytest.approx(0.95)
+    assert M.cost_share(pts, 10.0, 1.0, 0.95) == pytest.approx(1.0)  # points only: the top one
+
+
+def test_cost_share_rejects_a_fraction_outside_0_1():
+    with pytest.raises(ValueError, match="fraction must be in"):
+        M.cost_share(CURVE, 10.0, 0.8, 1.5)

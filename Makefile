@@ -51,11 +51,14 @@ lint: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration and not model" tests
 
-# Speed (benchmarks, not tests): the router through Kafka against its in-process limit, then the
+# Speed (benchmarks, not tests): the router through Kafka against its in-process limit (and again
+# in exactly-once mode, build/bench-exactly-once.json), then the
 # model's single-prompt latency, batched throughput and training times, then how long a router
 # takes to route after a start, a SIGTERM restart and a SIGKILL restart (build/startup.json).
 bench: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(PY) -m streams.harness.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench.json
+	$(PY) -m streams.harness.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --exactly-once \
+		--rounds 3 --json build/bench-exactly-once.json
 	$(PY) -m ipr_model.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train --recalibrate \
 		--json build/bench-model.json
 	$(PY) -m streams.harness.startup --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/startup.json

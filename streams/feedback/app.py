@@ -4,9 +4,13 @@
   changelog-backed table ``decision-log`` (a restart recovers it from Kafka), for at most
   ``decision_retention_s``: entries older than that are swept as new decisions arrive.
 - ``collect_labels`` joins each QualityFeedback to its decision. The two topics are read
-  independently, so a label may be read before its decision: it then waits (up to
-  ``label_wait_s`` after it was produced, or after the service started when it is read from a
-  backlog; its offset held uncommitted) for the decision to be read. A label it cannot use
+  independently, so a label may be read before its decision: it then waits (its offset held
+  uncommitted) for the decision to be read, and is given up only once ``label_wait_s`` has passed
+  since it was produced (or since the service started, for a backlog) *and* the decisions have
+  been read up to where their partitions ended at that moment: a broker outage or a slow
+  decisions consumer delays a label, it does not dead-letter it (at most
+  ``CATCH_UP_WAIT_S`` more). Labels are judged only once the artifacts are loaded. A label it
+  cannot use
   (:func:`streams.feedback.labels.judge`, or bad bytes) goes to the dead-letter topic with the
   reason. Usable labels are kept per model in the table ``labels`` (at most ``max_labels`` per
   model).
@@ -35,6 +39,7 @@ from pathlib import Path
 
 import faust
 import numpy as np
+from faust.types import TP
 from prometheus_client import Counter
 
 from ipr_model.artifacts import Manifest, read_manifest
@@ -60,6 +65,8 @@ from streams.versions import ensure_topic, send_records
 
 log = logging.getLogger(__name__)
 
+CATCH_UP_WAIT_S = 120.0  # longest a label waits past label_wait_s for the decisions to catch up
+
 RECALIBRATIONS = Counter("ipr_feedback_recalibrations_total",
                          "recalibrations run, by result (published, kept, failed)", ["result"])
 
@@ -82,6 +89,8 @@ class Feedback:
         self.last_recal: dict[str, float] = {}  # model -> monotonic time of its last one
         self.last_publish = float("-inf")  # monotonic time of the last published version
         self.started = time.time()  # when labels began to be read (after table recovery)
+        self.loaded = asyncio.Event()  # set once the current version is known (load_current)
+        self.decisions_read: dict[int, int] = {}  # partition -> next offset of decisions to read
 
     def _raw_topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -109,6 +118,7 @@ class Feedback:
             except ArtifactError as e:
                 log.error("the latest announced version %s cannot be read (%s); starting from "
                           "%s", latest.version, e, self.version)
+        self.loaded.set()
         s = self.settings
         log.warning("feedback: consuming %s and %s from %s as group %s; artifacts %s "
                     "(%d models)", s.decisions, s.feedback, s.kafka_bootstrap, s.app_id,
@@ -131,6 +141,7 @@ class Feedback:
             if d.embedding:
                 self.decision_log[d.prompt_id] = {"model": d.model_id, "embedding": d.embedding,
                                                   "at": d.routed_at}
+            self.decisions_read[event.message.partition] = event.message.offset + 1
             seen += 1
             if seen % 1000 == 0:
                 cutoff = time.time() - self.settings.decision_retention_s
@@ -142,6 +153,9 @@ class Feedback:
         self.started = time.time()  # a backlog's labels wait for their decisions from now
         async for event in stream.events():
             msg = event.message
+            if not self.loaded.is_set():  # a label is judged against the current version
+                await self.loaded.wait()
+                self.started = time.time()
             try:
                 fb = decode(QualityFeedback, event.value)
                 produced = msg.timestamp or time.time()  # seconds (Faust)
@@ -163,8 +177,12 @@ class Feedback:
     async def _keep(self, fb: QualityFeedback) -> None:
         s = self.settings
         d = self.decision_log[fb.prompt_id]
-        self.labels[f"{fb.model_id}|{fb.prompt_id}"] = {
-            "embedding": d["embedding"], "quality": fb.quality, "at": time.time()}
+        key = f"{fb.model_id}|{fb.prompt_id}"
+        # A label read again (its offset was not committed before a crash) is not a new one.
+        new = self.labels.get(key) is None
+        self.labels[key] = {"embedding": d["embedding"], "quality": fb.quality, "at": time.time()}
+        if not new:
+            return
         self.pending[fb.model_id] += 1
         now = time.monotonic()
         since = now - self.last_recal.setdefault(fb.model_id, now)
@@ -180,13 +198,49 @@ class Feedback:
                           fb.model_id, type(e).__name__, e)
 
     async def decision_for(self, prompt_id: str, deadline: float) -> dict | None:
-        """The decision of ``prompt_id``; while it is unknown, poll until ``deadline`` (epoch s)
-        for ``remember_decisions`` to read it. The wait is bounded by wall-clock time, so labels
-        of prompts that never had a decision delay the labels behind them by at most
-        ``label_wait_s``."""
-        while (decision := self.decision_log.get(prompt_id)) is None and time.time() < deadline:
+        """The decision of ``prompt_id``; while it is unknown, poll for ``remember_decisions`` to
+        read it until ``deadline`` (epoch s) has passed and the decisions have been read up to
+        where their partitions ended then, or ``CATCH_UP_WAIT_S`` after ``deadline``. Labels of
+        prompts that never had a decision so delay the labels behind them by about
+        ``label_wait_s`` while the decisions are read in time."""
+        ends: dict[int, int] | None = None
+        while (decision := self.decision_log.get(prompt_id)) is None:
+            now = time.time()
+            if now >= deadline + CATCH_UP_WAIT_S:
+                break
+            if now >= deadline:
+                ends = ends or await self.decision_ends()
+                if ends is not None and await self.decisions_caught_up(ends):
+                    break
             await asyncio.sleep(0.05)
         return decision
+
+    async def decision_ends(self) -> dict[int, int] | None:
+        """Where each assigned partition of the decisions topic ends now (None: unknown)."""
+        consumer = self.app.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic == self.settings.decisions]
+        try:
+            ends = await asyncio.wait_for(consumer.highwaters(*tps), 5)
+        except Exception as e:  # noqa: BLE001 - the broker may be away; asked again later
+            log.info("the decisions' end offsets are unknown for now (%s)", type(e).__name__)
+            await asyncio.sleep(1)
+            return None
+        return {tp.partition: int(end) for tp, end in ends.items()}
+
+    async def decisions_caught_up(self, ends: dict[int, int]) -> bool:
+        """Whether every decisions partition has been read up to ``ends``. A partition with no
+        decision read since the start counts by the consumer's position."""
+        for p, end in ends.items():
+            read = self.decisions_read.get(p)
+            if read is None:
+                try:
+                    read = await asyncio.wait_for(
+                        self.app.consumer.position(TP(self.settings.decisions, p)), 5)
+                except Exception:  # noqa: BLE001 - not assigned, or no position yet
+                    read = None
+            if read is None or read < end:
+                return False
+        return True
 
     def model_labels(self, model_id: str) -> list[dict]:
         """The model's most recent ``max_labels`` labels, oldest first; older ones are deleted."""

@@ -120,10 +120,13 @@ class RssSampler(threading.Thread):
 
 
 def run_bench(
-    artifacts: Path, dataset: Path, n: int, batch_size: int | None, rounds: int, out: Path
+    artifacts: Path, dataset: Path, n: int, batch_size: int | None, rounds: int, out: Path,
+    exactly_once: bool = False,
 ) -> dict:
     """``batch_size``: the router's micro-batch (None: its default, ``IPR_ROUTER_BATCH_SIZE``);
-    ``rounds``: end-to-end runs, each between two limit runs."""
+    ``rounds``: end-to-end runs, each between two limit runs; ``exactly_once``: the router
+    commits each batch in transactions (``IPR_ROUTER_EXACTLY_ONCE``). A transactional record is
+    stamped when appended, a few milliseconds before its transaction commits."""
     from ipr_model.artifacts import read_manifest
     from ipr_model.datasets import load_dataset
     from ipr_model.scorer import Scorer
@@ -148,7 +151,7 @@ def run_bench(
         outputs = [settings.prompts_dlq, *model_topics]
         _create_bench_topics(bootstrap, settings, outputs)
         batch_size = batch_size or RouterSettings().batch_size
-        router = _start_router(artifacts, bootstrap, run, batch_size)
+        router = _start_router(artifacts, bootstrap, run, batch_size, exactly_once)
         rss = RssSampler(router.proc.pid)
         rss.start()
         try:
@@ -164,6 +167,7 @@ def run_bench(
         "dataset": data.name,
         "prompts": n,
         "batch_size": batch_size,
+        "exactly_once": exactly_once,
         **_throughput(limits, e2e, e2e_rate),
         **_latency(lat_got, e2e_rate, lat_steal),
         "router_peak_rss_mb": round(rss.peak_kb / 1024, 1),
@@ -197,10 +201,12 @@ def _create_bench_topics(bootstrap: str, settings: KafkaSettings, outputs: list[
     ))
 
 
-def _start_router(artifacts: Path, bootstrap: str, run: str, batch_size: int) -> Service:
+def _start_router(artifacts: Path, bootstrap: str, run: str, batch_size: int,
+                  exactly_once: bool) -> Service:
     """The router process under test (its own app id), logging under build/logs."""
     env = router_env(bootstrap, f"ipr-router-bench-{run}",
-                     IPR_ROUTER_BATCH_SIZE=str(batch_size))
+                     IPR_ROUTER_BATCH_SIZE=str(batch_size),
+                     IPR_ROUTER_EXACTLY_ONCE=str(exactly_once).lower())
     return Service("router", ["router", "--artifacts", str(artifacts)], env,
                    Path("build") / "logs" / f"bench-{run}")
 
@@ -306,13 +312,15 @@ def main() -> None:
                     help="the router's micro-batch (default: IPR_ROUTER_BATCH_SIZE or its default)")
     ap.add_argument("--rounds", type=int, default=5,
                     help="end-to-end runs, each between two limit runs (the median is reported)")
+    ap.add_argument("--exactly-once", action="store_true",
+                    help="the router in exactly-once mode (IPR_ROUTER_EXACTLY_ONCE)")
     ap.add_argument("--json", type=Path, default=Path("build/bench.json"))
     args = ap.parse_args()
     from streams.harness.processes import stop_on_sigterm
 
     stop_on_sigterm()
     report = run_bench(args.artifacts, args.dataset, args.prompts, args.batch_size, args.rounds,
-                       args.json)
+                       args.json, args.exactly_once)
     print(json.dumps(report, indent=1))
 
 

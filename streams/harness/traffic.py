@@ -41,7 +41,8 @@ LOG_APPEND_TIME = 1  # a record's ``timestamp_type`` when the broker set its tim
 
 
 async def collect(
-    bootstrap: Kafka, topics: list[str], run: str, done, timeout: float, settings: KafkaSettings
+    bootstrap: Kafka, topics: list[str], run: str, done, timeout: float, settings: KafkaSettings,
+    isolation_level: str = "read_uncommitted",
 ) -> Collected:
     """Consume the output topics until ``done(collected)`` or the timeout."""
     from aiokafka import AIOKafkaConsumer
@@ -49,7 +50,7 @@ async def collect(
     out = Collected()
     consumer = AIOKafkaConsumer(
         *topics, **aiokafka_config(bootstrap), group_id=None, auto_offset_reset="earliest",
-        enable_auto_commit=False,
+        enable_auto_commit=False, isolation_level=isolation_level,
     )
     await consumer.start()
     prefix = f"{run}:"

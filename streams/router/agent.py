@@ -21,6 +21,7 @@ from pathlib import Path
 
 import faust
 from aiokafka.errors import KafkaError
+from faust.types import TP
 
 from ipr_model.errors import ArtifactError
 from schemas import ModelHealth, ModelUpdate, SchemaError, decode, encode
@@ -32,6 +33,7 @@ from streams.router import metrics
 from streams.router.routing import BatchResult, Record, route_records
 from streams.router.scorers import ScorerHolder
 from streams.router.settings import RouterSettings
+from streams.router.transactions import Output, Transactions, by_partition
 from streams.versions import can_read, ensure_topic, local_versions, prune_received, receive
 
 log = logging.getLogger(__name__)
@@ -47,20 +49,26 @@ class Router:
         # dead-lettered with its reason instead of throwing into the stream (where Faust would
         # acknowledge and lose it).
         self.prompts_in = self._topic(settings.prompts_in)
-        self.dlq = self._topic(settings.prompts_dlq)
-        self.decisions = self._topic(settings.decisions)
-        self._model_topics: dict[str, faust.TopicT] = {}
+        self._topics: dict[str, faust.TopicT] = {}
+        for name in (settings.decisions, settings.prompts_dlq):
+            self.topic(name)
+        self.transactions = (Transactions(settings, settings.app_id, settings.prompts_in,
+                                          owns=self.owns) if settings.exactly_once else None)
         self.scorers = ScorerHolder(settings.artifacts, settings.encoder_threads)
         self.health = HealthBoard()  # updated by follow_control, read between batches
 
     def _topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes)
 
-    def model_topic(self, name: str) -> faust.TopicT:
-        """The topic object for a ``prompts.routed.<model>`` name, created once."""
-        if name not in self._model_topics:
-            self._model_topics[name] = self._topic(name)
-        return self._model_topics[name]
+    def topic(self, name: str) -> faust.TopicT:
+        """The topic object for an output topic's name, created once."""
+        if name not in self._topics:
+            self._topics[name] = self._topic(name)
+        return self._topics[name]
+
+    def owns(self, partition: int) -> bool:
+        """Whether this router is assigned ``partition`` of ``prompts.in`` now."""
+        return TP(self.settings.prompts_in, partition) in self.app.consumer.assignment()
 
     async def route_prompts(self, stream) -> None:
         s = self.settings
@@ -76,26 +84,43 @@ class Router:
                 None, route_records, records, scorer, s.default_tolerance,
                 s.variant, s.delta, self.health.unhealthy(time.time()),
             )
-            sends = await self._send(result)
+            outputs = self._outputs(result)
+            if self.transactions is None:  # sent now, acknowledged once delivered
+                sends = [await self.topic(t).send(key=k, value=v, force=True)
+                         for _, (t, k, v) in outputs]
+                deliver = _ack_when_delivered(stream, events, sends)
+            else:  # one transaction per partition, after the previous batch's
+                deliver = self._commit_exactly_once(stream, events, records, outputs)
             if in_flight is not None:
                 await in_flight  # raises if the previous batch failed to deliver: never acked
-            in_flight = asyncio.ensure_future(_ack_when_delivered(stream, events, sends))
+            in_flight = asyncio.ensure_future(deliver)
             _observe(result, len(records))
 
-    async def _send(self, result: BatchResult) -> list:
-        sends = []
+    def _outputs(self, result: BatchResult) -> list[tuple[int, Output]]:
+        """Every record the batch produces, with the partition of the input it came from."""
+        s = self.settings
+        out: list[tuple[int, Output]] = []
         for r in result.routed:
-            topic = self.model_topic(r.topic)
-            sends.append(await topic.send(key=r.key, value=encode(r.prompt), force=True))
-            sends.append(await self.decisions.send(key=r.key, value=encode(r.decision), force=True))
+            out.append((r.partition, (r.topic, r.key, encode(r.prompt))))
+            out.append((r.partition, (s.decisions, r.key, encode(r.decision))))
         for d in result.dead:
             key = d.key.encode() if d.key is not None else None
-            sends.append(await self.dlq.send(key=key, value=encode(d), force=True))
+            out.append((d.partition, (s.prompts_dlq, key, encode(d))))
             # The codec's reasons name fields, never values; a scoring error's may quote the text.
             reason = "" if d.error_kind == "routing_error" else f": {d.error}"
             log.warning("dead letter %s: key %s at %s[%d]@%d%s", d.error_kind, d.key,
                         d.source_topic, d.partition, d.offset, reason)
-        return sends
+        return out
+
+    async def _commit_exactly_once(self, stream, events, records: list[Record],
+                                   outputs: list[tuple[int, Output]]) -> None:
+        next_offsets: dict[int, int] = {}
+        for rec in records:
+            next_offsets[rec.partition] = max(next_offsets.get(rec.partition, 0), rec.offset + 1)
+        assert self.transactions is not None
+        await self.transactions.commit_batch(by_partition(outputs), next_offsets)
+        for event in events:
+            await stream.ack(event)
 
     async def load_scorer(self) -> None:
         """Load the artifacts when the worker starts, off the event loop, before the first batch."""

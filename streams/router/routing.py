@@ -41,6 +41,7 @@ class Record:
 class Routed:
     topic: str
     key: bytes
+    partition: int  # of the prompts.in record it came from
     prompt: RoutedPrompt
     decision: RoutingDecision
 
@@ -138,6 +139,7 @@ def _route(valid, *, scorer, default_tolerance, variant, delta, unhealthy) -> li
         routed.append(Routed(
             topic=model_topic(d.model_id),
             key=req.prompt_id.encode(),
+            partition=rec.partition,
             prompt=prompt,
             decision=prompt.to_decision(variant=variant, embedding=pack(emb)),
         ))

@@ -65,6 +65,12 @@ class RouterSettings(KafkaSettings):
         description="received versions kept in versions_dir, besides the one served "
         "(IPR_ROUTER_KEEP_VERSIONS)",
     )
+    exactly_once: bool = Field(
+        False,
+        description="commit each batch's outputs and its input offsets in one Kafka transaction "
+        "per partition of prompts.in: after a crash, read_committed consumers see every "
+        "output once (IPR_ROUTER_EXACTLY_ONCE)",
+    )
     artifacts_topic: str = Field(
         ARTIFACT_FILES, validation_alias=AliasChoices("IPR_ARTIFACTS_TOPIC"),
         description="the compacted topic of each version's changed files (IPR_ARTIFACTS_TOPIC)",

@@ -85,6 +85,9 @@ class ModelLoop:
             client_id=f"ipr-worker-{self.topic[len(ROUTED_PREFIX):]}"[:200],
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # never a routed prompt of an aborted transaction (IPR_ROUTER_EXACTLY_ONCE); the same
+            # as read_uncommitted when nothing is transactional
+            isolation_level="read_committed",
             max_poll_interval_ms=max(300_000, int(1000 * (call_s + 60))),
             session_timeout_ms=int(1000 * s.kafka_session_timeout_s),
             heartbeat_interval_ms=int(1000 * s.kafka_session_timeout_s / 3),

@@ -11,6 +11,7 @@ the user typed on the command line passed over it as values.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -172,7 +173,8 @@ def feedback(
     # The tables' changelogs exist before the first write: Faust would create them lazily and
     # could see them with 0 partitions on the first event.
     _run_faust(faust_app, s, [s.decisions, s.feedback, s.prompts_dlq, s.control],
-               compacted=service.changelog_topics())
+               compacted=service.changelog_topics(),
+               before=lambda: asyncio.run(service.load_current()))  # before a label is read
 
 
 def _given(**typed):
@@ -180,8 +182,10 @@ def _given(**typed):
     return {k: v for k, v in typed.items() if v is not None}
 
 
-def _run_faust(faust_app, settings, topics: list[str], compacted: list[str] = ()) -> None:
-    """Create the service's topics if missing (Faust would only warn), then run its worker."""
+def _run_faust(faust_app, settings, topics: list[str], compacted: list[str] = (),
+               before=None) -> None:
+    """Create the service's topics if missing (Faust would only warn), call ``before``, then run
+    its worker."""
     from faust import Worker
 
     from streams.kafka.admin import KafkaAdminError, check_connection, create_topics_sync
@@ -195,6 +199,8 @@ def _run_faust(faust_app, settings, topics: list[str], compacted: list[str] = ()
                                configs={"cleanup.policy": "compact"})
     except KafkaAdminError as e:
         raise UserError(str(e)) from None
+    if before is not None:
+        before()
     # redirect_stdouts off: Faust would log whatever is printed (a traceback) a character a line
     worker = Worker(faust_app, loglevel="WARNING", quiet=True, logging_config=PLAIN_LOGGING,
                     redirect_stdouts=False)

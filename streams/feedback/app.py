@@ -9,8 +9,7 @@
   since it was produced (or since the service started, for a backlog) *and* the decisions have
   been read up to where their partitions ended at that moment: a broker outage or a slow
   decisions consumer delays a label, it does not dead-letter it (at most
-  ``CATCH_UP_WAIT_S`` more). Labels are judged only once the artifacts are loaded. A label it
-  cannot use
+  ``CATCH_UP_WAIT_S`` more). A label it cannot use
   (:func:`streams.feedback.labels.judge`, or bad bytes) goes to the dead-letter topic with the
   reason. Usable labels are kept per model in the table ``labels`` (at most ``max_labels`` per
   model).
@@ -31,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 import time
@@ -80,16 +80,20 @@ class Feedback:
         self.feedback = self._raw_topic(settings.feedback)
         self.dlq = self._raw_topic(settings.prompts_dlq)
         self.control = self._raw_topic(settings.control)
-        self.decision_log = app.Table("decision-log", default=None, key_type=str, value_type=None)
-        self.labels = app.Table("labels", default=None, key_type=str, value_type=None)
-        self.pending = app.Table("pending", default=int, key_type=str, value_type=int)
+        # Changelog records go to the partition of their key, not of the event being processed:
+        # a key written while reading several partitions (a model's count of new labels, a label
+        # or decision deleted while another partition's event is handled) must have one home, or
+        # a restart recovers whichever of its partitions is read last.
+        table = functools.partial(app.Table, key_type=str, use_partitioner=True)
+        self.decision_log = table("decision-log", default=None, value_type=None)
+        self.labels = table("labels", default=None, value_type=None)
+        self.pending = table("pending", default=int, value_type=int)
         self.root: Path = settings.artifacts
         self.models: frozenset[str] = frozenset()
         self.version = ""
         self.last_recal: dict[str, float] = {}  # model -> monotonic time of its last one
         self.last_publish = float("-inf")  # monotonic time of the last published version
         self.started = time.time()  # when labels began to be read (after table recovery)
-        self.loaded = asyncio.Event()  # set once the current version is known (load_current)
         self.decisions_read: dict[int, int] = {}  # partition -> next offset of decisions to read
 
     def _raw_topic(self, name: str) -> faust.TopicT:
@@ -102,7 +106,8 @@ class Feedback:
 
     async def load_current(self) -> None:
         """Start from ``--artifacts``, then from the latest version announced on the control
-        topic (a restart must not drop the corrections published since), when it is readable."""
+        topic (a restart must not drop the corrections published since), when it is readable.
+        Run before the Faust app starts (``ipr feedback``), so no label is judged before."""
         try:
             await ensure_topic(self.settings, self.settings.artifacts_topic)
         except KafkaAdminError as e:  # publishing will fail, each time with its reason
@@ -118,11 +123,12 @@ class Feedback:
             except ArtifactError as e:
                 log.error("the latest announced version %s cannot be read (%s); starting from "
                           "%s", latest.version, e, self.version)
-        self.loaded.set()
+
+    async def log_start(self) -> None:
         s = self.settings
         log.warning("feedback: consuming %s and %s from %s as group %s; artifacts %s "
                     "(%d models)", s.decisions, s.feedback, s.kafka_bootstrap, s.app_id,
-                    m.version, len(m.models))
+                    self.version, len(self.models))
 
     async def latest_announced(self) -> ModelUpdate | None:
         async for msg in read_control(self.settings, follow=False):
@@ -153,9 +159,6 @@ class Feedback:
         self.started = time.time()  # a backlog's labels wait for their decisions from now
         async for event in stream.events():
             msg = event.message
-            if not self.loaded.is_set():  # a label is judged against the current version
-                await self.loaded.wait()
-                self.started = time.time()
             try:
                 fb = decode(QualityFeedback, event.value)
                 produced = msg.timestamp or time.time()  # seconds (Faust)
@@ -321,7 +324,7 @@ def create_app(settings: FeedbackSettings) -> tuple[faust.App, Feedback]:
         value_serializer="json",
     )
     service = Feedback(app, settings)
-    app.task(service.load_current)
+    app.task(service.log_start)  # load_current runs before the app starts
     app.agent(service.decisions, name="remember_decisions")(service.remember_decisions)
     app.agent(service.feedback, name="collect_labels")(service.collect_labels)
     return app, service

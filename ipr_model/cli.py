@@ -158,6 +158,17 @@ def score(
     typer.echo(f"scored {len(part)} prompts x {len(scorer.model_ids)} models: {out}")
 
 
+def _pair(spec: str, model_ids: list[str]) -> tuple[str, str] | None:
+    if spec == "auto":
+        return None
+    names = tuple(m.strip() for m in spec.split(","))
+    unknown = [m for m in names if m not in model_ids]
+    if len(names) != 2 or len(set(names)) != 2 or unknown:
+        raise UserError(f"--pair takes 'auto' or two different models of the dataset as A,B; "
+                        f"got {spec!r}" + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    return names[0], names[1]
+
+
 @app.command()
 @command
 def evaluate(
@@ -179,6 +190,9 @@ def evaluate(
         int, typer.Option(help="bootstrap resamples of the prompts for the intervals (0: none)")
     ] = 1000,
     bootstrap_seed: Annotated[int, typer.Option(help="seed of the bootstrap resamples")] = 0,
+    pair: Annotated[str | None, typer.Option(
+        help="also route between two models only: 'auto' (the reference and the cheapest) or "
+             "'MODEL_A,MODEL_B'")] = None,
 ) -> None:
     """Routing quality (ARQGC, cost share at 95-100% of the reference's quality, saving at
     parity, ...) against the baselines, with paired-bootstrap intervals."""
@@ -214,22 +228,11 @@ def evaluate(
             test = data.split(split).restrict(Scorer.load(artifacts, verify=False).model_ids)
     if resamples:
         rep = ev.with_intervals(rep, test, cost, preds, resamples, bootstrap_seed)
+    if pair:
+        rep["pair"] = ev.pair_report(test, cost, preds, _pair(pair, test.model_ids), resamples,
+                                     bootstrap_seed)
     write_json(json_out, rep)
-    print_table(rep)
-    if resamples:
-        from ipr_model.interval_table import print_intervals
-
-        print_intervals(rep)
-        typer.echo(f"bootstrap: {rep['bootstrap']['seconds']:.1f}s")
-    for name in ("ipr", "linear", "knn"):
-        per = [f[name]["saving_at_parity"] for f in rep.get("per_fold", []) if name in f]
-        if per:
-            typer.echo(f"{name}, each fold on its own: saving at parity " + ", ".join(
-                f"{p['saving']:.1%}" if p["reached"] else "not reached" for p in per))
-    if any(rep.get("tail_tokens_per_fold", [])):
-        typer.echo(
-            f"the cut each fold chose (tail tokens, 0: the head): {rep['tail_tokens_per_fold']}"
-        )
+    _print_evaluation(rep)
     if plot:
         ids = test.model_ids
         curves = {
@@ -242,6 +245,26 @@ def evaluate(
     typer.echo(f"report: {json_out}")
 
 
+def _print_evaluation(rep: dict) -> None:
+    from ipr_model.interval_table import print_intervals, print_pair
+
+    print_table(rep)
+    if "intervals" in rep:
+        print_intervals(rep)
+        typer.echo(f"bootstrap: {rep['bootstrap']['seconds']:.1f}s")
+    for name in ("ipr", "linear", "knn"):
+        per = [f[name]["saving_at_parity"] for f in rep.get("per_fold", []) if name in f]
+        if per:
+            typer.echo(f"{name}, each fold on its own: saving at parity " + ", ".join(
+                f"{p['saving']:.1%}" if p["reached"] else "not reached" for p in per))
+    if "pair" in rep:
+        print_pair(rep["pair"])
+    if any(rep.get("tail_tokens_per_fold", [])):
+        typer.echo(
+            f"the cut each fold chose (tail tokens, 0: the head): {rep['tail_tokens_per_fold']}"
+        )
+
+
 @app.command()
 @command
 def route(
@@ -251,7 +274,7 @@ def route(
     allow: Annotated[
         list[str] | None, typer.Option("--allow", help="restrict to these model ids")
     ] = None,
-    variant: Annotated[str, typer.Option(help="ipr or dynamic_max")] = "ipr",
+    variant: Annotated[str, typer.Option(help="ipr, range or dynamic_max")] = "ipr",
     delta: Annotated[float, typer.Option(help="margin of dynamic_max")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
@@ -269,7 +292,8 @@ def route(
     d = scorer.decide(scorer.score([text]), [tolerance], [allow], variant=variant, delta=delta)[0]
     if as_json:
         typer.echo(json.dumps({"model_id": d.model_id, "threshold": d.threshold,
-                               "tolerance": d.tolerance, "router_version": scorer.version,
+                               "tolerance": d.tolerance, "rule": d.rule,
+                               "router_version": scorer.version,
                                "predicted_quality": d.predicted_quality,
                                "estimated_cost_usd": d.estimated_cost_usd,
                                "feedback_adjustment": d.feedback_adjustment}, indent=1))

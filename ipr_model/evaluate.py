@@ -97,6 +97,32 @@ def with_intervals(
                                                 resamples, seed)}
 
 
+def pair_report(
+    test: Dataset, est_cost: np.ndarray, predictions: dict[str, np.ndarray],
+    pair: tuple[str, str] | None = None, resamples: int = bootstrap.DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict:
+    """Routing between two models only (default: the dataset's reference and its cheapest, the
+    strong and the weak model of a typical deployment), each router under the ``ipr`` rule (its
+    pair form) and under ``range`` (the switch it would be without it), with paired-bootstrap
+    intervals when ``resamples``."""
+    if pair is None:
+        refs = metrics.reference_and_cheapest(test.quality, test.cost)
+        pair = (test.model_ids[refs.ref_idx], test.model_ids[refs.cheap_idx])
+    if len(set(pair)) != 2:
+        raise ValueError(f"a pair names two different models, got {pair}")
+    sub = test.restrict(list(pair))
+    cols = [test.model_ids.index(m) for m in pair]
+    cost, preds = est_cost[:, cols], {k: v[:, cols] for k, v in predictions.items()}
+    out: dict = {"models": list(pair)}
+    for variant in ("ipr", "range"):
+        rep = report(sub, cost, preds, variant=variant)
+        if resamples:
+            rep = with_intervals(rep, sub, cost, preds, resamples, seed, variant)
+        out[variant] = rep
+    return out
+
+
 def baseline_predictions(
     encoder_dir: Path, train_emb: np.ndarray, train_q: np.ndarray, test_emb: np.ndarray,
     test_q: np.ndarray,

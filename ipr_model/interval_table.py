@@ -40,3 +40,31 @@ def print_intervals(rep: dict) -> None:
                   "-" if p is None else f"{p['arqgc']:.3f}",
                   "-" if p is None else f"{p['cost_share_0.95']:.3f}")
     Console(width=220).print(t)
+
+
+def print_pair(pair: dict) -> None:
+    """Routing between two models: ipr's figures under the pair rule and under the range rule
+    (a switch), with their intervals when the report has them."""
+    from rich.console import Console
+    from rich.table import Table
+
+    a, b = pair["models"]
+    t = Table(title=f"two models only: {a} and {b}")
+    for col in ("rule", "router", "ARQGC", "cost @95% Q_ref", "cost @97.5% Q_ref",
+                "operating points"):
+        t.add_column(col, justify="left" if col in ("rule", "router") else "right")
+    for variant in ("ipr", "range"):
+        rep = pair[variant]
+        for name, r in rep["routers"].items():
+            if name not in ("ipr", "oracle"):
+                continue
+            iv = rep.get("intervals", {}).get(name)
+            points = len({(round(p[1], 12), round(p[2], 12)) for p in r["points"]})
+            if iv:
+                cells = [cell(iv["arqgc"], False), cell(iv["cost_share_0.95"], True),
+                         cell(iv["cost_share_0.975"], True)]
+            else:
+                cells = [f"{r['arqgc']:.3f}", _pct(r["cost_share"]["0.95"]),
+                         _pct(r["cost_share"]["0.975"])]
+            t.add_row(variant, name, *cells, str(points))
+    Console(width=220).print(t)

@@ -2,7 +2,14 @@
 
 For a prompt and its candidate models (narrowed by ``allowed``):
 
-- ``ipr`` (default): r = max q - tau * (max q - min q)
+- ``ipr`` (default): r = max q - tau * (max q - min q) among three or more candidates; between
+  exactly two, r = (1 - tau) * max q. The range from the best candidate down to the worst makes
+  tau a share of how far apart the candidates are predicted to be; with two candidates that range
+  ends at the other one, so it would be feasible only at tau = 1 (a switch, not a knob). Its
+  lower end then goes to 0, the bottom of the quality scale: tau is the share of the best
+  candidate's predicted quality that may be given up (IPR's deployed form, without its margin).
+  :func:`applied_rule` names the rule each prompt got (``ipr`` or ``ipr_pair``).
+- ``range``: r = max q - tau * (max q - min q) for every candidate set (a switch between two).
 - ``dynamic_max`` (IPR's deployed form): r = (1 - tau) * max q - delta
 
 Feasible F = {m : q_m >= r}; choose argmin over F of cost; ties go to the higher q, then to the
@@ -20,8 +27,8 @@ import numpy as np
 
 from ipr_model.errors import RoutingInputError
 
-Variant = Literal["ipr", "dynamic_max"]
-VARIANTS: tuple[str, ...] = ("ipr", "dynamic_max")
+Variant = Literal["ipr", "range", "dynamic_max"]
+VARIANTS: tuple[str, ...] = ("ipr", "range", "dynamic_max")
 
 
 @dataclass(frozen=True)
@@ -85,8 +92,10 @@ def route_batch(
         raise RoutingInputError("no candidate model left for a prompt")
 
     q_max = np.where(mask, q, -np.inf).max(axis=1)
-    if variant == "ipr":
+    if variant in ("ipr", "range"):
         q_min = np.where(mask, q, np.inf).min(axis=1)
+        if variant == "ipr":  # between two candidates the range runs down to 0
+            q_min = np.where(mask.sum(axis=1) == 2, np.minimum(q_min, 0.0), q_min)
         r = q_max - t * (q_max - q_min)
         # At tau = 1 every candidate is feasible: q_max - (q_max - q_min) can round one ulp above
         # q_min (e.g. 0.9350724237877682 and 0.05624275855897737), which would drop the cheapest.
@@ -106,6 +115,13 @@ def route_batch(
     rank[np.argsort(np.asarray(model_ids, dtype=object), kind="stable")] = np.arange(m)
     chosen = np.where(best, rank[None, :], m).argmin(axis=1)
     return chosen, r
+
+
+def applied_rule(allowed: np.ndarray, variant: Variant = "ipr") -> np.ndarray:
+    """The rule each prompt got, from its candidates ``allowed`` [n, m]: ``ipr_pair`` where the
+    ``ipr`` variant chose between exactly two models, else the variant's name."""
+    two = np.asarray(allowed).sum(axis=1) == 2
+    return np.where(two & (variant == "ipr"), "ipr_pair", variant)
 
 
 def route(

@@ -18,7 +18,7 @@ from ipr_model.artifacts import ENCODER_DIR, Manifest, read_manifest
 from ipr_model.cards import ModelCard, memory_loader
 from ipr_model.costs import prompt_tokens
 from ipr_model.errors import ArtifactError, RoutingInputError
-from ipr_model.rule import Variant, allowed_mask, check_tolerance, route_batch
+from ipr_model.rule import Variant, allowed_mask, applied_rule, check_tolerance, route_batch
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Decision:
     estimated_cost_usd: dict[str, float]
     feedback_adjustment: dict[str, float] | None = None  # models whose estimate feedback moved
     unhealthy_models: list[str] | None = None  # candidates left out as unhealthy
+    rule: str = "ipr"  # the rule this prompt got (``ipr_model.rule.applied_rule``)
 
 
 def predict(
@@ -156,9 +157,11 @@ class Scorer:
         healthy = np.array([m not in unhealthy for m in self.model_ids])
         left_out = masks & ~healthy
         left_out[~(masks & healthy).any(axis=1)] = False
+        candidates = masks & ~left_out
         chosen, thr = route_batch(
-            scores.quality, scores.cost, taus, self.model_ids, masks & ~left_out, variant, delta
+            scores.quality, scores.cost, taus, self.model_ids, candidates, variant, delta
         )
+        rules = applied_rule(candidates, variant)
         out = []
         for i in range(n):
             ids = [m for m, ok in zip(self.model_ids, masks[i], strict=True) if ok]
@@ -186,6 +189,7 @@ class Scorer:
                         m for m, out_ in zip(self.model_ids, left_out[i], strict=True) if out_
                     ]
                     or None,
+                    rule=str(rules[i]),
                 )
             )
         return out

@@ -174,7 +174,9 @@ class RoutingDecision(_Routed):
     """Audit record of one routing (a RoutedPrompt without text). Topic `router.decisions`."""
 
     reason: Label | None = None
-    variant: Label | None = Field(default=None, description='the rule, e.g. "ipr", "dynamic_max"')
+    variant: Label | None = Field(
+        default=None, description='the rule applied: "ipr", "ipr_pair" (ipr between two '
+        'candidates), "range" or "dynamic_max"')
     embedding: Annotated[str, StringConstraints(max_length=L.MAX_EMBEDDING_CHARS)] | None = Field(
         default=None,
         description="the prompt's embedding (base64 of little-endian float16): what the feedback "

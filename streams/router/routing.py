@@ -141,6 +141,6 @@ def _route(valid, *, scorer, default_tolerance, variant, delta, unhealthy) -> li
             key=req.prompt_id.encode(),
             partition=rec.partition,
             prompt=prompt,
-            decision=prompt.to_decision(variant=variant, embedding=pack(emb)),
+            decision=prompt.to_decision(variant=d.rule, embedding=pack(emb)),
         ))
     return routed

@@ -25,7 +25,9 @@ class RouterSettings(KafkaSettings):
         description="Faust app id = consumer group (IPR_ROUTER_APP_ID)",
     )
     default_tolerance: float = Field(0.2, ge=0, le=1, description="IPR_ROUTER_DEFAULT_TOLERANCE")
-    variant: Literal["ipr", "dynamic_max"] = Field("ipr", description="IPR_ROUTER_VARIANT")
+    variant: Literal["ipr", "range", "dynamic_max"] = Field(
+        "ipr", description="the rule (docs/design.md): ipr, range or dynamic_max "
+        "(IPR_ROUTER_VARIANT)")
     delta: float = Field(
         0.0,
         ge=0,

@@ -151,10 +151,20 @@ def test_train_seed_draws_other_mlps_and_the_same_ridge(data_dir, tmp_path):
 def test_evaluate_reports_every_router_and_the_tau_knob(small_artifacts, data_dir, tmp_path):
     out = tmp_path / "eval.json"
     p = ipr("evaluate", "--artifacts", str(small_artifacts),
-            "--dataset", str(data_dir / "zeroeval"), "--json", str(out))
+            "--dataset", str(data_dir / "zeroeval"), "--json", str(out), "--pair", "auto")
     assert p.returncode == 0, p.stderr
     rep = json.loads(out.read_text())
     assert {"ipr", "knn", "linear", "oracle"} <= set(rep["routers"]) and rep["prompts"] == 559
+    # two models only: the reference and the cheapest; tau is a knob there, the range a switch
+    pair = rep["pair"]
+    refs = rep["reference"]
+    assert pair["models"] == [refs["ref_model"], refs["cheap_model"]]
+    distinct = {v: len({tuple(pt[1:]) for pt in pair[v]["routers"]["ipr"]["points"]})
+                for v in ("ipr", "range")}
+    assert distinct["range"] == 2 and distinct["ipr"] > 20, distinct
+    assert pair["ipr"]["intervals"]["ipr"]["arqgc"]["point"] == pair["ipr"]["routers"]["ipr"][
+        "arqgc"]
+    assert "two models only" in p.stdout
     for r in rep["routers"].values():
         assert len(r["points"]) == 101 and r["arqgc_steps"] <= r["arqgc"] + 1e-12
     (knob,) = [ln for ln in p.stdout.splitlines() if ln.startswith("ipr by tau")]

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipr_model.errors import RoutingInputError
-from ipr_model.rule import route, route_batch
+from ipr_model.rule import applied_rule, route, route_batch
 
 IDS = ["a", "b", "c"]
 Q = [0.9, 0.5, 0.7]
@@ -32,22 +32,44 @@ C = [3.0, 1.0, 2.0]
         ([0.7, 0.7, 0.9], [1.0, 1.0, 5.0], 1.0, ["b", "a", "c"], None, "ipr", 0.0, 1, 0.7),
         # allowed narrows the candidates: best allowed at tau 0, cheapest allowed at tau 1
         (Q, C, 0.0, IDS, ["b", "c"], "ipr", 0.0, 2, 0.7),
-        (Q, C, 1.0, IDS, ["a", "c"], "ipr", 0.0, 2, 0.7),
-        # threshold from the allowed models only: r = 0.9 - 0.5 * (0.9 - 0.7) = 0.8
-        (Q, C, 0.5, IDS, ["a", "c"], "ipr", 0.0, 0, 0.8),
+        (Q, C, 1.0, IDS, ["a", "c"], "ipr", 0.0, 2, 0.0),
+        # two candidates: r = (1 - tau) * 0.9; c (0.7) is feasible from tau = 2/9 on
+        (Q, C, 0.2, IDS, ["a", "c"], "ipr", 0.0, 0, 0.72),
+        (Q, C, 0.25, IDS, ["a", "c"], "ipr", 0.0, 2, 0.675),
+        # three candidates keep the range: r = 0.9 - 0.2 * (0.9 - 0.5) = 0.82, only a
+        (Q, C, 0.2, IDS, None, "ipr", 0.0, 0, 0.82),
         # dynamic max: r = (1 - 0.25) * 0.8 - 0.05 = 0.55: a and c feasible, c cheaper
         ([0.8, 0.5, 0.6], C, 0.25, IDS, None, "dynamic_max", 0.05, 2, 0.55),
         # dynamic max without margin: r = 0.9 * 0.8 = 0.72: only a
         ([0.8, 0.5, 0.6], C, 0.1, IDS, None, "dynamic_max", 0.0, 0, 0.72),
-        # regression: q_max - (q_max - q_min) rounds one ulp above q_min for this pair
-        ([0.9350724237877682, 0.05624275855897737], [2.0, 1.0], 1.0, ["x", "y"], None,
-         "ipr", 0.0, 1, 0.05624275855897737),
+        # regression: q_max - (q_max - q_min) rounds one ulp above q_min for these
+        ([0.9350724237877682, 0.05624275855897737, 0.5], [2.0, 1.0, 3.0], 1.0, ["x", "y", "z"],
+         None, "ipr", 0.0, 1, 0.05624275855897737),
     ],
 )
 def test_route_table(quality, cost, tau, ids, allowed, variant, delta, want, threshold):
     choice = route(quality, cost, tau, ids, allowed=allowed, variant=variant, delta=delta)
     assert choice.index == want
     assert choice.threshold == pytest.approx(threshold, abs=1e-12)
+
+
+def test_between_two_candidates_tau_is_a_knob_not_a_switch():
+    """The weaker model becomes feasible at tau = 1 - q_weak / q_strong, not only at 1."""
+    q, c, ids = [0.9, 0.8], [3.0, 1.0], ["strong", "weak"]
+    assert route(q, c, 0.11, ids).index == 0
+    assert route(q, c, 0.12, ids).index == 1
+    taus = np.linspace(0.0, 1.0, 101)
+    gaps = np.random.default_rng(0).uniform(0.0, 0.5, 200)
+    qq = np.stack([np.full(200, 0.9), 0.9 - gaps], axis=1)
+    share = [route_batch(qq, np.tile(c, (200, 1)), t, ids)[0].mean() for t in taus]
+    assert share[0] == 0.0 and share[-1] == 1.0
+    assert len(set(share)) > 50  # many operating points, not two
+
+
+def test_applied_rule_names_the_pair_rule():
+    masks = np.array([[True, True, False], [True, True, True], [False, True, False]])
+    assert applied_rule(masks, "ipr").tolist() == ["ipr_pair", "ipr", "ipr"]
+    assert applied_rule(masks, "dynamic_max").tolist() == ["dynamic_max"] * 3
 
 
 def test_unknown_allowed_model_raises():
@@ -90,7 +112,7 @@ def problems(draw):
 
 
 @settings(max_examples=300, deadline=None)
-@given(problems(), st.sampled_from(["ipr", "dynamic_max"]), st.floats(0.0, 0.2))
+@given(problems(), st.sampled_from(["ipr", "range", "dynamic_max"]), st.floats(0.0, 0.2))
 def test_properties(problem, variant, delta):
     q, c, mask, ids = problem
     n = len(q)

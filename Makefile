@@ -34,12 +34,12 @@ demo-offline: $(STAMP) $(ARTIFACTS)/manifest.json
 
 # Routing quality on every shipped dataset (docs/measurements.md, "Routing quality").
 evaluate: $(STAMP) $(ARTIFACTS)/manifest.json
-	$(VENV)/bin/ipr evaluate --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval \
+	$(VENV)/bin/ipr evaluate --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --pair auto \
 		--json build/eval-zeroeval.json --plot build/eval-zeroeval.png
 	$(VENV)/bin/ipr train --dataset $(DATA)/llmrouter --out artifacts/llmrouter
-	$(VENV)/bin/ipr evaluate --artifacts artifacts/llmrouter --dataset $(DATA)/llmrouter \
+	$(VENV)/bin/ipr evaluate --artifacts artifacts/llmrouter --dataset $(DATA)/llmrouter --pair auto \
 		--json build/eval-llmrouter.json --plot build/eval-llmrouter.png
-	$(VENV)/bin/ipr evaluate --cv 5 --dataset $(DATA)/routerbench \
+	$(VENV)/bin/ipr evaluate --cv 5 --dataset $(DATA)/routerbench --pair auto \
 		--json build/eval-routerbench.json --plot build/eval-routerbench.png
 
 test: $(STAMP)

@@ -3,11 +3,11 @@
 For a prompt and its candidate models (narrowed by ``allowed``):
 
 - ``ipr`` (default): r = max q - tau * (max q - min q) among three or more candidates; between
-  exactly two, r = (1 - tau) * max q. The range from the best candidate down to the worst makes
-  tau a share of how far apart the candidates are predicted to be; with two candidates that range
-  ends at the other one, so it would be feasible only at tau = 1 (a switch, not a knob). Its
-  lower end then goes to 0, the bottom of the quality scale: tau is the share of the best
-  candidate's predicted quality that may be given up (IPR's deployed form, without its margin).
+  exactly two, r = max q - tau. The range from the best candidate down to the worst makes tau a
+  share of how far apart the candidates are predicted to be; with two candidates that range ends
+  at the other one, so it would be feasible only at tau = 1 (a switch, not a knob). The range then
+  spans the whole quality scale (width 1): tau is the predicted quality the prompt may lose, and
+  the weaker model takes the prompts where it is predicted to lose least (docs/design.md).
   :func:`applied_rule` names the rule each prompt got (``ipr`` or ``ipr_pair``).
 - ``range``: r = max q - tau * (max q - min q) for every candidate set (a switch between two).
 - ``dynamic_max`` (IPR's deployed form): r = (1 - tau) * max q - delta
@@ -94,8 +94,8 @@ def route_batch(
     q_max = np.where(mask, q, -np.inf).max(axis=1)
     if variant in ("ipr", "range"):
         q_min = np.where(mask, q, np.inf).min(axis=1)
-        if variant == "ipr":  # between two candidates the range runs down to 0
-            q_min = np.where(mask.sum(axis=1) == 2, np.minimum(q_min, 0.0), q_min)
+        if variant == "ipr":  # between two candidates the range is the whole scale: r = q_max - tau
+            q_min = np.where(mask.sum(axis=1) == 2, np.minimum(q_min, q_max - 1.0), q_min)
         r = q_max - t * (q_max - q_min)
         # At tau = 1 every candidate is feasible: q_max - (q_max - q_min) can round one ulp above
         # q_min (e.g. 0.9350724237877682 and 0.05624275855897737), which would drop the cheapest.

@@ -4,7 +4,9 @@ Micro-batches of ``prompts.in`` are scored off the event loop (one scorer call p
 every routed prompt, decision and dead letter is sent. A batch is acknowledged only once all of its
 outputs are on Kafka, so offsets are committed only for records whose outputs were delivered
 (at-least-once). Deliveries are awaited in the background while the next batch is scored: the
-encoder never waits for the broker's round trip, and at most one batch is in flight.
+encoder never waits for the broker's round trip, and at most one batch is in flight. With
+``IPR_ROUTER_EXACTLY_ONCE`` a batch's outputs and input offsets are committed in one transaction
+per input partition instead (:mod:`streams.router.transactions`), then acknowledged.
 
 ``follow_control`` reads ``router.control``: new artifact versions (hot swap between batches; from
 the announced location, or rebuilt from the artifact-files topic: ``streams.versions``) and model

@@ -28,7 +28,7 @@ def create_app(settings: RouterSettings) -> tuple[faust.App, Router]:
         # exactly-once: offsets are committed in each batch's transactions; a commit of Faust's
         # own, landing after a newer transaction's, would move the group's offset back
         broker_commit_every=2**31 if settings.exactly_once else 1000,
-        broker_commit_interval=86400.0 if settings.exactly_once else 1.0,
+        broker_commit_interval=86400.0 if settings.exactly_once else settings.commit_interval_s,
         producer_acks=-1,
         producer_linger_ms=1,
         web_enabled=settings.web_enabled,

@@ -67,6 +67,11 @@ class RouterSettings(KafkaSettings):
         description="received versions kept in versions_dir, besides the one served "
         "(IPR_ROUTER_KEEP_VERSIONS)",
     )
+    commit_interval_s: float = Field(
+        1.0, gt=0,
+        description="how often the consumed offsets of acknowledged batches are committed, "
+        "at-least-once: a crash routes again what came since (IPR_ROUTER_COMMIT_INTERVAL_S)",
+    )
     exactly_once: bool = Field(
         False,
         description="commit each batch's outputs and its input offsets in one Kafka transaction "

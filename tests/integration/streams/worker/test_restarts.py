@@ -85,10 +85,12 @@ def test_a_worker_killed_mid_stream_and_restarted_answers_every_prompt_once(
 
 
 def test_prompts_re_routed_by_a_router_restart_are_not_answered_again_by_a_new_worker(
-    env, unique, small_artifacts, data_dir, zeroeval, tmp_path
+    env, unique, small_artifacts, data_dir, zeroeval, tmp_path, monkeypatch
 ):
-    """The router is killed with routed prompts uncommitted, the worker answers them and is
-    killed too; the new router routes them again and the new worker must skip them."""
+    """The router is killed with routed prompts uncommitted (it commits every 30 s here), the
+    worker answers them and is killed too; the new router routes them again and the new worker
+    must skip them."""
+    monkeypatch.setenv("IPR_ROUTER_COMMIT_INTERVAL_S", "30")
     n = 200
     models, model_topics = system.prepare(env, small_artifacts)
     events = system.prompt_events(zeroeval, unique, n)
@@ -99,7 +101,7 @@ def test_prompts_re_routed_by_a_router_restart_are_not_answered_again_by_a_new_w
     async def scenario() -> Collected:
         await wait_until_routing(env, env, unique, model_topics)
         await produce(env, env.prompts_in, events[: n // 2], RATE)
-        await asyncio.to_thread(services[0].kill)  # the last second's offsets are uncommitted
+        await asyncio.to_thread(services[0].kill)  # its offsets are uncommitted
         routed = await collect(env, outputs, unique, lambda c: False, 3, env)
         await collect(env, outputs, unique,
                       lambda c: set(routed.routed) <= set(c.responses), 60, env)

@@ -95,10 +95,6 @@ class Transactions:
             except Exception as e:  # noqa: BLE001 - it is being replaced anyway
                 log.info("stopping the transactional producer of partition %d: %s", partition, e)
 
-    async def stop(self) -> None:
-        for partition in list(self.producers):
-            await self.drop(partition)
-
 
 def by_partition(outputs: Iterable[tuple[int, Output]]) -> dict[int, list[Output]]:
     grouped: dict[int, list[Output]] = defaultdict(list)

@@ -5,11 +5,12 @@ matches.
     DIR/encoder/model.onnx            the frozen encoder (mean-pooled, normalised), ONNX
     DIR/encoder/tokenizer.json        its tokenizer
     DIR/encoder/encoder.json          max_length, dim, export validation figures
-    DIR/models/<safe id>/adapter.npz  that model's quality adapter (MLP, ridge, kNN labels)
+    DIR/models/<safe id>/adapter.npz  that model's quality adapter (MLP, ridge, kNN labels, ability)
     DIR/models/<safe id>/card.json    id, family, cost model, calibration, training figures
     DIR/models/<safe id>/feedback.npz the local correction from quality feedback (once there is one)
     DIR/memory/embeddings.npy         the train prompts' embeddings (float16): the kNN memory
     DIR/memory/prompts.sha256         the sha256 of each memory prompt's text, one per line
+    DIR/joint/prompt.npy              the joint part's prompt side, from every model's outcomes
 
 Each model's files are its own: adding a model writes two new files and a new manifest; every file
 already in the manifest keeps its bytes. The manifest is written last (write-then-rename), so a

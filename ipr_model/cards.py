@@ -1,6 +1,6 @@
 """A model card: everything the router knows about one candidate model, stored in its own folder.
 
-    models/<safe id>/adapter.npz   the quality adapter (MLP, ridge and kNN parts, see adapters.py)
+    models/<safe id>/adapter.npz   the quality adapter (MLP, ridge, kNN, joint; see adapters.py)
     models/<safe id>/card.json     id, family, cost model, calibration, training figures
     models/<safe id>/feedback.npz  the local correction from quality feedback, once there is one
                                    (corrections.py)
@@ -10,6 +10,10 @@ root; each adapter holds only its labels for those rows:
 
     memory/embeddings.npy          [N, d] float16 unit-norm embeddings of the train prompts
     memory/prompts.sha256          the sha256 of each of those prompts' text, one per line
+
+and the joint part's prompt side, learned from every model's outcomes (joint.py):
+
+    joint/prompt.npy               [K, d, r] float32
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ipr_model.calibration import Calibration
 from ipr_model.corrections import Correction
 from ipr_model.costs import CostModel
 from ipr_model.errors import ArtifactError
+from ipr_model.joint import PromptSide, prompt_side_loader
 from ipr_model.texts import text_sha256
 
 
@@ -67,16 +72,19 @@ class ModelCard:
 
     @classmethod
     def load(
-        cls, root: Path, model_id: str, memory: Callable[[], np.ndarray] | None = None
+        cls, root: Path, model_id: str, memory: Callable[[], np.ndarray] | None = None,
+        prompt: Callable[[], PromptSide | None] | None = None,
     ) -> ModelCard:
-        """``memory`` gives the artifact's shared kNN memory (default: read it from ``root``;
-        pass one cached loader to share a single copy between cards)."""
+        """``memory`` and ``prompt`` give the artifact's shared kNN memory and the joint part's
+        prompt side (default: read them from ``root``; pass one cached loader of each to share a
+        single copy between cards)."""
         d = Path(root) / model_dir(model_id)
         try:
             card = json.loads((d / "card.json").read_text())
             if card["id"] != model_id:
                 raise ValueError(f"card.json names {card['id']!r}")
-            adapter = Adapter.load(d / "adapter.npz", memory or (lambda: load_memory(root)))
+            adapter = Adapter.load(d / "adapter.npz", memory or (lambda: load_memory(root)),
+                                   prompt or prompt_side_loader(root))
             fix = Correction.load(d / FEEDBACK) if (d / FEEDBACK).is_file() else None
             if fix is not None and fix.emb.shape[1] != adapter.dim:
                 raise ValueError(f"{FEEDBACK} has {fix.emb.shape[1]}-d embeddings, "

@@ -76,7 +76,7 @@ def train(
     """Train the estimators on the dataset's train split and write an artifact directory."""
     import time
 
-    from ipr_model.adapters import AdapterConfig
+    from ipr_model.fitting import AdapterConfig
     from ipr_model.train import train as run
 
     t0 = time.perf_counter()
@@ -198,7 +198,7 @@ def evaluate(
     parity, ...) against the baselines, with paired-bootstrap intervals."""
     from ipr_model import evaluate as ev
     from ipr_model import metrics
-    from ipr_model.adapters import AdapterConfig
+    from ipr_model.fitting import AdapterConfig
     from ipr_model.plot import make_refs, plot_curves
 
     if resamples < 0:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ipr_model import baselines, bootstrap, metrics
-from ipr_model.adapters import DEFAULT_CONFIG, AdapterConfig
 from ipr_model.datasets import Dataset
 from ipr_model.encoder import sentence_part
+from ipr_model.fitting import DEFAULT_CONFIG, AdapterConfig
 from ipr_model.rule import Variant
 
 Progress = Callable[[str, int, int], None]

@@ -42,6 +42,7 @@ from ipr_model.artifacts import (
 from ipr_model.cards import ModelCard, memory_loader
 from ipr_model.corrections import RADIUS, STRENGTH, Correction
 from ipr_model.errors import IprError
+from ipr_model.joint import prompt_side_loader
 
 HOLDOUT = 0.3
 MIN_LABELS = 10
@@ -107,7 +108,7 @@ def recalibrate(
     unknown = sorted(set(labels) - set(current.models))
     if unknown:
         raise IprError(f"feedback for model(s) not in the artifacts: {', '.join(unknown)}")
-    memory = memory_loader(Path(root))
+    memory, prompt = memory_loader(Path(root)), prompt_side_loader(Path(root))
     results, accepted = [], []
     for model_id, (x, y, *age) in sorted(labels.items()):
         x, y = np.asarray(x, np.float32), np.clip(np.asarray(y, np.float64), 0.0, 1.0)
@@ -123,7 +124,7 @@ def recalibrate(
         perm = np.random.default_rng(cfg.seed).permutation(len(y))
         cut = max(1, int(round(len(y) * HOLDOUT)))
         test, fit = perm[:cut], perm[cut:]
-        card = ModelCard.load(Path(root), model_id, memory)
+        card = ModelCard.load(Path(root), model_id, memory, prompt)
         cand = candidate_card(card, x[fit], y[fit], w[fit], cfg)
         b_cur = brier(uncorrected(card), x[test], y[test], w[test])
         b_new = brier(cand, x[test], y[test], w[test])

@@ -18,6 +18,7 @@ from ipr_model.artifacts import ENCODER_DIR, Manifest, read_manifest
 from ipr_model.cards import ModelCard, memory_loader
 from ipr_model.costs import prompt_tokens
 from ipr_model.errors import ArtifactError, RoutingInputError
+from ipr_model.joint import prompt_side_loader
 from ipr_model.rule import Variant, allowed_mask, applied_rule, check_tolerance, route_batch
 
 
@@ -117,7 +118,8 @@ class Scorer:
         else:
             encoder = OnnxEncoder.load(manifest.root / ENCODER_DIR, encoder_threads)
         memory = memory_loader(manifest.root)  # read once, shared by every card that uses it
-        cards = [ModelCard.load(manifest.root, m, memory) for m in manifest.models]
+        prompt = prompt_side_loader(manifest.root)  # one prompt side for the joint parts
+        cards = [ModelCard.load(manifest.root, m, memory, prompt) for m in manifest.models]
         for c in cards:
             if c.adapter.dim != encoder.dim:
                 raise ArtifactError(

@@ -20,15 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ipr_model.adapters import (
-    DEFAULT_CONFIG,
-    EQUAL_PARTS,
-    PART_WEIGHTS,
-    AdapterConfig,
-    config_dict,
-    train_adapters,
-    unit,
-)
+from ipr_model.adapters import EQUAL_PARTS, unit
 from ipr_model.artifacts import ENCODER_DIR, Manifest, read_manifest, write_manifest
 from ipr_model.calibration import Calibration, fit_calibration, shrink
 from ipr_model.cards import ModelCard, load_memory, memory_hashes, save_memory
@@ -37,6 +29,14 @@ from ipr_model.datasets import Dataset
 from ipr_model.encoder import OnnxEncoder
 from ipr_model.errors import ArtifactError
 from ipr_model.export import DEFAULT_PRECISION, cached_export
+from ipr_model.fitting import (
+    DEFAULT_CONFIG,
+    PART_WEIGHTS,
+    AdapterConfig,
+    config_dict,
+    train_adapters,
+)
+from ipr_model.joint import PROMPT_SIDE, PromptSide
 from ipr_model.texts import text_sha256
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -69,12 +69,13 @@ class Blend:
     ridge, kNN) and the weight pulling each calibration toward its model's mean (calibration.py).
     Chosen once by ``train``, kept by ``add-model`` (the manifest carries it)."""
 
-    parts: tuple[float, float, float] = EQUAL_PARTS
+    parts: tuple[float, ...] = EQUAL_PARTS  # mlp, ridge, kNN, joint
     shrink: float = 1.0
 
     @classmethod
     def from_manifest(cls, data: dict) -> Blend:
         parts = tuple(data.get("part_weights", EQUAL_PARTS))  # artifacts before blends: equal
+        parts = parts + (0.0,) * (4 - len(parts))  # before the joint part: three parts
         return cls(parts, float(data.get("calibration_shrink", 1.0)))
 
     def as_manifest(self) -> dict:
@@ -167,6 +168,7 @@ def fit_cards(
     progress: Progress | None = None,
     memory: tuple[np.ndarray, np.ndarray] | None = None,
     blend: Blend | None = None,
+    prompt: PromptSide | None = None,
 ) -> list[ModelCard]:
     """Fit adapter, calibration (on out-of-sample predictions) and cost model of each model.
 
@@ -174,7 +176,8 @@ def fit_cards(
     part, every memory row covered; by default the adapters keep the train prompts themselves as
     their own memory (``train`` saves it once, as the shared memory).
     ``blend``: the part weights and calibration shrink; None chooses them by ``select_blend``
-    (the equal blend, unshrunk, when fitting a single model)."""
+    (the equal blend, unshrunk, when fitting a single model). ``prompt``: the joint part's
+    prompt side to fit the abilities against (None: learned from these models' outcomes)."""
     ids = model_ids or train_set.model_ids
     cols = [train_set.model_ids.index(m) for m in ids]
     quality = train_set.quality[:, cols]
@@ -187,7 +190,7 @@ def fit_cards(
     labels = np.stack([np.bincount(row[row >= 0], weights=q[row >= 0], minlength=len(mem))
                        for q in quality.T], axis=1) / counts
     adapters, oof_parts = train_adapters(
-        emb, quality, mem, labels, row, cfg, own_memory=own, progress=cb
+        emb, quality, mem, labels, row, cfg, own_memory=own, progress=cb, prompt=prompt
     )
     tokens = prompt_tokens(train_set.prompts)
     costs = [
@@ -255,6 +258,7 @@ def train(
         tail, cards, scores = choose_cut(views, train_set, cfg, progress)
         shutil.copytree(encoders[tail], tmp / ENCODER_DIR)
         save_memory(tmp, views[tail], train_set.prompts)
+        cards[0].adapter.prompt.save(tmp)
         for card in cards:
             card.save(tmp)
         extra = {
@@ -289,7 +293,8 @@ def add_model(
 
     Two files are added (the model's adapter and card) and the manifest is rewritten; every file
     already in the manifest keeps its bytes. The kNN part uses the shared memory when the dataset
-    covers every memory prompt, else its own memory (see the module docstring)."""
+    covers every memory prompt, else its own memory (see the module docstring); the joint part
+    fits only the new model's ability against the artifact's prompt side."""
     old = read_manifest(root)
     if model_id in old.models:
         raise ArtifactError(f"{root}: model {model_id!r} is already in the artifacts")
@@ -299,7 +304,11 @@ def add_model(
     row = memory_rows(train_set.prompts, hashes) if hashes is not None else None
     memory = (load_memory(root), row) if row is not None else None
     blend = Blend.from_manifest(old.data)  # the one chosen by ``train``
-    (card,) = fit_cards(emb, train_set, [model_id], cfg, progress, memory, blend)
+    side = PromptSide.load(root) if (Path(root) / PROMPT_SIDE).is_file() else None
+    (card,) = fit_cards(emb, train_set, [model_id], cfg, progress, memory, blend, side)
+    if side is None:  # artifacts from before the joint part: no ability to fit against
+        card = replace(card, adapter=replace(card.adapter, ability=None, intercept=None,
+                                             prompt=None))
     card.save(Path(root))
     extra = old.carried_over()
     write_manifest(Path(root), old.models + [model_id], extra, parent=old.version)

@@ -48,7 +48,7 @@ def zeroeval_slice(zeroeval):
 @pytest.fixture(scope="session")
 def small_artifacts(tmp_path_factory, zeroeval_slice) -> Path:
     """Artifacts trained on the zeroeval slice with the real encoder (export cached per user)."""
-    from ipr_model.adapters import AdapterConfig
+    from ipr_model.fitting import AdapterConfig
     from ipr_model.train import train
 
     out = tmp_path_factory.mktemp("artifacts") / "zeroeval-slice"

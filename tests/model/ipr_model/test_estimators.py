@@ -10,7 +10,8 @@ import shutil
 import numpy as np
 import pytest
 
-from ipr_model.adapters import AdapterConfig, Neighbours, fit_knn, fit_ridge, knn_weights, unit
+from ipr_model.adapters import Neighbours, knn_weights, unit
+from ipr_model.fitting import AdapterConfig, fit_knn, fit_ridge
 
 pytestmark = pytest.mark.model
 
@@ -54,9 +55,11 @@ def test_fused_stack_blends_each_adapters_parts_like_the_adapter(zeroeval_slice,
     _, test = zeroeval_slice
     emb = _embed(small_artifacts, test.prompts[:30])
     rng = np.random.default_rng(0)
+    parts = rng.dirichlet(np.ones(4), size=8).astype(np.float32)
+    parts[1] = (0.5, 0.5, 0.0, 0.0)  # an adapter without the joint part among ones with it
     adapters = [
-        replace(c.adapter, parts=rng.dirichlet(np.ones(3)).astype(np.float32))
-        for c in Scorer.load(small_artifacts).cards
+        replace(c.adapter, parts=parts[j % len(parts)])
+        for j, c in enumerate(Scorer.load(small_artifacts).cards)
     ]
     each = np.stack([a.raw(emb) for a in adapters], axis=1)
     stack = AdapterStack(adapters)
@@ -64,8 +67,13 @@ def test_fused_stack_blends_each_adapters_parts_like_the_adapter(zeroeval_slice,
     np.testing.assert_allclose(stack.raw(emb), each, atol=1e-6)
     a = adapters[0]
     w = a.parts
+    # The joint part: the members' mean of sigmoid(theta . ability + intercept), theta = emb P.
+    logit = np.einsum("nd,kdr,kr->nk", emb, a.prompt.weights, a.ability) + a.intercept
+    joint = (1.0 / (1.0 + np.exp(-logit))).mean(axis=1)
+    assert joint.std() > 0.01
     np.testing.assert_allclose(
-        each[:, 0], w[0] * a.mlp(emb) + w[1] * a.linear(emb) + w[2] * a.knn(emb), atol=1e-6
+        each[:, 0],
+        w[0] * a.mlp(emb) + w[1] * a.linear(emb) + w[2] * a.knn(emb) + w[3] * joint, atol=1e-5
     )
 
 
@@ -164,6 +172,11 @@ def test_add_model_leaves_existing_files_identical(tmp_path, zeroeval_slice):
     by_id = {c.id: c.adapter for c in scorer.cards}
     assert not by_id[shared].own_memory and by_id[shared].memory is by_id[base[0]].memory
     assert by_id[own].own_memory and len(by_id[own].knn_y) == len(data) // 2
+    # Each new model fitted only its joint ability, against the artifact's prompt side.
+    side = by_id[base[0]].prompt
+    for m in (shared, own):
+        assert by_id[m].prompt is side and by_id[m].ability.shape == side.shape[::2]
+        assert np.std(by_id[m].joint(scorer.encoder.encode(test.prompts[:20]))) > 0
     # New adapters blend their parts as the artifact's training chose (the manifest carries it).
     blend = read_manifest(root).data["part_weights"]
     for m in (base[0], shared, own):
@@ -230,3 +243,20 @@ def test_a_second_cut_is_a_candidate_only_when_many_prompts_are_long(zeroeval_sl
     candidates, cut = cut_candidates(many)
     assert list(candidates) == [0, 128] and cut >= 20
     assert list(cut_candidates(many, tail_tokens=0)[0]) == [0]  # a given cut is the only one
+
+
+def test_adapter_files_from_before_the_joint_part_still_load(tmp_path, small_artifacts):
+    from ipr_model.adapters import Adapter
+    from ipr_model.cards import load_memory
+
+    path = next((small_artifacts / "models").glob("*/adapter.npz"))
+    with np.load(path) as z:
+        old = {k: z[k] for k in z.files if k not in ("ability", "intercept")}
+    old["parts"] = np.array([0.25, 0.25, 0.5], np.float32)
+    with open(tmp_path / "adapter.npz", "wb") as f:
+        np.savez(f, **old)
+    a = Adapter.load(tmp_path / "adapter.npz", lambda: load_memory(small_artifacts))
+    assert a.parts.tolist() == [0.25, 0.25, 0.5, 0.0] and a.ability is None
+    emb = unit(np.random.default_rng(0).standard_normal((3, a.dim)))
+    np.testing.assert_allclose(a.raw(emb), 0.25 * a.mlp(emb) + 0.25 * a.linear(emb)
+                               + 0.5 * a.knn(emb), atol=1e-6)

@@ -306,7 +306,8 @@ half's quality-cost figures with intervals (build/learn.json)."""
         "versions_adopted": r["runs"]["on"]["versions_adopted"],
         **{k: {side: half[side][k] for side in ("on", "off", "difference")}
            for k in ("arqgc", "cost_share_0.95", "cost_share_0.975")},
-        "report": str(json_out)}, indent=1))
+        "at_tau_on_minus_off": half["realised"]["difference"], "report": str(json_out)},
+        indent=1))
 
 
 @app.command()

@@ -194,7 +194,16 @@ def run_learn(artifacts: Path, dataset: Path, cfg: LearnConfig = LearnConfig(),
 
 
 PLOTTED = (("arqgc", "ARQGC (higher is better)"),
-           ("cost_share_0.95", "cost share at 95% of the reference's quality (lower is better)"))
+           ("cost_share_0.95", "cost share at 95% of Q_ref (lower is better)"),
+           ("realised.quality", "quality at the router's tau (live)"),
+           ("realised.cost_usd", "cost per prompt at the router's tau, USD (live)"))
+
+
+def _cell(row: dict, side: str, key: str) -> dict:
+    """A window's figure ``key`` of ``side`` (on, off, difference); ``realised.*``: at tau."""
+    if key.startswith("realised."):
+        return row["realised"][side][key.split(".", 1)[1]]
+    return row[side][key]
 
 
 def plot(report: dict, png: Path) -> None:
@@ -206,13 +215,13 @@ def plot(report: dict, png: Path) -> None:
 
     rows = report["windows"]
     x = np.array([(r["start"] + r["stop"]) / 2 for r in rows])
-    fig, axes = plt.subplots(2, len(PLOTTED), figsize=(11, 7), sharex=True)
+    fig, axes = plt.subplots(2, len(PLOTTED), figsize=(18, 7), sharex=True)
     for col, (key, title) in enumerate(PLOTTED):
         top, bottom = axes[0, col], axes[1, col]
         for name, label, dx, style in (("on", "feedback loop on", -2, "o-"),
                                         ("off", "loop off (control)", 2, "s--")):
-            _errorbars(top, x + dx, [r[name][key] for r in rows], style, label)
-        _errorbars(bottom, x, [r["difference"][key] for r in rows], "d-", "on - off")
+            _errorbars(top, x + dx, [_cell(r, name, key) for r in rows], style, label)
+        _errorbars(bottom, x, [_cell(r, "difference", key) for r in rows], "d-", "on - off")
         bottom.axhline(0, color="grey", lw=0.8)
         top.set_title(title, fontsize=9)
         bottom.set_xlabel("position in the stream (window midpoints)")

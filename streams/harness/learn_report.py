@@ -82,11 +82,29 @@ def paired(on: Stream, off: Stream, start: int, stop: int) -> np.ndarray:
     return pos[on.routed[start:stop] & off.routed[start:stop]]
 
 
-def realised(s: Stream, idx: np.ndarray, true_q: np.ndarray, true_cost: np.ndarray) -> dict:
-    """The mean recorded quality and cost of the models the run chose (at the tau it ran)."""
-    col = s.chosen[idx]
-    return {"quality": float(true_q[idx, col].mean()),
-            "cost_usd": float(true_cost[idx, col].mean())}
+def realised(on: Stream, off: Stream, idx: np.ndarray, true_q: np.ndarray,
+             true_cost: np.ndarray, resamples: int, seed: int) -> dict:
+    """The mean recorded quality and cost of the models each run chose (at the tau it ran: what
+    the live router delivered), with 95% intervals and on - off, on the same resamples as
+    :func:`compare`'s (same ``seed``)."""
+    w = bootstrap.weights(bootstrap.resample_indices(len(idx), resamples, seed), len(idx))
+    out: dict = {"on": {}, "off": {}, "difference": {}}
+    for key, table, higher in (("quality", true_q, True), ("cost_usd", true_cost, False)):
+        per = {name: np.asarray(table, np.float64)[idx, s.chosen[idx]]
+               for name, s in (("on", on), ("off", off))}
+        draws = {name: w @ v / len(idx) for name, v in per.items()}
+        for name, v in per.items():
+            out[name][key] = _cell(float(v.mean()), draws[name])
+        d = draws["on"] - draws["off"]
+        out["difference"][key] = {**_cell(float(per["on"].mean() - per["off"].mean()), d),
+                                  "p_on_ahead": bootstrap.p_beats(draws["on"], draws["off"],
+                                                                  higher)}
+    return out
+
+
+def _cell(point: float, draws: np.ndarray) -> dict:
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return {"point": point, "lo": float(lo), "hi": float(hi)}
 
 
 def _difference(on: dict, off: dict, d_on: np.ndarray, d_off: np.ndarray, key: str) -> dict:
@@ -119,8 +137,7 @@ def compare(on: Stream, off: Stream, idx: np.ndarray, true_q: np.ndarray, true_c
         "off": iv["off"],
         "difference": {k: _difference(iv["on"][k], iv["off"][k], draws["on"][k],
                                       draws["off"][k], k) for k in bootstrap.FIGURES},
-        "realised": {name: realised(s, idx, true_q, true_cost)
-                     for name, s in (("on", on), ("off", off))},
+        "realised": realised(on, off, idx, true_q, true_cost, resamples, seed),
     }
 
 

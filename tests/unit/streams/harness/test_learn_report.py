@@ -84,8 +84,14 @@ def test_compare_measures_both_runs_on_the_same_prompts_and_their_difference() -
     for side in ("on", "off"):
         cell = r[side]["arqgc"]
         assert cell["lo"] <= cell["point"] <= cell["hi"]
-    assert r["realised"]["on"] == {"quality": 1.0, "cost_usd": 5.5}
-    assert r["realised"]["off"] == {"quality": 1.0, "cost_usd": 10.0}
+    # at the tau they ran: on chose the oracle's model, off always the reference
+    live = r["realised"]
+    assert live["on"]["quality"] == {"point": 1.0, "lo": 1.0, "hi": 1.0}
+    assert live["on"]["cost_usd"]["point"] == 5.5
+    assert live["off"]["cost_usd"] == {"point": 10.0, "lo": 10.0, "hi": 10.0}
+    saved = live["difference"]["cost_usd"]
+    assert saved["lo"] <= saved["point"] == -4.5 <= saved["hi"] < 0 and saved["p_on_ahead"] == 1.0
+    assert live["difference"]["quality"]["p_on_ahead"] == 0.5  # the same quality: a tie
 
 
 def test_identical_runs_differ_by_nothing() -> None:

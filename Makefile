@@ -70,7 +70,7 @@ drift: $(STAMP) $(ARTIFACTS)/manifest.json
 # Learning from live labels (docs/measurements.md): DATASET's test split in a fixed random order
 # through router, replay workers and feedback service, the loop on, then off; the last half's
 # quality-cost figures with intervals (build/learn.json, build/learn-<DATASET>.json for the others,
-# and .png); about 4 minutes on zeroeval, 3 on llmrouter (artifacts/<DATASET>, trained if missing).
+# and .png); about 2 minutes on zeroeval, 1.5 on llmrouter (artifacts/<DATASET>, trained if missing).
 DATASET ?= zeroeval
 LEARN_JSON := $(if $(filter zeroeval,$(DATASET)),build/learn.json,build/learn-$(DATASET).json)
 learn: $(STAMP) artifacts/$(DATASET)/manifest.json

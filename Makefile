@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ipr-installed
 DATA ?= data
 ARTIFACTS ?= artifacts/zeroeval
 
-.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift soak artifacts schemas clean
+.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift learn soak artifacts schemas clean
 
 setup: $(STAMP)
 
@@ -66,6 +66,18 @@ bench: $(STAMP) $(ARTIFACTS)/manifest.json
 # The feedback loop on a real drift (build/drift.json, build/drift.png); about 8 minutes.
 drift: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(VENV)/bin/ipr drift --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval
+
+# Learning from live labels (docs/measurements.md): DATASET's test split in a fixed random order
+# through router, replay workers and feedback service, the loop on, then off; the last half's
+# quality-cost figures with intervals (build/learn.json, build/learn-<DATASET>.json for the others,
+# and .png); about 2 minutes on zeroeval, 1.5 on llmrouter (artifacts/<DATASET>, trained if missing).
+DATASET ?= zeroeval
+LEARN_JSON := $(if $(filter zeroeval,$(DATASET)),build/learn.json,build/learn-$(DATASET).json)
+learn: $(STAMP) artifacts/$(DATASET)/manifest.json
+	$(VENV)/bin/ipr learn --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET) --json $(LEARN_JSON)
+
+artifacts/%/manifest.json: | $(STAMP)
+	$(VENV)/bin/ipr train --dataset $(DATA)/$* --out artifacts/$*
 
 # Router, workers and feedback service for SOAK_MINUTES at half the end-to-end limit: RSS, lag and
 # p99 per minute, and the bar (build/soak.json, build/soak.png); about SOAK_MINUTES + 2 minutes.

@@ -3,7 +3,7 @@
     ipr train | add-model | score | evaluate | route | recalibrate    the estimator (ipr_model.cli)
     ipr router | worker | feedback                                     the services
     ipr broker start | stop                                            a local dev Kafka
-    ipr demo | drift | soak                                            the harnesses
+    ipr demo | drift | learn | soak                                    the harnesses
 
 Each service is built from its settings class, read from the environment (``IPR_*``) with what
 the user typed on the command line passed over it as values.
@@ -276,6 +276,38 @@ def drift(
             "quality_degraded_with_loop", "share_to_degraded_before", "share_to_degraded_after",
             "labels_to_recover", "versions_published", "lost_prompts", "router_restarted")
     typer.echo(json.dumps({k: r[k] for k in keys}, indent=1))
+
+
+@app.command()
+@command
+def learn(
+    artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
+    dataset: DataOpt = None,
+    tolerance: Annotated[float, typer.Option(help="the router's tau")] = 0.2,
+    rate: Annotated[float, typer.Option(help="prompts per second")] = 15.0,
+    seed: Annotated[int, typer.Option(help="of the stream's order")] = 0,
+    min_labels: Annotated[int, typer.Option(help="labels per recalibration")] = 20,
+    json_out: Annotated[Path, typer.Option("--json", help="report (and its .png)")] = Path(
+        "build/learn.json"),
+) -> None:
+    """Learning from live labels: the test split through the system, loop on vs off; the last \
+half's quality-cost figures with intervals (build/learn.json)."""
+    from ipr_model.rule import check_tolerance
+    from streams.harness.learn import LearnConfig, run_learn
+    from streams.harness.processes import stop_on_sigterm
+
+    stop_on_sigterm()
+    cfg = LearnConfig(tolerance=check_tolerance(tolerance), rate=rate, seed=seed,
+                      min_labels=min_labels)
+    r = run_learn(artifacts, _dataset(dataset), cfg, out=json_out)
+    half = r["last_half"]
+    typer.echo(json.dumps({
+        "prompts": r["prompts"], "last_half_prompts": half["prompts"], "lost": r["lost"],
+        "versions_adopted": r["runs"]["on"]["versions_adopted"],
+        **{k: {side: half[side][k] for side in ("on", "off", "difference")}
+           for k in ("arqgc", "cost_share_0.95", "cost_share_0.975")},
+        "at_tau_on_minus_off": half["realised"]["difference"], "report": str(json_out)},
+        indent=1))
 
 
 @app.command()

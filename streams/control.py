@@ -50,6 +50,21 @@ async def read_control(settings: KafkaSettings, follow: bool = True) -> AsyncIte
         await consumer.stop()
 
 
+async def control_history(settings: KafkaSettings) -> list[Any]:
+    """Every message of the control topic so far, by partition and offset (what the harnesses
+    count the announced versions in)."""
+    consumer = AIOKafkaConsumer(
+        settings.control, **aiokafka_config(settings), group_id=None,
+        auto_offset_reset="earliest", enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        messages = await _read_to_end(consumer, await _assigned(consumer, settings.control))
+    finally:
+        await consumer.stop()
+    return sorted(messages, key=lambda m: (m.partition, m.offset))
+
+
 async def _assigned(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     """Every partition of the topic (no group: the consumer is assigned all of them)."""
     waited = 0.0

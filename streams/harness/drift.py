@@ -25,15 +25,8 @@ import numpy as np
 
 from ipr_model.datasets import load_dataset
 from schemas.topics import model_topic
-from streams.harness.processes import Service, router_env
-from streams.harness.traffic import (
-    Collected,
-    collect,
-    produce,
-    prompt_events,
-    restamp,
-    wait_until_routing,
-)
+from streams.harness.loop import start_services, stream, versions_dir
+from streams.harness.traffic import prompt_events, wait_until_routing
 from streams.kafka.admin import create_topics
 from streams.kafka.local import kafka_bootstrap
 from streams.kafka.settings import KafkaSettings
@@ -109,25 +102,6 @@ def held_out_recovery(artifacts: Path, data, task: str, model: str, tolerance: f
                    for name, root in (("before", artifacts), ("after", after))}}
 
 
-def versions_dir(run: str) -> Path:
-    return Path("build") / "drift-versions" / run
-
-
-async def run_round(bootstrap: str, outputs: list[str], tag: str,
-                    events: list[tuple[bytes, bytes]], rate: float,
-                    settings: KafkaSettings) -> Collected:
-    """Stream one round's ``events`` and collect what comes back (tagged ``tag``) until every one
-    is routed or dead-lettered and every routed one has its feedback, or 300 s."""
-
-    def done(c) -> bool:
-        return len(c.routed) + len(c.dead) >= len(events) and len(c.feedback) >= len(c.routed)
-
-    collector = asyncio.create_task(collect(bootstrap, outputs, tag, done, 300, settings))
-    await asyncio.sleep(0.5)
-    await produce(bootstrap, settings.prompts_in, restamp(events), rate)
-    return await collector
-
-
 def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tolerance, min_labels,
                  run: str):
     settings = KafkaSettings()
@@ -139,24 +113,12 @@ def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tole
         outputs = [settings.responses, settings.prompts_dlq, settings.feedback, *topics]
         inputs = [settings.prompts_in, settings.decisions, settings.control]
         asyncio.run(create_topics(bootstrap, [*inputs, *outputs], settings.topic_partitions))
-        env = router_env(bootstrap, f"drift-router-{run}")
-        services = [
-            Service("router",
-                    ["router", "--artifacts", str(artifacts), "--tolerance", str(tolerance)],
-                    env, log_dir),
-            Service("worker", ["worker", "--backend", "replay", "--dataset", str(dataset)],
-                    {**env, "IPR_WORKER_GROUP_PREFIX": f"drift-worker-{run}",
-                     "IPR_WORKER_REPLAY_DEGRADE": f"{model}|{task}|{MARKER}"}, log_dir),
-        ]
-        if loop:
-            services.append(Service(
-                "feedback",
-                ["feedback", "--artifacts", str(artifacts), "--min-labels", str(min_labels)],
-                {**env, "IPR_FEEDBACK_APP_ID": f"drift-feedback-{run}",
-                 "IPR_FEEDBACK_VERSIONS_DIR": str(versions_dir(run)),
-                 "IPR_FEEDBACK_DATA_DIR": str(log_dir / "faust-feedback"),
-                 # the loop's speed in labels: publish as often as the labels allow
-                 "IPR_FEEDBACK_MIN_PUBLISH_INTERVAL_S": "0"}, log_dir))
+        # the loop's speed in labels: publish as often as the labels allow
+        feedback = {"IPR_FEEDBACK_MIN_LABELS": str(min_labels),
+                    "IPR_FEEDBACK_MIN_PUBLISH_INTERVAL_S": "0"} if loop else None
+        services = start_services(
+            artifacts, dataset, {"IPR_KAFKA_BOOTSTRAP": bootstrap}, run, "drift", tolerance,
+            feedback, log_dir, {"IPR_WORKER_REPLAY_DEGRADE": f"{model}|{task}|{MARKER}"})
         router_pid = services[0].proc.pid
         try:
             asyncio.run(wait_until_routing(bootstrap, settings, run, topics))
@@ -164,7 +126,7 @@ def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tole
             for r in range(rounds + 1):
                 tag = f"{run}-r{r}" + (MARKER if r > 0 else "")
                 events = prompt_events(part, tag)
-                got = asyncio.run(run_round(bootstrap, outputs, tag, events, rate, settings))
+                got = asyncio.run(stream(bootstrap, outputs, tag, events, rate, settings))
                 to_model = [k for k, v in got.routed.items() if v.model_id == model]
                 labels += len(to_model) if r > 0 else 0
                 out.append({
@@ -233,7 +195,7 @@ def run_drift(artifacts: Path, dataset: Path, rounds: int = 4, rate: float = 15.
         "lost_prompts": sum(r["lost"] for r in on + off),
         "router_restarted": restarted_on or restarted_off,
         "share_to_degraded_other_tasks": other_tasks_share(
-            artifacts, latest_version(versions_dir(run_on), artifacts), test, task, model,
+            artifacts, latest_version(versions_dir("drift", run_on), artifacts), test, task, model,
             tolerance),
         "held_out_recovery": (held_out_recovery(artifacts, data, task, model, tolerance)
                               if data.has_split("test") else None),

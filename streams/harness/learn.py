@@ -56,7 +56,7 @@ from streams.kafka.settings import KafkaSettings
 class LearnConfig:
     """The scenario's settings (all recorded in the report)."""
 
-    tolerance: float = 0.2  # the router's default tau, as in the demo
+    tolerance: float = 0.2  # the router's default tau (IPR_ROUTER_DEFAULT_TOLERANCE)
     rate: float = 15.0  # prompts per second
     seed: int = 0  # of the stream's order
     limit: int | None = None  # stream only the first prompts of the shuffled split

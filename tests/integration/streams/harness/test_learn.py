@@ -13,10 +13,10 @@ pytestmark = pytest.mark.integration
 
 
 def _in_order(cells: dict) -> list[str]:
-    """The figures whose interval does not hold its point (lo <= point <= hi), where all three
-    are reached."""
-    return [k for k, c in cells.items()
-            if None not in (c["point"], c["lo"], c["hi"]) and not c["lo"] <= c["point"] <= c["hi"]]
+    """The areas whose interval does not hold its point (lo <= point <= hi). Only the areas: a
+    percentile interval of a step figure (a cost share) over 50 prompts may miss its point."""
+    return [k for k in ("arqgc", "arqgc_steps") if k in cells
+            and not cells[k]["lo"] <= cells[k]["point"] <= cells[k]["hi"]]
 
 
 def test_learn_streams_every_prompt_both_ways_and_only_the_loop_publishes(

@@ -196,9 +196,9 @@ def _joint_fits(a: Adapter) -> bool:
 
 class AdapterStack:
     """Several adapters evaluated together: every MLP's first layer and every ridge head in one
-    matmul each, and one kNN look-up per distinct memory (the single-prompt fast path; the same
-    numbers as each ``Adapter.raw``). Adapters with different MLP shapes are evaluated one by
-    one."""
+    matmul each, one kNN look-up per distinct memory for all its k (then one matmul per k for
+    every adapter with that k), the joint parts in one einsum (the same numbers as each
+    ``Adapter.raw``). Adapters with different MLP shapes are evaluated one by one."""
 
     def __init__(self, adapters: list[Adapter]):
         self.adapters = list(adapters)
@@ -214,6 +214,7 @@ class AdapterStack:
             self.lin_b = np.stack([a.lin_b for a in self.adapters])
             self.parts = np.stack([a.parts for a in self.adapters], axis=1)  # [4, M]
         self.joint = _stacked_joint(self.adapters) if self.fused else None
+        self.knn_groups = _knn_groups(self.adapters)
 
     def raw(self, emb: np.ndarray) -> np.ndarray:
         """[n, M]: each adapter's ``raw`` prediction (in chunks: the kNN weights are [n, N])."""
@@ -222,20 +223,40 @@ class AdapterStack:
             return np.concatenate(
                 [self.raw(emb[s : s + _CHUNK]) for s in range(0, len(emb), _CHUNK)]
             )
-        nb = Neighbours(emb)
         if not self.fused:
+            nb = Neighbours(emb)
             return np.stack([a.raw(emb, nb) for a in self.adapters], axis=1)
         n, m = len(emb), len(self.adapters)
         hid = np.maximum(emb @ self.w1 + self.b1, 0.0) * self.w2
         z = hid.reshape(n, m, self.k, self.h).sum(axis=3) + self.b2
         mlp = (1.0 / (1.0 + np.exp(-z))).mean(axis=2)
         lin = np.clip(emb @ self.lin_w + self.lin_b, 0.0, 1.0)
-        knn = np.stack([a.knn(emb, nb) for a in self.adapters], axis=1)
+        knn = self.knn(emb)
         out = self.parts[0] * mlp + self.parts[1] * lin + self.parts[2] * knn
         if self.joint is None:
             return out
         prompt, ability, intercept = self.joint
         return out + self.parts[3] * joint_quality(prompt.theta(emb), ability, intercept)
+
+    def knn(self, emb: np.ndarray) -> np.ndarray:
+        """[n, M]: every adapter's kNN part; one similarity matmul and partition per memory."""
+        out = np.empty((len(emb), len(self.adapters)), dtype=np.float32)
+        for memory, ks, by_k in self.knn_groups:
+            for w, (cols, labels) in zip(knn_weights(memory, emb, ks), by_k, strict=True):
+                out[:, cols] = w @ labels
+        return out
+
+
+def _knn_groups(adapters: list[Adapter]) -> list[tuple[np.ndarray, list[int], list]]:
+    """Per distinct memory: the memory, its adapters' distinct k, and for each k the adapters'
+    columns and their labels stacked [N, m_k]."""
+    by_memory: dict[int, tuple[np.ndarray, dict[int, list[int]]]] = {}
+    for j, a in enumerate(adapters):
+        by_memory.setdefault(id(a.memory), (a.memory, {}))[1].setdefault(int(a.knn_k), []).append(j)
+    return [(memory, sorted(by_k), [(np.array(by_k[k]),
+                                     np.stack([adapters[j].knn_y for j in by_k[k]], axis=1))
+                                    for k in sorted(by_k)])
+            for memory, by_k in by_memory.values()]
 
 
 def _stacked_joint(adapters: list[Adapter]) -> tuple[PromptSide, np.ndarray, np.ndarray] | None:

@@ -89,6 +89,16 @@ def add_prices_only(root: Path, info: ModelInfo):
     return read_manifest(root)
 
 
+def prior_card(card: ModelCard) -> ModelCard:
+    """An onboarding card as it was added: its constant prior, no fit, no correction."""
+    side = card.adapter.prompt
+    prior = float(card.info.get("prior_quality", 0.5))
+    k, _, r = side.shape
+    adapter = replace(card.adapter, ability=np.zeros((k, r), np.float32),
+                      intercept=np.full(k, _logit(prior), np.float32))
+    return replace(card, adapter=adapter, calibration=Calibration.identity(), correction=None)
+
+
 def fitted_card(card: ModelCard, x: np.ndarray, y: np.ndarray,
                 graduate_labels: int) -> ModelCard:
     """``card`` with its ability fitted on labels ``y`` at embeddings ``x`` against the frozen

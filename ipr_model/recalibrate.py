@@ -43,7 +43,7 @@ from ipr_model.cards import ModelCard, memory_loader
 from ipr_model.corrections import RADIUS, STRENGTH, Correction
 from ipr_model.errors import IprError
 from ipr_model.joint import prompt_side_loader
-from ipr_model.onboard import ONBOARDING, fitted_card
+from ipr_model.onboard import ONBOARDING, fitted_card, prior_card
 
 HOLDOUT = 0.3
 MIN_LABELS = 10
@@ -90,6 +90,12 @@ def candidate_card(card: ModelCard, x: np.ndarray, y: np.ndarray, w: np.ndarray,
     return replace(card, correction=fix, info={**card.info, "feedback_labels": int(len(y))})
 
 
+def yardstick(card: ModelCard) -> ModelCard:
+    """What a candidate must beat on held-out labels: the card without its correction; for an
+    onboarding card, its prior (its current fit saw labels that may be held out now)."""
+    return prior_card(card) if card.info.get(ONBOARDING) else uncorrected(card)
+
+
 def uncorrected(card: ModelCard) -> ModelCard:
     return replace(card, correction=None)
 
@@ -130,7 +136,7 @@ def recalibrate(
         test, fit = perm[:cut], perm[cut:]
         card = ModelCard.load(Path(root), model_id, memory, prompt)
         cand = candidate_card(card, x[fit], y[fit], w[fit], cfg)
-        b_cur = brier(uncorrected(card), x[test], y[test], w[test])
+        b_cur = brier(yardstick(card), x[test], y[test], w[test])
         b_new = brier(cand, x[test], y[test], w[test])
         ok = b_new <= b_cur
         results.append(ModelResult(model_id, int(len(y)), b_cur, b_new, ok))

@@ -355,6 +355,9 @@ def onboard(
     model: Annotated[str | None, typer.Option(help="default: best quality per dollar above "
                                               "the median")] = None,
     out: Annotated[Path, typer.Option(help="folder of onboard.json")] = Path("build"),
+    live: Annotated[bool, typer.Option(help="through a local broker, router, replay workers "
+                                       "and feedback service (onboard-live.json)")] = False,
+    limit: Annotated[int | None, typer.Option(help="--live: stream only the first prompts")] = None,
 ) -> None:
     """Onboarding a prices-only model from explored traffic, offline: labels, exploration spend \
 and test-split ARQGC vs the offline artifact after each refit (build/onboard.json)."""
@@ -362,6 +365,17 @@ and test-split ARQGC vs the offline artifact after each refit (build/onboard.jso
     from streams.harness.onboard import run
 
     out.mkdir(parents=True, exist_ok=True)
+    if live:
+        from streams.harness.onboard_live import run_live
+        from streams.harness.processes import stop_on_sigterm
+
+        stop_on_sigterm()
+        r = run_live(artifacts, _dataset(dataset), out, share, every, graduate,
+                     check_tolerance(tolerance), limit=limit)
+        typer.echo(json.dumps({k: r[k] for k in ("model", "routed", "labels", "to_model",
+                                                 "explore_spend_share", "offline_arqgc",
+                                                 "reached")}, indent=1))
+        return
     r = run(artifacts, _dataset(dataset), out, share, every, check_tolerance(tolerance),
             graduate, model)
     typer.echo(json.dumps({k: r[k] for k in ("model", "offline_arqgc", "reached", "stays")},

@@ -8,7 +8,7 @@ import pytest
 
 from ipr_model.artifacts import read_manifest
 from ipr_model.onboard import ONBOARDING
-from ipr_model.recalibrate import RecalConfig, recalibrate
+from ipr_model.recalibrate import RecalConfig, recalibrate, yardstick
 from ipr_model.scorer import Scorer
 from ipr_model.train import embed
 from streams.harness.onboard import pick_model, without
@@ -50,7 +50,11 @@ def test_labels_fit_it_and_it_graduates_past_the_threshold(onboarding, tmp_path)
     cfg = RecalConfig(graduate_labels=150)
     few = recalibrate(root, {model: (x[:80], y[:80])}, tmp_path / "v1", cfg)
     assert few.manifest is not None  # beat the constant prior on the held-out labels
-    assert Scorer.load(few.location).onboarding == {model}  # 80 < 150: still onboarding
+    mid = Scorer.load(few.location)
+    assert mid.onboarding == {model}  # 80 < 150: still onboarding
+    # the next refit is judged against the prior, not against this fit (it saw those labels)
+    fit = mid.cards[mid.model_ids.index(model)]
+    assert np.ptp(fit.quality(x[:50])) > 0.01 and np.ptp(yardstick(fit).quality(x[:50])) < 1e-6
     many = recalibrate(few.location, {model: (x[:300], y[:300])}, tmp_path / "v2", cfg)
     assert many.manifest is not None
     scorer = Scorer.load(many.location)

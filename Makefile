@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ipr-installed
 DATA ?= data
 ARTIFACTS ?= artifacts/zeroeval
 
-.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift learn soak artifacts schemas clean
+.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift learn onboard soak artifacts schemas clean
 
 setup: $(STAMP)
 
@@ -75,6 +75,12 @@ DATASET ?= zeroeval
 LEARN_JSON := $(if $(filter zeroeval,$(DATASET)),build/learn.json,build/learn-$(DATASET).json)
 learn: $(STAMP) artifacts/$(DATASET)/manifest.json
 	$(VENV)/bin/ipr learn --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET) --json $(LEARN_JSON)
+
+# A prices-only model onboarded from explored traffic, offline (streams/harness/onboard.py): labels,
+# exploration spend and test-split ARQGC vs the offline artifact per refit (build/onboard.json);
+# about 1.5 minutes on zeroeval.
+onboard: $(STAMP) artifacts/$(DATASET)/manifest.json
+	$(VENV)/bin/ipr onboard --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET) --out build
 
 artifacts/%/manifest.json: | $(STAMP)
 	$(VENV)/bin/ipr train --dataset $(DATA)/$* --out artifacts/$*

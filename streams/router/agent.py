@@ -84,7 +84,7 @@ class Router:
             scorer = self.scorers.current()  # a hot swap takes effect between batches
             result = await loop.run_in_executor(
                 None, route_records, records, scorer, s.default_tolerance,
-                s.variant, s.delta, self.health.unhealthy(time.time()),
+                s.variant, s.delta, self.health.unhealthy(time.time()), s.explore_share,
             )
             outputs = self._outputs(result)
             if self.transactions is None:  # sent now, acknowledged once delivered

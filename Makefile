@@ -53,7 +53,8 @@ test-unit: $(STAMP)
 
 # Speed (benchmarks, not tests): the router through Kafka against its in-process limit (and again
 # in exactly-once mode, build/bench-exactly-once.json), then the
-# model's single-prompt latency, batched throughput and training times, then how long a router
+# model's single-prompt latency, batched throughput and training times, then the machine's limit,
+# the encoder's profile and how scoring grows with models and memory, then how long a router
 # takes to route after a start, a SIGTERM restart and a SIGKILL restart (build/startup.json).
 bench: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(PY) -m streams.harness.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench.json
@@ -61,6 +62,8 @@ bench: $(STAMP) $(ARTIFACTS)/manifest.json
 		--rounds 3 --json build/bench-exactly-once.json
 	$(PY) -m ipr_model.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train --recalibrate \
 		--json build/bench-model.json
+	$(PY) -m ipr_model.scaling --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/scaling.json \
+		--plot build/scaling.png
 	$(PY) -m streams.harness.startup --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/startup.json
 
 # The feedback loop on a real drift (build/drift.json, build/drift.png); about 8 minutes.

@@ -40,7 +40,7 @@ from ipr_model.artifacts import (
     write_manifest,
 )
 from ipr_model.cards import ModelCard, memory_loader
-from ipr_model.corrections import RADIUS, STRENGTH, Correction
+from ipr_model.corrections import BAND, RADIUS, STRENGTH, Correction
 from ipr_model.errors import IprError
 from ipr_model.joint import prompt_side_loader
 from ipr_model.onboard import ONBOARDING, fitted_card, prior_card
@@ -54,6 +54,7 @@ MIN_WEIGHT = 0.5**10
 class RecalConfig:
     radius: float = RADIUS  # cosine beyond which a label does not reach a prompt
     strength: float = STRENGTH  # weight of nearby labels that moves an estimate half way
+    band: float = BAND  # outcome standard deviations of a shift that are not a change
     half_life_s: float = 7 * 24 * 3600.0  # a label's weight halves with every this much age
     seed: int = 0  # of the held-out split
     graduate_labels: int = 100  # labels after which an onboarding model is routed normally
@@ -86,7 +87,7 @@ def candidate_card(card: ModelCard, x: np.ndarray, y: np.ndarray, w: np.ndarray,
     if card.info.get(ONBOARDING):
         return fitted_card(card, x, y, cfg.graduate_labels)
     base = uncorrected(card)
-    fix = Correction.fit(base.quality(x), x, y, w, cfg.radius, cfg.strength)
+    fix = Correction.fit(base.quality(x), x, y, w, cfg.radius, cfg.strength, cfg.band)
     return replace(card, correction=fix, info={**card.info, "feedback_labels": int(len(y))})
 
 

@@ -195,13 +195,13 @@ class Router:
         except SchemaError as e:
             log.error("ignored a malformed shadow message at offset %d: %s", msg.offset, e)
             return
-        holder = self.shadow.holder
+        holder, loop = self.shadow.holder, asyncio.get_running_loop()
         if update.version == holder.current_version():
             return
+        await loop.run_in_executor(None, self.scorers.current)  # the live one first: its encoder
         root = await self._version_root(update, holder)
         if root is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                None, holder.swap, root, update.sha256)
+            await loop.run_in_executor(None, holder.swap, root, update.sha256)
 
     async def _version_root(self, update: ModelUpdate,
                             holder: ScorerHolder | None = None) -> Path | None:

@@ -24,9 +24,16 @@ shadow_app = typer.Typer(
 
 
 def _settings():
+    """The routers' settings (topics, Kafka), once the cluster answers (else one line)."""
+    from streams.kafka.admin import KafkaAdminError, check_connection
     from streams.router.settings import RouterSettings
 
-    return RouterSettings()
+    s = RouterSettings()
+    try:
+        check_connection(s)
+    except KafkaAdminError as e:
+        raise UserError(str(e)) from None
+    return s
 
 
 async def _produce(settings, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:

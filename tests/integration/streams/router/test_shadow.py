@@ -102,6 +102,7 @@ def test_a_version_in_shadow_routes_nothing_is_reported_and_is_promoted_between_
     shadow_topic, feedback_topic = f"router.shadow.{unique}", f"feedback.quality.{unique}"
     monkeypatch.setenv("IPR_SHADOW", shadow_topic)
     monkeypatch.setenv("IPR_FEEDBACK", feedback_topic)
+    monkeypatch.setenv("IPR_KAFKA_BOOTSTRAP", kafka_bootstrap)  # for the ipr commands
     settings = settings.model_copy(update={"shadow": shadow_topic, "feedback": feedback_topic,
                                            "control": control})
     asyncio.run(create_topics(kafka_bootstrap, [feedback_topic], partitions=4))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -157,15 +158,23 @@ def test_a_version_in_shadow_routes_nothing_is_reported_and_is_promoted_between_
         report = json.loads(ipr("shadow", "report", "--json"))
     finally:
         router.stop()
+    versions = (v1.version, v2.version)
+    check_routing(versions, phase_a, phase_off, phase_b, got_a, got_b, want_v1, want_v2,
+                  decisions, shadow_a, shadow_all)
+    check_report(report, decisions, shadow_all, labels, pairs, corrected, n1)
 
+
+def check_routing(versions, phase_a, phase_off, phase_b, got_a, got_b, want_v1, want_v2,
+                  decisions, shadow_a, shadow_all) -> None:
+    v1, v2 = versions
     # 0 routing changes while in shadow: the live version, the model it gives alone.
     routed_a = {k.decode(): got_a.routed[k.decode()] for k, _ in phase_a}
-    assert {r.router_version for r in routed_a.values()} == {v1.version}
+    assert {r.router_version for r in routed_a.values()} == {v1}
     assert {pid: r.model_id for pid, r in routed_a.items()} == {
         k.decode(): want_v1[k.decode()] for k, _ in phase_a}
     # The shadow scored every one of them, as the candidate does alone, and routed none.
     assert set(shadow_a) == set(routed_a)
-    assert all(d.router_version == v2.version and d.shadow_of == v1.version
+    assert all(d.router_version == v2 and d.shadow_of == v1
                for d in shadow_a.values())
     assert {pid: d.model_id for pid, d in shadow_a.items()} == {
         pid: want_v2[pid] for pid in shadow_a}
@@ -174,22 +183,27 @@ def test_a_version_in_shadow_routes_nothing_is_reported_and_is_promoted_between_
     # Promotion: between batches (a batch's decisions share routed_at), once, for good.
     routed_b = [got_b.routed[k.decode()] for k, _ in phase_b]
     versions = [r.router_version for r in routed_b]
-    assert set(versions) == {v1.version, v2.version} and versions[-30:] == [v2.version] * 30
-    assert all(r.model_id == (want_v1 if r.router_version == v1.version else want_v2)[r.prompt_id]
+    assert set(versions) == {v1, v2} and versions[-30:] == [v2] * 30
+    assert all(r.model_id == (want_v1 if r.router_version == v1 else want_v2)[r.prompt_id]
                for r in routed_b)
     batches = defaultdict(set)
     for d in decisions.values():
         batches[d.routed_at].add(d.router_version)
     assert all(len(v) == 1 for v in batches.values())
-    assert all(decisions[pid].router_version == v1.version for pid in shadow_all)
+    assert all(decisions[pid].router_version == v1 for pid in shadow_all)
 
-    # The report's counts are the topics'.
+
+
+def check_report(report, decisions, shadow_all, labels, pairs, corrected, n1) -> None:
+    """The report's counts are the topics'."""
     paired = [(decisions[pid], d) for pid, d in shadow_all.items()]
     assert report["paired"] == len(shadow_all) >= n1 and report["unpaired_shadow"] == 0
     assert report["agreed"] == sum(a.model_id == b.model_id for a, b in paired) < len(paired)
     assert report["live"]["models"] == dict(Counter(a.model_id for a, _ in paired))
     assert report["shadow"]["models"] == dict(Counter(b.model_id for _, b in paired))
     assert report["shadow"]["models"].get(corrected, 0) < report["live"]["models"][corrected]
+    assert np.isclose(report["live"]["estimated_cost_usd"],
+                      sum(a.estimated_cost_usd[a.model_id] for a, _ in paired))
     assert np.isclose(report["shadow"]["estimated_cost_usd"],
                       sum(b.estimated_cost_usd[b.model_id] for _, b in paired))
     live_labels = [f.quality for f in labels if pairs[f.prompt_id][0] == f.model_id]
@@ -198,3 +212,46 @@ def test_a_version_in_shadow_routes_nothing_is_reported_and_is_promoted_between_
     shadow_labels = [f.quality for f in labels if pairs[f.prompt_id][1] == f.model_id]
     assert report["shadow"]["labelled"] == len(shadow_labels) == 40
     assert np.isclose(report["shadow"]["quality"], np.mean(shadow_labels))
+
+
+def test_a_router_on_another_host_gets_the_shadow_version_from_the_artifact_files_topic(
+    kafka_bootstrap, unique, small_artifacts, texts, tmp_path, monkeypatch
+):
+    control, settings, model_topics = prepare_with_control(
+        kafka_bootstrap, unique, small_artifacts, monkeypatch)
+    own, received = tmp_path / "router-host" / "artifacts", tmp_path / "router-host" / "received"
+    shutil.copytree(small_artifacts, own)
+    shadow_topic = f"router.shadow.{unique}"
+    for k, v in {"IPR_SHADOW": shadow_topic, "IPR_KAFKA_BOOTSTRAP": kafka_bootstrap,
+                 "IPR_ARTIFACTS_TOPIC": f"router.artifacts.{unique}",
+                 "IPR_ROUTER_VERSIONS_FROM": "kafka",
+                 "IPR_ROUTER_VERSIONS_DIR": str(received)}.items():
+        monkeypatch.setenv(k, v)
+    run = unique
+    events = good_events(texts, run, 60)
+    live = Scorer.load(own)
+    v2, _ = candidate(live, [t[:240] for t in texts[:40]], events[:40], tmp_path / "cand" / "v2")
+    v3, _ = candidate(live, [t[:240] for t in texts[40:60]], events[40:], tmp_path / "cand" / "v3")
+    router = start_router("router", own, kafka_bootstrap, unique, tmp_path)
+
+    async def route(batch):
+        await produce(kafka_bootstrap, settings.prompts_in, batch, 0)
+        await collect(kafka_bootstrap, model_topics, run,
+                      lambda c: all(k.decode() in c.routed for k, _ in batch), 120, settings)
+        return await read_until(settings, shadow_topic, run, len(batch))
+
+    try:
+        wait_for_log(router, "router: consuming", 180)
+        ipr("shadow", "start", str(v2.root), "--parent", str(own))
+        wait_for_log(router, f"swapped shadow artifacts None -> {v2.version}", 120)
+        first = asyncio.run(route(events[:30]))
+        ipr("shadow", "start", str(v3.root))  # its files were never sent: refused, v2 kept
+        wait_for_log(router, "refused shadow artifact version", 120)
+        second = asyncio.run(route(events[30:]))
+        assert router.alive(), router.log_tail()
+    finally:
+        router.stop()
+    assert read_manifest(received / v2.version).sha256 == v2.sha256  # rebuilt here, verified
+    assert {d.router_version for d in first.values()} == {v2.version} and len(first) == 30
+    assert {d.router_version for d in second.values()} == {v2.version} and len(second) == 60
+    assert f"keeping {v2.version}" in router.log_tail(50_000)

@@ -171,7 +171,8 @@ class RoutedPrompt(_Routed):
 
 
 class RoutingDecision(_Routed):
-    """Audit record of one routing (a RoutedPrompt without text). Topic `router.decisions`."""
+    """Audit record of one routing (a RoutedPrompt without text). Topic `router.decisions`; on
+    `router.shadow`, a version in shadow's decision (with `shadow_of`), keyed the same."""
 
     reason: Label | None = None
     variant: Label | None = Field(

@@ -93,7 +93,8 @@ class Shadow:
 
     def stop(self) -> None:
         version = self.holder.clear()
-        log.warning("shadow stopped (was %s)", version)
+        if version is not None:
+            log.warning("shadow stopped (was %s)", version)
 
     def decisions(self, routed: Sequence[Routed], live: Scorer,
                   unhealthy: Collection[str] = ()) -> list[ShadowDecision]:

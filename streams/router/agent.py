@@ -107,12 +107,16 @@ class Router:
     async def _send_shadow(self, result: BatchResult, live, unhealthy) -> None:
         """The shadow version's decisions on the batch, to ``router.shadow`` (their delivery is
         not awaited: a failure is logged and counted, and the batch is acknowledged anyway)."""
-        out = await asyncio.get_running_loop().run_in_executor(
-            None, self.shadow.decisions, result.routed, live, unhealthy)
-        for d in out:
-            fut = await self.topic(self.settings.shadow).send(
-                key=d.key, value=encode(d.decision), force=True)
-            fut.add_done_callback(_shadow_delivered)
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(
+                None, self.shadow.decisions, result.routed, live, unhealthy)
+            for d in out:
+                fut = await self.topic(self.settings.shadow).send(
+                    key=d.key, value=encode(d.decision), force=True)
+                fut.add_done_callback(_shadow_delivered)
+        except Exception as e:  # noqa: BLE001 - nothing of the shadow's may stop the agent
+            metrics.SHADOW_FAILURES.inc()
+            log.error("shadow decisions of a batch were not sent: %s", type(e).__name__)
 
     def _outputs(self, result: BatchResult) -> list[tuple[int, Output]]:
         """Every record the batch produces, with the partition of the input it came from."""

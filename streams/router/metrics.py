@@ -42,7 +42,8 @@ SHADOW_DECISIONS = Counter(
 )
 SHADOW_FAILURES = Counter(
     "ipr_router_shadow_failures_total",
-    "prompts the shadow version failed to score (routing is unaffected)",
+    "shadow decisions lost: prompts the shadow version failed to score, decisions not sent "
+    "or not delivered (routing is unaffected)",
 )
 SHADOW_SECONDS = Histogram(
     "ipr_router_shadow_seconds", "shadow scoring time per batch, after the live routing",

@@ -90,5 +90,5 @@ class ScorerHolder:
         return True
 
     def _artifact(self) -> str:
-        return "artifact" if self._what == "artifacts" else f"{self._what} artifact"
+        return self._what.removesuffix("s")  # "artifact", "shadow artifact"
 

@@ -18,6 +18,7 @@ from ipr_model.artifacts import ENCODER_DIR, Manifest, read_manifest
 from ipr_model.cards import ModelCard, memory_loader
 from ipr_model.costs import prompt_tokens
 from ipr_model.errors import ArtifactError, RoutingInputError
+from ipr_model.explore import explore_choice, explored
 from ipr_model.joint import prompt_side_loader
 from ipr_model.rule import Variant, allowed_mask, applied_rule, check_tolerance, route_batch
 
@@ -39,7 +40,8 @@ class Decision:
     estimated_cost_usd: dict[str, float]
     feedback_adjustment: dict[str, float] | None = None  # models whose estimate feedback moved
     unhealthy_models: list[str] | None = None  # candidates left out as unhealthy
-    rule: str = "ipr"  # the rule this prompt got (``ipr_model.rule.applied_rule``)
+    rule: str = "ipr"  # the rule this prompt got (``ipr_model.rule.applied_rule``), or "explore"
+    reason: str | None = None  # why an explored prompt went where it did (ipr_model.explore)
 
 
 def predict(
@@ -94,11 +96,15 @@ def encoder_files(manifest: Manifest) -> dict[str, str]:
 
 
 class Scorer:
+    onboarding: frozenset[str] = frozenset()
+
     def __init__(self, manifest: Manifest, encoder, cards: list[ModelCard]):
         self.manifest = manifest
         self.encoder = encoder
         self.cards = cards
         self.model_ids = [c.id for c in cards]
+        # Models with prices and no outcomes yet: routed to only by exploration (explore.py).
+        self.onboarding = frozenset(c.id for c in cards if c.info.get("onboarding"))
 
     @property
     def version(self) -> str:
@@ -150,11 +156,14 @@ class Scorer:
         variant: Variant = "ipr",
         delta: float = 0.0,
         unhealthy: Collection[str] = (),
+        prompt_ids: Sequence[str] | None = None,
+        explore_share: float = 0.0,
     ) -> list[Decision]:
         """Apply the rule per prompt (each with its own tolerance and allowed models). Models in
         ``unhealthy`` are left out of a prompt's candidates, unless that would leave none: then
         it is routed among its unhealthy candidates (their worker answers with an error, and the
-        prompt is not lost)."""
+        prompt is not lost). Onboarding models are left out of the rule's candidates likewise;
+        with ``prompt_ids``, the ``explore_share`` of them explores (:mod:`ipr_model.explore`)."""
         n = len(tolerances)
         taus = np.array([check_tolerance(t) for t in tolerances])
         masks = np.stack(
@@ -164,10 +173,13 @@ class Scorer:
         left_out = masks & ~healthy
         left_out[~(masks & healthy).any(axis=1)] = False
         candidates = masks & ~left_out
+        ruled = candidates & ~np.array([m in self.onboarding for m in self.model_ids])
+        ruled[~ruled.any(axis=1)] = candidates[~ruled.any(axis=1)]
         chosen, thr = route_batch(
-            scores.quality, scores.cost, taus, self.model_ids, candidates, variant, delta
+            scores.quality, scores.cost, taus, self.model_ids, ruled, variant, delta
         )
-        rules = applied_rule(candidates, variant)
+        rules = applied_rule(ruled, variant).astype(object)
+        reasons = self._explore(scores, candidates, chosen, rules, prompt_ids, explore_share)
         out = []
         for i in range(n):
             ids = [m for m, ok in zip(self.model_ids, masks[i], strict=True) if ok]
@@ -196,6 +208,24 @@ class Scorer:
                     ]
                     or None,
                     rule=str(rules[i]),
+                    reason=reasons[i],
                 )
             )
         return out
+
+    def _explore(self, scores: Scores, candidates: np.ndarray, chosen: np.ndarray,
+                 rules: np.ndarray, prompt_ids: Sequence[str] | None,
+                 share: float) -> list[str | None]:
+        """Send the explored prompts to their exploration model (``chosen`` and ``rules`` are
+        updated in place); the reason of each prompt (None: routed by the rule)."""
+        reasons: list[str | None] = [None] * len(chosen)
+        if not prompt_ids or share <= 0:
+            return reasons
+        for i, pid in enumerate(prompt_ids):
+            if not explored(pid, share):
+                continue
+            lowered = None if scores.feedback is None else scores.feedback[i]
+            pick = explore_choice(pid, self.model_ids, candidates[i], self.onboarding, lowered)
+            if pick is not None and pick[0] != chosen[i]:
+                chosen[i], rules[i], reasons[i] = pick[0], "explore", pick[1]
+        return reasons

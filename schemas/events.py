@@ -177,7 +177,7 @@ class RoutingDecision(_Routed):
     reason: Label | None = None
     variant: Label | None = Field(
         default=None, description='the rule applied: "ipr", "ipr_pair" (ipr between two '
-        'candidates), "range" or "dynamic_max"')
+        'candidates), "range", "dynamic_max", or "explore" (bounded exploration: see reason)')
     embedding: Annotated[str, StringConstraints(max_length=L.MAX_EMBEDDING_CHARS)] | None = Field(
         default=None,
         description="the prompt's embedding (base64 of little-endian float16): what the feedback "

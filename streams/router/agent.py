@@ -88,7 +88,7 @@ class Router:
             unhealthy = self.health.unhealthy(time.time())
             result = await loop.run_in_executor(
                 None, route_records, records, scorer, s.default_tolerance,
-                s.variant, s.delta, unhealthy,
+                s.variant, s.delta, unhealthy, s.explore_share,
             )
             outputs = self._outputs(result)
             if self.transactions is None:  # sent now, acknowledged once delivered

@@ -46,11 +46,12 @@ class ShadowDecision:
 
 def shadow_decisions(
     routed: Sequence[Routed], scorer: Scorer, live: Scorer, variant: Variant = "ipr",
-    delta: float = 0.0, unhealthy: Collection[str] = (),
+    delta: float = 0.0, unhealthy: Collection[str] = (), explore_share: float = 0.0,
 ) -> list[ShadowDecision]:
     """The ``scorer`` version's decision for every prompt the ``live`` version routed, with the
-    τ and allowed models the live routing used; each keeps the live decision's ids and times,
-    carries the shadow's version and scores, and names the live version in ``shadow_of``."""
+    τ and allowed models the live routing used (and its exploration: the same prompts explore);
+    each keeps the live decision's ids and times, carries the shadow's version and scores, and
+    names the live version in ``shadow_of``."""
     if not routed:
         return []
     texts = [r.prompt.text for r in routed]
@@ -60,7 +61,9 @@ def shadow_decisions(
         scores = scorer.score(texts)
     decided = scorer.decide(scores, [r.prompt.tolerance for r in routed],
                             [r.prompt.allowed_models for r in routed], variant=variant,
-                            delta=delta, unhealthy=unhealthy)
+                            delta=delta, unhealthy=unhealthy,
+                            prompt_ids=[r.prompt.prompt_id for r in routed],
+                            explore_share=explore_share)
     out = []
     for r, d, emb in zip(routed, decided, scores.embeddings, strict=True):
         fields = r.decision.model_dump()
@@ -68,7 +71,7 @@ def shadow_decisions(
             model_id=d.model_id, tolerance=d.tolerance, threshold=d.threshold,
             predicted_quality=d.predicted_quality, estimated_cost_usd=d.estimated_cost_usd,
             feedback_adjustment=d.feedback_adjustment, unhealthy_models=d.unhealthy_models,
-            router_version=scorer.version, variant=d.rule, embedding=pack(emb),
+            router_version=scorer.version, variant=d.rule, reason=d.reason, embedding=pack(emb),
             shadow_of=r.decision.router_version,
         )
         out.append(ShadowDecision(r.partition, r.key, RoutingDecision(**fields)))
@@ -106,7 +109,8 @@ class Shadow:
         s = self.settings
         t0 = time.perf_counter()
         try:
-            out = shadow_decisions(routed, scorer, live, s.variant, s.delta, unhealthy)
+            out = shadow_decisions(routed, scorer, live, s.variant, s.delta, unhealthy,
+                                   s.explore_share)
         except Exception as e:  # noqa: BLE001 - the shadow must never stop the router
             out = self._one_by_one(routed, scorer, live, unhealthy, e)
         metrics.SHADOW_SECONDS.observe(time.perf_counter() - t0)
@@ -122,7 +126,8 @@ class Shadow:
         s, out, failed = self.settings, [], 0
         for r in routed:
             try:
-                out += shadow_decisions([r], scorer, live, s.variant, s.delta, unhealthy)
+                out += shadow_decisions([r], scorer, live, s.variant, s.delta, unhealthy,
+                                        s.explore_share)
             except Exception:  # noqa: BLE001 - counted below
                 failed += 1
         metrics.SHADOW_FAILURES.inc(failed)

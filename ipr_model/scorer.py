@@ -73,16 +73,20 @@ def serial_blas() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-_STACK: list[AdapterStack] = []  # the last cards' adapters, fused once (the serving fast path)
+# The last cards' adapters, fused once (the serving fast path); two, so that a router scoring
+# a version in shadow beside the live one does not fuse both again for every batch.
+_STACK: list[AdapterStack] = []
+_STACKS_KEPT = 2
 
 
 def _stack(cards: Sequence[ModelCard]) -> AdapterStack:
     adapters = [c.adapter for c in cards]
-    if _STACK and len(_STACK[0].adapters) == len(adapters) and all(
-        a is b for a, b in zip(_STACK[0].adapters, adapters, strict=True)
-    ):
-        return _STACK[0]
-    _STACK[:] = [AdapterStack(adapters)]
+    for stack in _STACK:
+        if len(stack.adapters) == len(adapters) and all(
+            a is b for a, b in zip(stack.adapters, adapters, strict=True)
+        ):
+            return stack
+    _STACK[:] = [AdapterStack(adapters), *_STACK][:_STACKS_KEPT]
     return _STACK[0]
 
 

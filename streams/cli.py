@@ -3,7 +3,8 @@
     ipr train | add-model | score | evaluate | route | recalibrate    the estimator (ipr_model.cli)
     ipr router | worker | feedback                                     the services
     ipr broker start | stop                                            a local dev Kafka
-    ipr demo | drift | learn | onboard | soak                                   the harnesses
+    ipr shadow start | stop | promote | report                         a version in shadow
+    ipr demo | drift | learn | onboard | soak                          the harnesses
 
 Each service is built from its settings class, read from the environment (``IPR_*``) with what
 the user typed on the command line passed over it as values.
@@ -28,6 +29,7 @@ from ipr_model.console import (
     command,
     configure,
 )
+from streams.shadow_cli import shadow_app
 
 BROKER_STATE = Path("build/broker.json")
 ServiceArtifactsOpt = Annotated[Path | None, typer.Option(
@@ -43,6 +45,7 @@ broker_app = typer.Typer(
     no_args_is_help=True, help="A local Apache Kafka broker (KRaft, no Docker)."
 )
 app.add_typer(broker_app, name="broker")
+app.add_typer(shadow_app, name="shadow")
 
 
 @broker_app.command("start")
@@ -146,7 +149,7 @@ def router(
         default_tolerance=None if tolerance is None else check_tolerance(tolerance)))
     read_manifest(s.artifacts)  # a clear error now rather than inside the worker
     faust_app, _ = create_app(s)
-    _run_faust(faust_app, s, [s.prompts_in, s.prompts_dlq, s.decisions, s.control])
+    _run_faust(faust_app, s, [s.prompts_in, s.prompts_dlq, s.decisions, s.control, s.shadow])
 
 
 @app.command()

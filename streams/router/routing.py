@@ -17,6 +17,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+import numpy as np
+
 from ipr_model.rule import Variant
 from schemas import DeadLetter, PromptRequest, RoutedPrompt, RoutingDecision, SchemaError, decode
 from schemas.topics import model_topic
@@ -44,6 +46,9 @@ class Routed:
     partition: int  # of the prompts.in record it came from
     prompt: RoutedPrompt
     decision: RoutingDecision
+    # the prompt's embedding as the encoder gave it (a shadow version with the same encoder
+    # scores it again without encoding: streams.router.shadow)
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -147,5 +152,6 @@ def _route(valid, *, scorer, default_tolerance, variant, delta, unhealthy,
             partition=rec.partition,
             prompt=prompt,
             decision=prompt.to_decision(variant=d.rule, reason=d.reason, embedding=pack(emb)),
+            embedding=emb,
         ))
     return routed

@@ -79,6 +79,10 @@ LEARN_JSON := $(if $(filter zeroeval,$(DATASET)),build/learn.json,build/learn-$(
 learn: $(STAMP) artifacts/$(DATASET)/manifest.json
 	$(VENV)/bin/ipr learn --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET) --json $(LEARN_JSON)
 
+# The correction band on stationary traffic and on a drift, offline (build/band-<dataset>.json).
+band: $(STAMP) artifacts/$(DATASET)/manifest.json
+	$(PY) -m streams.harness.band --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET)
+
 # A prices-only model onboarded from explored traffic, offline (streams/harness/onboard.py): labels,
 # exploration spend and test-split ARQGC vs the offline artifact per refit (build/onboard.json);
 # about 1.5 minutes on zeroeval.

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ipr-installed
 DATA ?= data
 ARTIFACTS ?= artifacts/zeroeval
 
-.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift learn onboard soak artifacts schemas clean
+.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift learn band onboard soak artifacts schemas clean
 
 setup: $(STAMP)
 

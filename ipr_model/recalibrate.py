@@ -139,7 +139,9 @@ def recalibrate(
         cand = candidate_card(card, x[fit], y[fit], w[fit], cfg)
         b_cur = brier(yardstick(card), x[test], y[test], w[test])
         b_new = brier(cand, x[test], y[test], w[test])
-        ok = b_new <= b_cur
+        # Strictly better: a correction inside its band everywhere changes nothing, and a
+        # version that changes nothing is not worth a hot swap in every router.
+        ok = b_new < b_cur
         results.append(ModelResult(model_id, int(len(y)), b_cur, b_new, ok))
         if ok:
             # The published correction uses every label (the holdout only judged it).

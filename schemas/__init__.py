@@ -3,6 +3,7 @@
 from schemas.codec import SchemaError, decode, encode
 from schemas.events import (
     EVENTS,
+    AppliedPolicy,
     DeadLetter,
     Event,
     ModelHealth,
@@ -12,10 +13,13 @@ from schemas.events import (
     QualityFeedback,
     RoutedPrompt,
     RoutingDecision,
+    TenantPolicy,
+    TenantSpend,
 )
 
 __all__ = [
     "EVENTS",
+    "AppliedPolicy",
     "DeadLetter",
     "Event",
     "ModelHealth",
@@ -26,6 +30,8 @@ __all__ = [
     "RoutedPrompt",
     "RoutingDecision",
     "SchemaError",
+    "TenantPolicy",
+    "TenantSpend",
     "decode",
     "encode",
 ]

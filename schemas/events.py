@@ -88,6 +88,9 @@ QualityMap = Annotated[dict[ModelId, Probability], Field(min_length=1, max_lengt
 CostMap = Annotated[dict[ModelId, NonNegative], Field(min_length=1, max_length=L.MAX_MODELS)]
 AdjustmentMap = Annotated[dict[ModelId, Annotated[Number, Field(ge=-1, le=1)]],
                          Field(min_length=1, max_length=L.MAX_MODELS)]
+# A tenant's budget period: the UTC calendar hour, day or month.
+Period = Literal["hour", "day", "month"]
+OnExhausted = Literal["cheapest", "reject"]
 
 
 class Event(BaseModel):
@@ -116,6 +119,21 @@ class PromptRequest(Event):
     )
 
 
+class AppliedPolicy(BaseModel):
+    """Which tenant policy a decision applied (the `policy` of RoutedPrompt and RoutingDecision):
+    the tenant, the policy's revision (its offset on `router.policies`) and its budget's state."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    tenant: Tenant
+    revision: Count = Field(description="the policy record's offset on router.policies")
+    budget_usd: NonNegative | None = None
+    period: Period | None = None
+    on_exhausted: OnExhausted = "cheapest"
+    exhausted: StrictBool = Field(
+        default=False, description="the spend had reached the budget: routed at τ = 1")
+
+
 class _Routed(Event):
     """Fields shared by RoutedPrompt and RoutingDecision."""
 
@@ -141,6 +159,16 @@ class _Routed(Event):
     router_version: Label = Field(description="version of the model artifact that routed it")
     routing_latency_ms: NonNegative
     routed_at: Timestamp
+    policy: AppliedPolicy | None = Field(
+        default=None,
+        description="the tenant policy applied (router.policies); absent when the prompt has no "
+        "tenant or its tenant has no policy",
+    )
+    tenant_spend_usd: NonNegative | None = Field(
+        default=None,
+        description="the tenant's spend in its budget's current period, as known when the "
+        "decision was made; absent without a budget",
+    )
 
     @model_validator(mode="after")
     def _chosen_model_was_scored(self) -> Self:
@@ -266,6 +294,8 @@ class ModelResponse(Event):
     latency_ms: NonNegative
     error: ErrorText | None = None
     router_version: Label | None = None
+    tenant: Tenant | None = Field(
+        default=None, description="the prompt's tenant, whose spend cost_usd counts in")
 
 
 class QualityFeedback(Event):
@@ -309,6 +339,55 @@ class ModelHealth(Event):
     )
 
 
+class TenantPolicy(Event):
+    """A tenant's routing policy. Topic `router.policies` (compacted), key = tenant; a tombstone
+    (no value) removes it.
+
+    A prompt of the tenant may narrow it, never widen it: its τ is used when lower (a smaller τ
+    leaves fewer models feasible), its allowed_models are intersected with the policy's. Once the
+    tenant's spend in the current `period` reaches `budget_usd`, `on_exhausted` says what happens
+    to its prompts: `cheapest` routes them among the allowed models at τ = 1 (the cheapest by
+    estimated cost), `reject` dead-letters them (`budget_exceeded`).
+    """
+
+    tenant: Tenant
+    tolerance: Probability | None = Field(
+        default=None, description="the tenant's τ: the default of its prompts and the highest "
+        "one they may use (none: the router's default, and no ceiling)")
+    allowed_models: ModelList | None = Field(
+        default=None, description="the models its prompts may go to (none: every model)")
+    budget_usd: NonNegative | None = Field(
+        default=None, description="USD the tenant may spend per period (none: no budget)")
+    period: Period | None = Field(
+        default=None, description="the budget's period, a UTC calendar hour, day or month")
+    on_exhausted: OnExhausted = Field(
+        default="cheapest", description="once the budget is spent: cheapest (τ = 1 among the "
+        "allowed models) or reject (dead-letter, budget_exceeded)")
+    updated_at: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _budget_has_a_period(self) -> Self:
+        if (self.budget_usd is None) != (self.period is None):
+            raise ValueError("budget_usd and period go together: a budget is per hour, day or "
+                             f"month (got budget_usd={self.budget_usd}, period={self.period})")
+        return self
+
+
+class TenantSpend(Event):
+    """One partition of `responses.out`'s count of a tenant's spend in one period: the sum of
+    `cost_usd` of the tenant's responses there, up to `offset`. Topic `router.spend` (compacted),
+    key `schemas.topics.spend_key`; a tenant's spend in a period is the sum over partitions."""
+
+    tenant: Tenant
+    period: Period
+    period_start: Timestamp = Field(description="the period's start (UTC), epoch seconds")
+    partition: Count = Field(description="the responses.out partition counted")
+    spend_usd: NonNegative
+    responses: Count = Field(description="responses counted")
+    offset: Count = Field(description="the offset of the last response counted")
+    updated_at: Timestamp
+
+
 EVENTS: tuple[type[Event], ...] = (
     PromptRequest,
     RoutedPrompt,
@@ -318,4 +397,6 @@ EVENTS: tuple[type[Event], ...] = (
     QualityFeedback,
     ModelUpdate,
     ModelHealth,
+    TenantPolicy,
+    TenantSpend,
 )

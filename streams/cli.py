@@ -3,6 +3,7 @@
     ipr train | add-model | score | evaluate | route | recalibrate    the estimator (ipr_model.cli)
     ipr router | worker | feedback                                     the services
     ipr broker start | stop                                            a local dev Kafka
+    ipr policy set | show | delete                                     tenant policies
     ipr demo | drift | learn | soak                                    the harnesses
 
 Each service is built from its settings class, read from the environment (``IPR_*``) with what
@@ -28,6 +29,7 @@ from ipr_model.console import (
     command,
     configure,
 )
+from streams.policy_cli import policy_app
 
 BROKER_STATE = Path("build/broker.json")
 ServiceArtifactsOpt = Annotated[Path | None, typer.Option(
@@ -43,6 +45,7 @@ broker_app = typer.Typer(
     no_args_is_help=True, help="A local Apache Kafka broker (KRaft, no Docker)."
 )
 app.add_typer(broker_app, name="broker")
+app.add_typer(policy_app, name="policy")
 
 
 @broker_app.command("start")

@@ -22,6 +22,8 @@ from schemas.topics import (
     RESPONSES_OUT,
     ROUTER_CONTROL,
     ROUTER_DECISIONS,
+    ROUTER_POLICIES,
+    ROUTER_SPEND,
 )
 
 
@@ -111,6 +113,16 @@ class KafkaSettings(BaseSettings):
         ROUTER_CONTROL,
         validation_alias=_env("control"),
         description="IPR_CONTROL",
+    )
+    policies: str = Field(
+        ROUTER_POLICIES,
+        validation_alias=_env("policies"),
+        description="the tenants' policies, compacted (IPR_POLICIES)",
+    )
+    spend: str = Field(
+        ROUTER_SPEND,
+        validation_alias=_env("spend"),
+        description="the tenants' spend per period, compacted (IPR_SPEND)",
     )
 
     @model_validator(mode="after")

@@ -10,8 +10,11 @@ per input partition instead (:mod:`streams.router.transactions`), then acknowled
 
 ``follow_control`` reads ``router.control``: new artifact versions (hot swap between batches; from
 the announced location, or rebuilt from the artifact-files topic: ``streams.versions``) and model
-health reports (``streams.health``). Every dead letter is logged with its prompt id (the
-record's key) and kind, never its text.
+health reports (``streams.health``). ``Tenants.follow`` keeps the tenants' policies and spend
+(``streams.router.tenants``), which ``SpendCounter`` counts from ``responses.out``
+(``streams.router.spend``); the agent routes its first batch once both topics have been read to
+their end. Every dead letter is logged with its prompt id (the record's key) and kind, never its
+text.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from streams.router import metrics
 from streams.router.routing import BatchResult, Record, route_records
 from streams.router.scorers import ScorerHolder
 from streams.router.settings import RouterSettings
+from streams.router.spend import SpendCounter
+from streams.router.tenants import Tenants
 from streams.router.transactions import Output, Transactions, by_partition
 from streams.versions import can_read, ensure_topic, local_versions, prune_received, receive
 
@@ -58,6 +63,8 @@ class Router:
                                           owns=self.owns) if settings.exactly_once else None)
         self.scorers = ScorerHolder(settings.artifacts, settings.encoder_threads)
         self.health = HealthBoard()  # updated by follow_control, read between batches
+        self.tenants = Tenants(settings)  # policies and spend, followed by Tenants.follow
+        self.spend_counter = SpendCounter(settings, self.tenants)
 
     def _topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes)
@@ -76,6 +83,7 @@ class Router:
         s = self.settings
         loop = asyncio.get_running_loop()
         in_flight: asyncio.Task | None = None
+        await self.tenants.ready.wait()  # every policy and the spend so far, before routing
         async for events in stream.noack_take(s.batch_size, within=s.batch_timeout_ms / 1000.0):
             records = [
                 Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
@@ -84,7 +92,7 @@ class Router:
             scorer = self.scorers.current()  # a hot swap takes effect between batches
             result = await loop.run_in_executor(
                 None, route_records, records, scorer, s.default_tolerance,
-                s.variant, s.delta, self.health.unhealthy(time.time()),
+                s.variant, s.delta, self.health.unhealthy(time.time()), self.tenants,
             )
             outputs = self._outputs(result)
             if self.transactions is None:  # sent now, acknowledged once delivered

@@ -133,24 +133,25 @@ async def _current(tenant: str | None) -> list[dict[str, Any]]:
     return rows
 
 
-async def _read(settings, topic: str) -> list:
+async def _read(settings, topic: str, wait_s: float = 10.0) -> list:
     """Every record of ``topic`` up to its end now (none when it does not exist)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
     from streams.kafka.clients import aiokafka_config
 
     consumer = AIOKafkaConsumer(**aiokafka_config(settings), group_id=None,
-                                enable_auto_commit=False)
+                                enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        if topic not in await consumer.topics():  # fetches every topic's metadata
+        if topic not in await consumer.topics():
             return []
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        consumer.subscribe([topic])  # no group: every partition, once its metadata is known
+        deadline = time.monotonic() + wait_s
+        while not consumer.assignment():
+            if time.monotonic() > deadline:
+                raise UserError(f"topic {topic} has no partitions after {wait_s:.0f} s")
+            await asyncio.sleep(0.05)
+        tps = sorted(consumer.assignment())
         end = await consumer.end_offsets(tps)
         out: list = []
         while [tp for tp in tps if await consumer.position(tp) < end[tp]]:

@@ -195,27 +195,37 @@ class Tenants:
                                              POLICIES_CONFIG)
         self.spend_follower = TopicFollower(settings, settings.spend, self._apply_spend,
                                             SPEND_CONFIG)
-        self._announced: set[tuple[str, float, int]] = set()
+        self._announced: set[tuple[str, float, str, int]] = set()
+        self._pruned = 0.0
 
     async def follow(self) -> None:
         """Read both topics to their end (then ``ready``), and keep following them."""
         following = [asyncio.ensure_future(f.run())
                      for f in (self.policy_follower, self.spend_follower)]
+        synced = asyncio.ensure_future(asyncio.gather(self.policy_follower.synced(),
+                                                      self.spend_follower.synced()))
         try:
-            await asyncio.gather(self.policy_follower.synced(), self.spend_follower.synced())
+            await asyncio.wait([synced, *following], return_when=asyncio.FIRST_COMPLETED)
+            for task in following:
+                if task.done():  # a follower that failed before its topic was read: say why
+                    task.result()
+                    raise RuntimeError(f"stopped following {self.settings.policies} and "
+                                       f"{self.settings.spend}")
             self.spend.prune()
             self.ready.set()
             log.warning("tenants: %d policies from %s, spend from %s", len(self.policies),
                         self.settings.policies, self.settings.spend)
+            for tenant in self.policies.tenants():
+                self._announce_if_spent(tenant)
             await asyncio.gather(*following)
         finally:
-            for task in following:
+            for task in (synced, *following):
                 task.cancel()
 
     def _apply_policy(self, msg) -> None:
         policy = self.policies.apply(msg.key, msg.value, msg.offset)
-        if policy is not None and policy.period is not None:
-            self._announce_if_spent(policy.tenant, policy.period)
+        if policy is not None:
+            self._announce_if_spent(policy.tenant)
 
     def _apply_spend(self, msg) -> None:
         try:
@@ -227,20 +237,28 @@ class Tenants:
 
     def record_spend(self, record: TenantSpend) -> None:
         """Apply a spend record (read back, or just written by this process's counter)."""
-        if self.spend.apply(record):
-            self._announce_if_spent(record.tenant, record.period)
+        now = time.time()
+        if period_start("hour", now) != self._pruned:  # drop what ended, once an hour
+            self._pruned = period_start("hour", now)
+            self.spend.prune(now)
+            self._announced = {a for a in self._announced if a[1] >= oldest_kept(a[2], now)}
+        if self.spend.apply(record, now):
+            self._announce_if_spent(record.tenant)
 
-    def _announce_if_spent(self, tenant: str, period: str) -> None:
-        """Log once per period when a tenant's spend reaches its budget."""
+    def _announce_if_spent(self, tenant: str) -> None:
+        """Log once per period and policy revision when a tenant's spend reaches its budget
+        (once both topics have been read to their end)."""
         found = self.policies.get(tenant)
-        if found is None or found[0].period != period or found[0].budget_usd is None:
+        if not self.ready.is_set() or found is None or found[0].budget_usd is None:
             return
         policy, revision = found
+        period = policy.period
+        assert period is not None  # the event's validator: a budget has a period
         start = period_start(period, time.time())
         spent = self.spend.total(tenant, period, start)
-        if spent < policy.budget_usd or (tenant, start, revision) in self._announced:
+        if spent < policy.budget_usd or (tenant, start, period, revision) in self._announced:
             return
-        self._announced.add((tenant, start, revision))
+        self._announced.add((tenant, start, period, revision))
         then = ("go to its cheapest allowed model" if policy.on_exhausted == "cheapest"
                 else "are dead-lettered (budget_exceeded)")
         log.warning("tenant %r has spent its budget: %.6f of %s USD this %s (policy revision "

@@ -37,9 +37,9 @@ from streams.kafka.admin import create_topics
 from streams.kafka.settings import KafkaSettings
 from streams.worker.backends.base import Completion
 from streams.worker.service import Worker
+from streams.worker.settings import WorkerSettings
 from tests.integration.streams.router.test_router import wait_for_log
 from tests.integration.streams.worker.helpers import read_all
-from tests.integration.streams.worker.test_worker import worker_settings
 
 # a dear, a middle and a cheap model (zeroeval prices: 3.5, 0.88, 0.08 USD per million tokens)
 MODELS = ["Llama-3.1-405B-Inst@sambanova", "Meta-Llama-3.1-70B-Instruct",
@@ -161,8 +161,10 @@ def test_a_spent_budget_sends_its_tenant_to_the_cheapest_model_then_the_dlq_othe
     router = Service("router", ["router", "--artifacts", str(small_artifacts)], env, tmp_path)
     services = [router]
     outputs = [settings.prompts_dlq, settings.responses, *model_topics]
-    wsettings = worker_settings(kafka_bootstrap, unique, responses=settings.responses,
-                                feedback=settings.feedback, prompts_dlq=settings.prompts_dlq)
+    wsettings = WorkerSettings(
+        kafka_bootstrap=kafka_bootstrap, responses=settings.responses, feedback=settings.feedback,
+        prompts_dlq=settings.prompts_dlq, group_prefix=f"worker-{unique}", concurrency=8,
+        drain_timeout_s=10.0)
 
     async def wave(events, answered: int, dead: int):
         """Send ``events``; wait until ``answered`` responses and ``dead`` dead letters of them."""

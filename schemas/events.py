@@ -341,14 +341,7 @@ class ModelHealth(Event):
 
 class TenantPolicy(Event):
     """A tenant's routing policy. Topic `router.policies` (compacted), key = tenant; a tombstone
-    (no value) removes it.
-
-    A prompt of the tenant may narrow it, never widen it: its τ is used when lower (a smaller τ
-    leaves fewer models feasible), its allowed_models are intersected with the policy's. Once the
-    tenant's spend in the current `period` reaches `budget_usd`, `on_exhausted` says what happens
-    to its prompts: `cheapest` routes them among the allowed models at τ = 1 (the cheapest by
-    estimated cost), `reject` dead-letters them (`budget_exceeded`).
-    """
+    removes it. Its prompts narrow it, never widen it (`streams.router.policy`)."""
 
     tenant: Tenant
     tolerance: Probability | None = Field(

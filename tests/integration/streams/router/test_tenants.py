@@ -143,71 +143,21 @@ def test_a_spent_budget_sends_its_tenant_to_the_cheapest_model_then_the_dlq_othe
     env["IPR_ROUTER_DATA_DIR"] = str(tmp_path / "faust")
     settings = KafkaSettings(**{k[4:].lower(): v for k, v in env.items()
                                 if k.startswith("IPR_") and not k.startswith("IPR_ROUTER_")})
-    model_topics = [model_topic(m) for m in MODELS]
     asyncio.run(create_topics(kafka_bootstrap, [settings.prompts_in, settings.prompts_dlq,
                                                 settings.decisions, settings.responses,
-                                                *model_topics], partitions=4))
-
+                                                *map(model_topic, MODELS)], partitions=4))
     # bad input is refused by the CLI, naming the field
     bad = ipr(env, "policy", "set", "thrifty", "--budget", "0.03")
     assert bad.returncode == 2 and "budget_usd and period go together" in bad.stderr
     bad = ipr(env, "policy", "set", "thrifty", "--tolerance", "1.5")
     assert bad.returncode == 2 and "tolerance" in bad.stderr
-    allow = sum((["--allow", m] for m in MODELS), [])
-    rev_thrifty = set_policy(env, "thrifty", "--tolerance", "0", *allow, "--budget", str(BUDGET),
-                             "--period", "month", "--on-exhausted", "cheapest")
-    rev_steady = set_policy(env, "steady", "--tolerance", str(STEADY_TAU), *allow,
-                            "--budget", "100", "--period", "month")
-    router = Service("router", ["router", "--artifacts", str(small_artifacts)], env, tmp_path)
-    services = [router]
-    outputs = [settings.prompts_dlq, settings.responses, *model_topics]
-    wsettings = WorkerSettings(
-        kafka_bootstrap=kafka_bootstrap, responses=settings.responses, feedback=settings.feedback,
-        prompts_dlq=settings.prompts_dlq, group_prefix=f"worker-{unique}", concurrency=8,
-        drain_timeout_s=10.0)
-
-    async def wave(events, answered: int, dead: int):
-        """Send ``events``; wait until ``answered`` responses and ``dead`` dead letters of them."""
-        ids = {k.decode() for k, _ in events}
-        done = lambda c: (len(ids & set(c.responses)) >= answered  # noqa: E731
-                          and len(ids & set(c.dead)) >= dead)
-        collector = asyncio.create_task(collect(settings, outputs, unique, done, 240, settings))
-        await produce(settings, settings.prompts_in, events, 0)
-        got = await collector
-        assert len(ids & set(got.responses)) == answered, router.log_tail()
-        assert len(ids & set(got.dead)) == dead, router.log_tail()
-        return got
-
-    async def scenario():
-        async with Worker(wsettings, MODELS, lambda _m: PricedBackend()):
-            await asyncio.to_thread(wait_for_log, router, "tenants: 2 policies", 180)
-            # wave 1: thrifty's spend passes its budget (10 answers of 3-5 mUSD)
-            await wave(prompts(unique, "thrifty", 1, 10, texts)
-                       + prompts(unique, "steady", 1, 5, texts), 15, 0)
-            await asyncio.to_thread(wait_for_log, router, "tenant 'thrifty' has spent its budget")
-            # wave 2: thrifty goes to its cheapest allowed model; steady unchanged
-            await wave(prompts(unique, "thrifty", 2, 6, texts)
-                       + prompts(unique, "steady", 2, 5, texts), 11, 0)
-            rev_reject = await asyncio.to_thread(
-                set_policy, env, "thrifty", "--tolerance", "0", *allow, "--budget", str(BUDGET),
-                "--period", "month", "--on-exhausted", "reject")
-            await asyncio.to_thread(wait_for_log, router,
-                                    f"policy of tenant 'thrifty', revision {rev_reject}")
-            # wave 3: thrifty dead-lettered, steady routed
-            await wave(prompts(unique, "thrifty", 3, 4, texts)
-                       + prompts(unique, "steady", 3, 3, texts), 3, 4)
-            before = await spend_matches(settings, unique)
-            await asyncio.to_thread(router.stop)
-            services.append(Service("router2", ["router", "--artifacts", str(small_artifacts)],
-                                    env, tmp_path))
-            # wave 4, after the restart: the spend is still known
-            got = await wave(prompts(unique, "thrifty", 4, 3, texts)
-                             + prompts(unique, "steady", 4, 3, texts), 3, 3)
-            after = await spend_matches(settings, unique)  # counted by the new router
-            return rev_reject, got, before, after
-
+    revs = {"thrifty": set_policy(env, *thrifty_policy("cheapest")),
+            "steady": set_policy(env, "steady", "--tolerance", str(STEADY_TAU), *ALLOW,
+                                 "--budget", "100", "--period", "month")}
+    services = [Service("router", ["router", "--artifacts", str(small_artifacts)], env, tmp_path)]
     try:
-        rev_reject, last, before, after = asyncio.run(scenario())
+        rev_reject, before, after = asyncio.run(
+            waves(env, settings, unique, texts, services, small_artifacts, tmp_path))
         mine = asyncio.run(costs(settings, unique))
         shown = ipr(env, "policy", "show", "thrifty")
     finally:
@@ -215,52 +165,100 @@ def test_a_spent_budget_sends_its_tenant_to_the_cheapest_model_then_the_dlq_othe
             s.stop()
 
     assert all(r.tenant == pid.split(":")[1] for pid, r in mine.items())
-    assert len(mine) == 10 + 5 + 6 + 5 + 3 + 3
+    assert len(mine) == 10 + 5 + 6 + 5 + 3 + 3  # thrifty's waves 3 and 4 are not answered
     thrifty_cost = before["thrifty"]
     assert thrifty_cost > BUDGET and after["thrifty"] == thrifty_cost
-    assert after["steady"] > before["steady"]
-    decisions = [decode(RoutingDecision, m.value)
-                 for m in asyncio.run(read_all(kafka_bootstrap, settings.decisions))]
+    assert after["steady"] > before["steady"]  # the new router's counter counted wave 4
+    check_decisions(asyncio.run(read_all(kafka_bootstrap, settings.decisions)), revs)
+    letters = {m.key.decode(): decode(DeadLetter, m.value)
+               for m in asyncio.run(read_all(kafka_bootstrap, settings.prompts_dlq))}
+    thrifty_dead = {k: v for k, v in letters.items() if k.startswith(f"{unique}:thrifty:")}
+    assert set(thrifty_dead) == {f"{unique}:thrifty:{w}:{i}" for w, n in ((3, 4), (4, 3))
+                                 for i in range(n)}
+    assert {d.error_kind for d in thrifty_dead.values()} == {"budget_exceeded"}
+    assert all(f"revision {rev_reject}" in d.error for d in thrifty_dead.values())
+    # after the restart the router knew the spend: all of it
+    assert f"{thrifty_cost:.6f} USD this month" in thrifty_dead[f"{unique}:thrifty:4:0"].error
+    assert not [k for k in letters if k.startswith(f"{unique}:steady:")]
+    assert shown.returncode == 0 and f'"revision": {rev_reject}' in shown.stdout
+    assert '"on_exhausted": "reject"' in shown.stdout
+
+
+ALLOW = sum((["--allow", m] for m in MODELS), [])
+
+
+def thrifty_policy(on_exhausted: str) -> list[str]:
+    return ["thrifty", "--tolerance", "0", *ALLOW, "--budget", str(BUDGET), "--period", "month",
+            "--on-exhausted", on_exhausted]
+
+
+async def waves(env, settings, run, texts, services, artifacts, tmp_path):
+    """Four waves of prompts of both tenants, a worker answering; the policy switched to reject
+    before the third, the router restarted before the fourth. Returns the revision of the reject
+    policy and each tenant's recorded spend before and after the restart."""
+    router = services[0]
+    outputs = [settings.prompts_dlq, settings.responses, *map(model_topic, MODELS)]
+
+    async def wave(n: int, thrifty: int, steady: int, answered: int, dead: int) -> None:
+        events = prompts(run, "thrifty", n, thrifty, texts) + prompts(run, "steady", n, steady,
+                                                                      texts)
+        ids = {k.decode() for k, _ in events}
+        done = lambda c: (len(ids & set(c.responses)) >= answered  # noqa: E731
+                          and len(ids & set(c.dead)) >= dead)
+        collector = asyncio.create_task(collect(settings, outputs, run, done, 240, settings))
+        await produce(settings, settings.prompts_in, events, 0)
+        got = await collector
+        assert len(ids & set(got.responses)) == answered, services[-1].log_tail()
+        assert len(ids & set(got.dead)) == dead, services[-1].log_tail()
+
+    worker = WorkerSettings(
+        kafka_bootstrap=settings.kafka_bootstrap, responses=settings.responses,
+        feedback=settings.feedback, prompts_dlq=settings.prompts_dlq,
+        group_prefix=f"worker-{run}", concurrency=8, drain_timeout_s=10.0)
+    async with Worker(worker, MODELS, lambda _m: PricedBackend()):
+        await asyncio.to_thread(wait_for_log, router, "tenants: 2 policies", 180)
+        await wave(1, 10, 5, 15, 0)  # thrifty's spend passes its budget (10 answers of 3-5 mUSD)
+        await asyncio.to_thread(wait_for_log, router, "tenant 'thrifty' has spent its budget")
+        await wave(2, 6, 5, 11, 0)  # thrifty to its cheapest allowed model; steady unchanged
+        rev_reject = await asyncio.to_thread(set_policy, env, *thrifty_policy("reject"))
+        await asyncio.to_thread(wait_for_log, router,
+                                f"policy of tenant 'thrifty', revision {rev_reject}")
+        await wave(3, 4, 3, 3, 4)  # thrifty dead-lettered, steady routed
+        before = await spend_matches(settings, run)
+        await asyncio.to_thread(router.stop)
+        services.append(Service("router2", ["router", "--artifacts", str(artifacts)], env,
+                                tmp_path))
+        await wave(4, 3, 3, 3, 3)  # after the restart, the spend is still known
+        return rev_reject, before, await spend_matches(settings, run)
+
+
+def check_decisions(records, revs: dict[str, int]) -> None:
+    """Each decision follows its tenant's policy and the spend it names."""
     by_wave: dict[tuple[str, int], list[RoutingDecision]] = {}
-    for d in decisions:
+    for m in records:
+        d = decode(RoutingDecision, m.value)
         _, tenant, w, _ = d.prompt_id.rsplit(":", 3)
         by_wave.setdefault((tenant, int(w)), []).append(d)
     assert {k: len(v) for k, v in by_wave.items()} == {
         ("thrifty", 1): 10, ("steady", 1): 5, ("thrifty", 2): 6, ("steady", 2): 5,
         ("steady", 3): 3, ("steady", 4): 3}
-
     for (tenant, _), ds in by_wave.items():
         for d in ds:
             assert d.tenant == tenant and set(d.predicted_quality) == set(MODELS)
             assert d.allowed_models == MODELS and d.policy.tenant == tenant
+            assert d.policy.revision == revs[tenant]
             assert d.policy.exhausted == (d.tenant_spend_usd >= d.policy.budget_usd)
             if tenant == "steady":  # its own policy: τ ≤ 0.3, never exhausted
-                assert d.policy.revision == rev_steady and not d.policy.exhausted
-                assert d.tolerance == STEADY_TAU and d.reason is None
-                assert d.model_id == expected_model(d, STEADY_TAU)
+                assert not d.policy.exhausted and d.reason is None
+                assert d.tolerance == STEADY_TAU and d.model_id == expected_model(d, STEADY_TAU)
             elif d.policy.exhausted:  # the cheapest allowed model
                 assert d.tolerance == 1.0 and d.reason == "budget_exhausted"
                 assert d.model_id == expected_model(d, 1.0)
                 assert d.model_id == min(MODELS, key=lambda m: d.estimated_cost_usd[m])
             else:  # τ = 0 (the tenant's, the prompt's 0.9 cut to it): the best predicted
                 assert d.tolerance == 0.0 and d.model_id == expected_model(d, 0.0)
-            assert d.policy.revision == (rev_thrifty if tenant == "thrifty" else rev_steady)
     wave2 = by_wave["thrifty", 2]
     assert all(d.policy.exhausted and d.tenant_spend_usd >= BUDGET for d in wave2)
     assert any(not d.policy.exhausted for d in by_wave["thrifty", 1])
     # the switch is visible: the best predicted model was not always the cheapest
     assert any(expected_model(d, 0.0) != d.model_id for d in wave2)
-
-    letters: dict[str, DeadLetter] = {}
-    for m in asyncio.run(read_all(kafka_bootstrap, settings.prompts_dlq)):
-        letters[m.key.decode()] = decode(DeadLetter, m.value)
-    thrifty_dead = {k: v for k, v in letters.items() if k.startswith(f"{unique}:thrifty:")}
-    assert set(thrifty_dead) == {f"{unique}:thrifty:{w}:{i}" for w, n in ((3, 4), (4, 3))
-                                 for i in range(n)}
-    assert {d.error_kind for d in thrifty_dead.values()} == {"budget_exceeded"}
-    assert all(f"revision {rev_reject}" in d.error for d in thrifty_dead.values())
-    assert f"{thrifty_cost:.6f} USD this month" in thrifty_dead[f"{unique}:thrifty:4:0"].error
-    assert not [k for k in letters if k.startswith(f"{unique}:steady:")]
-    assert set(last.responses) >= {f"{unique}:steady:4:{i}" for i in range(3)}
-    assert shown.returncode == 0 and f'"revision": {rev_reject}' in shown.stdout
-    assert '"on_exhausted": "reject"' in shown.stdout

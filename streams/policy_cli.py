@@ -45,6 +45,9 @@ def policy_set(
     from schemas import TenantPolicy
     from streams.router.tenants import describe
 
+    if (budget is None) != (period is None):
+        raise UserError("budget_usd and period go together (--budget and --period): a budget is "
+                        "per hour, day or month")
     policy = TenantPolicy(
         tenant=tenant, tolerance=tolerance, allowed_models=allow or None, budget_usd=budget,
         period=period, on_exhausted=on_exhausted, updated_at=time.time(),

@@ -3,8 +3,9 @@ answering at a known cost, policies written with ``ipr policy set``.
 
 Tenant ``thrifty`` has a budget of a few cents a month; once its spend reaches it, its prompts go
 to its cheapest allowed model, then (its policy switched to ``reject`` while the router runs) to
-the dead-letter topic, also after the router restarts. Tenant ``steady`` is routed by its own
-policy throughout. The spend recorded on the spend topic is the sum of the responses' costs.
+the dead-letter topic, also after the router restarts (as two processes). Tenant ``steady`` is
+routed by its own policy throughout. The spend recorded on the spend topic is the sum of the
+responses' costs, before and after the restart (two counters count each response once).
 """
 
 from __future__ import annotations
@@ -165,10 +166,10 @@ def test_a_spent_budget_sends_its_tenant_to_the_cheapest_model_then_the_dlq_othe
             s.stop()
 
     assert all(r.tenant == pid.split(":")[1] for pid, r in mine.items())
-    assert len(mine) == 10 + 5 + 6 + 5 + 3 + 3  # thrifty's waves 3 and 4 are not answered
+    assert len(mine) == 10 + 5 + 6 + 5 + 3 + 8  # thrifty's waves 3 and 4 are not answered
     thrifty_cost = before["thrifty"]
     assert thrifty_cost > BUDGET and after["thrifty"] == pytest.approx(thrifty_cost, rel=1e-9)
-    assert after["steady"] > before["steady"]  # the new router's counter counted wave 4
+    assert after["steady"] > before["steady"]  # the new routers' counters counted wave 4, once
     check_decisions(asyncio.run(read_all(kafka_bootstrap, settings.decisions)), revs)
     letters = {m.key.decode(): decode(DeadLetter, m.value)
                for m in asyncio.run(read_all(kafka_bootstrap, settings.prompts_dlq))}
@@ -226,9 +227,11 @@ async def waves(env, settings, run, texts, services, artifacts, tmp_path):
         await wave(3, 4, 3, 3, 4)  # thrifty dead-lettered, steady routed
         before = await spend_matches(settings, run)
         await asyncio.to_thread(router.stop)
-        services.append(Service("router2", ["router", "--artifacts", str(artifacts)], env,
-                                tmp_path))
-        await wave(4, 3, 3, 3, 3)  # after the restart, the spend is still known
+        for name in ("router2", "router3"):  # two processes in the group: counted once
+            services.append(Service(name, ["router", "--artifacts", str(artifacts)],
+                                    {**env, "IPR_ROUTER_DATA_DIR": str(tmp_path / name)},
+                                    tmp_path))
+        await wave(4, 3, 8, 8, 3)  # after the restart, the spend is still known
         return rev_reject, before, await spend_matches(settings, run)
 
 
@@ -241,7 +244,7 @@ def check_decisions(records, revs: dict[str, int]) -> None:
         by_wave.setdefault((tenant, int(w)), []).append(d)
     assert {k: len(v) for k, v in by_wave.items()} == {
         ("thrifty", 1): 10, ("steady", 1): 5, ("thrifty", 2): 6, ("steady", 2): 5,
-        ("steady", 3): 3, ("steady", 4): 3}
+        ("steady", 3): 3, ("steady", 4): 8}
     for (tenant, _), ds in by_wave.items():
         for d in ds:
             assert d.tenant == tenant and set(d.predicted_quality) == set(MODELS)

@@ -1,21 +1,35 @@
 """Event contracts of the IPR router: pydantic models, the codec, the JSON Schemas (`json/`)."""
 
 from schemas.codec import SchemaError, decode, encode
+from schemas.control import ModelHealth, ModelUpdate, TenantPolicy, TenantSpend
 from schemas.events import (
-    EVENTS,
+    AppliedPolicy,
     DeadLetter,
-    Event,
-    ModelHealth,
     ModelResponse,
-    ModelUpdate,
     PromptRequest,
     QualityFeedback,
     RoutedPrompt,
     RoutingDecision,
 )
+from schemas.fields import Event
+
+# Every event, in the order of the JSON Schemas (`schemas.generate`).
+EVENTS: tuple[type[Event], ...] = (
+    PromptRequest,
+    RoutedPrompt,
+    RoutingDecision,
+    DeadLetter,
+    ModelResponse,
+    QualityFeedback,
+    ModelUpdate,
+    ModelHealth,
+    TenantPolicy,
+    TenantSpend,
+)
 
 __all__ = [
     "EVENTS",
+    "AppliedPolicy",
     "DeadLetter",
     "Event",
     "ModelHealth",
@@ -26,6 +40,8 @@ __all__ = [
     "RoutedPrompt",
     "RoutingDecision",
     "SchemaError",
+    "TenantPolicy",
+    "TenantSpend",
     "decode",
     "encode",
 ]

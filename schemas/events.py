@@ -1,14 +1,6 @@
-"""The event contracts: one pydantic model per Kafka event (docs/design.md, "Topics and events").
-
-Every event rejects unknown fields, bounds every string, list and map (limits in
-`schemas.limits`), refuses NaN and infinities, and carries `schema_version`. Timestamps are epoch
-seconds as floats.
-
-Numbers must be JSON numbers: a string ("0.5") or a boolean is refused wherever a number is
-expected, as the JSON Schemas say. A float field takes an integer (`1` for 1.0); an integer field
-takes an integral float (`5.0`, which JSON Schema counts as an integer) but not `5.5`. Booleans must
-be `true` or `false`. Integer fields stay in the signed 64-bit range that orjson can write back (a
-larger integer as a metadata value is kept as a float).
+"""The data-plane events: a prompt's way from `prompts.in` to its answer and its quality label, and
+the dead letters (docs/design.md, "Topics and events"). Field types and the rules every event
+follows: `schemas.fields`; the control-plane events: `schemas.control`.
 """
 
 from __future__ import annotations
@@ -18,84 +10,30 @@ import codecs
 import time
 from typing import Annotated, Literal, Self
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    Strict,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StringConstraints,
-    model_validator,
-)
-from pydantic_core import PydanticKnownError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
 from schemas import limits as L
-
-# A string with at least one non-whitespace character (`pattern` is searched, not anchored).
-_NON_BLANK = r"\S"
-
-PromptId = Annotated[
-    str, StringConstraints(min_length=1, max_length=L.MAX_ID_CHARS, pattern=_NON_BLANK)
-]
-ModelId = Annotated[
-    str, StringConstraints(min_length=1, max_length=L.MAX_ID_CHARS, pattern=_NON_BLANK)
-]
-Tenant = Annotated[
-    str, StringConstraints(min_length=1, max_length=L.MAX_ID_CHARS, pattern=_NON_BLANK)
-]
-Label = Annotated[
-    str, StringConstraints(min_length=1, max_length=L.MAX_LABEL_CHARS, pattern=_NON_BLANK)
-]
-PromptText = Annotated[
-    str, StringConstraints(min_length=1, max_length=L.MAX_TEXT_CHARS, pattern=_NON_BLANK)
-]
-ErrorText = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_ERROR_CHARS)]
-
-# A JSON number; an integer is fine, a string or a boolean is not (strict float: checked in Rust).
-Number = Annotated[float, Strict()]
-Probability = Annotated[Number, Field(ge=0.0, le=1.0)]
-NonNegative = Annotated[Number, Field(ge=0.0)]
-Timestamp = Annotated[Number, Field(ge=0.0, description="epoch seconds")]
-
-
-def _json_integer(value: object) -> object:
-    """Refuse what lax int validation would coerce from other JSON types ("5", true); take an
-    integral float (5.0, 1e30) as the integer it is, for the bounds to judge."""
-    if isinstance(value, (str, bytes, bytearray, bool)):
-        raise PydanticKnownError("int_type")
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-# A JSON integer, or an integral float (5.0); not a string, a boolean or 5.5. Strict int would
-# refuse 5.0, which the JSON Schema type "integer" allows; the check runs before a lax int.
-Count = Annotated[int, Field(ge=0, le=L.MAX_INT), BeforeValidator(_json_integer)]
-ModelList = Annotated[list[ModelId], Field(min_length=1, max_length=L.MAX_MODELS)]
-
-MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_METADATA_KEY_CHARS)]
-MetadataValue = (
-    StrictBool
-    | Annotated[StrictInt, Field(ge=L.MIN_INT, le=L.MAX_INT)]
-    | StrictFloat
-    | Annotated[str, StringConstraints(max_length=L.MAX_METADATA_VALUE_CHARS)]
+from schemas.fields import (
+    AdjustmentMap,
+    CostMap,
+    Count,
+    ErrorText,
+    Event,
+    Label,
+    Metadata,
+    ModelId,
+    ModelList,
+    NonNegative,
+    Number,
+    OnExhausted,
+    Period,
+    Probability,
+    PromptId,
+    PromptText,
+    QualityMap,
+    Tenant,
+    Timestamp,
 )
-Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=L.MAX_METADATA_KEYS)]
-QualityMap = Annotated[dict[ModelId, Probability], Field(min_length=1, max_length=L.MAX_MODELS)]
-CostMap = Annotated[dict[ModelId, NonNegative], Field(min_length=1, max_length=L.MAX_MODELS)]
-AdjustmentMap = Annotated[dict[ModelId, Annotated[Number, Field(ge=-1, le=1)]],
-                         Field(min_length=1, max_length=L.MAX_MODELS)]
-
-
-class Event(BaseModel):
-    """Base of every event: strict about shape, versioned."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    schema_version: Literal[1] = L.SCHEMA_VERSION
 
 
 class PromptRequest(Event):
@@ -114,6 +52,21 @@ class PromptRequest(Event):
     sent_at: Timestamp | None = Field(
         default=None, description="when the producer sent it (for end-to-end latency)"
     )
+
+
+class AppliedPolicy(BaseModel):
+    """Which tenant policy a decision applied (the `policy` of RoutedPrompt and RoutingDecision):
+    the tenant, the policy's revision (its offset on `router.policies`) and its budget's state."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    tenant: Tenant
+    revision: Count = Field(description="the policy record's offset on router.policies")
+    budget_usd: NonNegative | None = None
+    period: Period | None = None
+    on_exhausted: OnExhausted = "cheapest"
+    exhausted: StrictBool = Field(
+        default=False, description="the spend had reached the budget: routed at τ = 1")
 
 
 class _Routed(Event):
@@ -141,6 +94,16 @@ class _Routed(Event):
     router_version: Label = Field(description="version of the model artifact that routed it")
     routing_latency_ms: NonNegative
     routed_at: Timestamp
+    policy: AppliedPolicy | None = Field(
+        default=None,
+        description="the tenant policy applied (router.policies); absent when the prompt has no "
+        "tenant or its tenant has no policy",
+    )
+    tenant_spend_usd: NonNegative | None = Field(
+        default=None,
+        description="the tenant's spend in its budget's current period, as known when the "
+        "decision was made; absent without a budget",
+    )
 
     @model_validator(mode="after")
     def _chosen_model_was_scored(self) -> Self:
@@ -272,6 +235,8 @@ class ModelResponse(Event):
     latency_ms: NonNegative
     error: ErrorText | None = None
     router_version: Label | None = None
+    tenant: Tenant | None = Field(
+        default=None, description="the prompt's tenant, whose spend cost_usd counts in")
 
 
 class QualityFeedback(Event):
@@ -282,48 +247,3 @@ class QualityFeedback(Event):
     quality: Probability
     source: Label = Field(description='who judged it, e.g. "user", "judge:<model>", "dataset"')
     task: Label | None = None
-
-
-class ModelUpdate(Event):
-    """A new model artifact is ready; routers hot-swap to it. Topic `router.control`, key
-    `artifacts`; on key `shadow`, the version every router scores in shadow (a tombstone stops
-    it)."""
-
-    version: Label
-    location: Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_LOCATION_CHARS)]
-    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
-        description="sha256 of the artifact's manifest"
-    )
-    models: ModelList
-
-
-class ModelHealth(Event):
-    """A worker's report on its model's backend. Topic `router.control`, key `health:<model_id>`.
-
-    Routers leave a model reported unhealthy out of the candidates until ``reported_at + ttl_s``
-    (a worker that keeps failing reports again before then) or until a report says healthy.
-    """
-
-    model_id: ModelId
-    healthy: StrictBool
-    worker: Label = Field(description="the reporting worker process")
-    consecutive_errors: Count = Field(
-        description="calls in a row that ended in an error response"
-    )
-    error: ErrorText | None = Field(default=None, description="the last error, when unhealthy")
-    reported_at: Timestamp
-    ttl_s: Annotated[Number, Field(gt=0, le=86_400)] = Field(
-        description="seconds after reported_at that an unhealthy report holds"
-    )
-
-
-EVENTS: tuple[type[Event], ...] = (
-    PromptRequest,
-    RoutedPrompt,
-    RoutingDecision,
-    DeadLetter,
-    ModelResponse,
-    QualityFeedback,
-    ModelUpdate,
-    ModelHealth,
-)

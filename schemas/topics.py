@@ -21,6 +21,10 @@ ARTIFACT_FILES = "router.artifacts"
 # The decisions of a candidate artifact version scoring in shadow (RoutingDecision, key
 # prompt_id): nothing is routed by them.
 ROUTER_SHADOW = "router.shadow"
+# Compacted, one partition: each tenant's TenantPolicy, key = the tenant (None: removed).
+ROUTER_POLICIES = "router.policies"
+# Compacted (and deleted after two months): TenantSpend records, key = spend_key(...).
+ROUTER_SPEND = "router.spend"
 
 CONTROL_KEY = "artifacts"  # the key of every ModelUpdate on ROUTER_CONTROL
 HEALTH_KEY_PREFIX = "health:"  # ModelHealth on ROUTER_CONTROL: key health:<model_id>
@@ -29,7 +33,7 @@ SHADOW_KEY = "shadow"
 
 ALL_FIXED = (
     PROMPTS_IN, PROMPTS_DLQ, ROUTER_DECISIONS, RESPONSES_OUT, FEEDBACK_QUALITY, ROUTER_CONTROL,
-    ARTIFACT_FILES, ROUTER_SHADOW,
+    ARTIFACT_FILES, ROUTER_SHADOW, ROUTER_POLICIES, ROUTER_SPEND,
 )
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -82,3 +86,9 @@ def parse_file_chunk_key(key: bytes | None) -> tuple[str, int, int] | None:
     if m is None or not int(m[2]) < int(m[3]):
         return None
     return m[1], int(m[2]), int(m[3])
+
+
+def spend_key(tenant: str, period: str, period_start: float, partition: int) -> bytes:
+    """The ROUTER_SPEND key of one responses.out partition's count of a tenant's spend in one
+    period (the tenant last: it may hold any character)."""
+    return f"{period}:{int(period_start)}:{partition}:{tenant}".encode()

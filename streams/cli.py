@@ -4,6 +4,7 @@
     ipr router | worker | feedback                                     the services
     ipr broker start | stop                                            a local dev Kafka
     ipr shadow start | stop | promote | report                         a version in shadow
+    ipr policy set | show | delete                                     tenant policies
     ipr demo | drift | learn | onboard | soak                          the harnesses
 
 Each service is built from its settings class, read from the environment (``IPR_*``) with what
@@ -29,6 +30,7 @@ from ipr_model.console import (
     command,
     configure,
 )
+from streams.policy_cli import policy_app
 from streams.shadow_cli import shadow_app
 
 BROKER_STATE = Path("build/broker.json")
@@ -46,6 +48,7 @@ broker_app = typer.Typer(
 )
 app.add_typer(broker_app, name="broker")
 app.add_typer(shadow_app, name="shadow")
+app.add_typer(policy_app, name="policy")
 
 
 @broker_app.command("start")

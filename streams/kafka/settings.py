@@ -22,7 +22,9 @@ from schemas.topics import (
     RESPONSES_OUT,
     ROUTER_CONTROL,
     ROUTER_DECISIONS,
+    ROUTER_POLICIES,
     ROUTER_SHADOW,
+    ROUTER_SPEND,
 )
 
 
@@ -117,6 +119,16 @@ class KafkaSettings(BaseSettings):
         ROUTER_SHADOW,
         validation_alias=_env("shadow"),
         description="the shadow version's decisions (IPR_SHADOW)",
+    )
+    policies: str = Field(
+        ROUTER_POLICIES,
+        validation_alias=_env("policies"),
+        description="the tenants' policies, compacted (IPR_POLICIES)",
+    )
+    spend: str = Field(
+        ROUTER_SPEND,
+        validation_alias=_env("spend"),
+        description="the tenants' spend per period, compacted (IPR_SPEND)",
     )
 
     @model_validator(mode="after")

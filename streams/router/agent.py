@@ -11,8 +11,11 @@ per input partition instead (:mod:`streams.router.transactions`), then acknowled
 ``follow_control`` reads ``router.control``: new artifact versions (hot swap between batches; from
 the announced location, or rebuilt from the artifact-files topic: ``streams.versions``), model
 health reports (``streams.health``) and the version to score in shadow (``streams.router.shadow``:
-its decisions go to ``router.shadow`` after each batch's live outputs). Every dead letter is
-logged with its prompt id (the record's key) and kind, never its text.
+its decisions go to ``router.shadow`` after each batch's live outputs). ``Tenants.follow`` keeps
+the tenants' policies and spend (``streams.router.tenants``), which ``SpendCounter`` counts from
+``responses.out`` (``streams.router.spend``); the agent routes its first batch once both topics
+have been read to their end. Every dead letter is logged with its prompt id (the record's key)
+and kind, never its text.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from streams.router.routing import BatchResult, Record, route_records
 from streams.router.scorers import ScorerHolder
 from streams.router.settings import RouterSettings
 from streams.router.shadow import Shadow
+from streams.router.spend import SpendCounter
+from streams.router.tenants import Tenants
 from streams.router.transactions import Output, Transactions, by_partition
 from streams.versions import can_read, ensure_topic, local_versions, prune_received, receive
 
@@ -61,6 +66,8 @@ class Router:
         self.scorers = ScorerHolder(settings.artifacts, settings.encoder_threads)
         self.health = HealthBoard()  # updated by follow_control, read between batches
         self.shadow = Shadow(settings, self.scorers)  # started and stopped by follow_control
+        self.tenants = Tenants(settings)  # policies and spend, followed by Tenants.follow
+        self.spend_counter = SpendCounter(settings, self.tenants)
 
     def _topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes)
@@ -79,6 +86,7 @@ class Router:
         s = self.settings
         loop = asyncio.get_running_loop()
         in_flight: asyncio.Task | None = None
+        await self.tenants.ready.wait()  # every policy and the spend so far, before routing
         async for events in stream.noack_take(s.batch_size, within=s.batch_timeout_ms / 1000.0):
             records = [
                 Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
@@ -88,7 +96,7 @@ class Router:
             unhealthy = self.health.unhealthy(time.time())
             result = await loop.run_in_executor(
                 None, route_records, records, scorer, s.default_tolerance,
-                s.variant, s.delta, unhealthy, s.explore_share,
+                s.variant, s.delta, unhealthy, s.explore_share, self.tenants,
             )
             outputs = self._outputs(result)
             if self.transactions is None:  # sent now, acknowledged once delivered

@@ -41,6 +41,8 @@ def create_app(settings: RouterSettings) -> tuple[faust.App, Router]:
     app.agent(router.prompts_in, name="route_prompts")(router.route_prompts)
     app.task(router.load_scorer)
     app.task(router.follow_control)
+    app.task(router.tenants.follow)
+    app.task(router.spend_counter.run)
     app.page("/metrics")(prometheus_metrics)
     return app, router
 

@@ -5,9 +5,10 @@ Every record ends in exactly one of ``routed`` or ``dead``: nothing is dropped. 
 dead-lettered when it is not a valid PromptRequest (the codec's kind), when its allowed_models name
 a model the router does not know (``unknown_model``), when its Kafka key is set and differs from
 its ``prompt_id`` (``key_mismatch``: every output is keyed by ``prompt_id``, so a consumer that
-correlates by the input key would lose it), and when scoring it fails (``routing_error``: a batch
-that fails is scored again record by record, so one strange prompt does not take the others
-with it).
+correlates by the input key would lose it), when its tenant's policy leaves it no model
+(``not_allowed``) or rejects it once the budget is spent (``budget_exceeded``:
+:mod:`streams.router.policy`), and when scoring it fails (``routing_error``: a batch that fails
+is scored again record by record, so one strange prompt does not take the others with it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ipr_model.rule import Variant
 from schemas import DeadLetter, PromptRequest, RoutedPrompt, RoutingDecision, SchemaError, decode
 from schemas.topics import model_topic
 from schemas.vectors import pack
+from streams.router.policy import apply_policy
 
 _MAX_REASON_CHARS = 300
 
@@ -73,26 +75,31 @@ def route_records(
     delta: float = 0.0,
     unhealthy: Collection[str] = (),
     explore_share: float = 0.0,
+    tenants=None,
 ) -> BatchResult:
     """Validate, score (one scorer call for the batch) and route every record, leaving the
-    ``unhealthy`` models out where a prompt has other candidates (``streams.health``); the
+    ``unhealthy`` models out where a prompt has other candidates (``streams.health``), under its
+    tenant's policy and spend (``tenants``: ``streams.router.tenants.Tenants``; None: none); the
     ``explore_share`` of prompts explores (``ipr_model.explore``)."""
     out = BatchResult()
+    now = time.time()
     valid = [v for v in (_validate(rec, scorer.model_ids, out.dead) for rec in records) if v]
+    valid = [v for v in (_under_policy(rec, req, tenants, default_tolerance, scorer.model_ids,
+                                       now, out.dead) for rec, req in valid) if v]
     if not valid:
         return out
     t0 = time.perf_counter()
-    route = partial(_route, scorer=scorer, default_tolerance=default_tolerance, variant=variant,
-                    delta=delta, unhealthy=unhealthy, explore_share=explore_share)
+    route = partial(_route, scorer=scorer, variant=variant, delta=delta, unhealthy=unhealthy,
+                    explore_share=explore_share)
     try:
         out.routed = route(valid)
     except Exception:  # noqa: BLE001 - find the record that fails; route the others
-        for rec, req in valid:
+        for one in valid:
             try:
-                out.routed += route([(rec, req)])
+                out.routed += route([one])
             except Exception as e:  # noqa: BLE001 - a routing bug must not lose the prompt
                 reason = f"{type(e).__name__}: {e}"[:_MAX_REASON_CHARS]
-                out.dead.append(_dead(rec, f"scoring failed: {reason}", "routing_error"))
+                out.dead.append(_dead(one[0], f"scoring failed: {reason}", "routing_error"))
     out.scoring_ms = (time.perf_counter() - t0) * 1000.0
     return out
 
@@ -120,38 +127,56 @@ def _validate(rec: Record, known: Sequence[str], dead: list[DeadLetter]):
     return rec, req
 
 
-def _route(valid, *, scorer, default_tolerance, variant, delta, unhealthy,
-           explore_share) -> list[Routed]:
-    scores = scorer.score([req.text for _, req in valid])
+def _under_policy(rec: Record, req: PromptRequest, tenants, default_tolerance: float,
+                  known: Sequence[str], now: float, dead: list[DeadLetter]):
+    """``(rec, request, verdict)`` under the tenant's policy, or None after adding the record's
+    dead letter to ``dead``."""
+    found = None if tenants is None else tenants.policies.get(req.tenant)
+    policy, revision = found if found is not None else (None, 0)
+    spend = 0.0
+    if policy is not None and policy.period is not None:
+        spend = tenants.spend.current(policy.tenant, policy.period, now)
+    verdict = apply_policy(req.tolerance, req.allowed_models, default_tolerance, policy,
+                           revision, spend, known)
+    if verdict.dead is not None:
+        dead.append(_dead(rec, verdict.dead[1], verdict.dead[0]))
+        return None
+    return rec, req, verdict
+
+
+def _route(valid, *, scorer, variant, delta, unhealthy, explore_share) -> list[Routed]:
+    scores = scorer.score([req.text for _, req, _ in valid])
     decisions = scorer.decide(
         scores,
-        [default_tolerance if req.tolerance is None else req.tolerance for _, req in valid],
-        [req.allowed_models for _, req in valid],
+        [v.tolerance for _, _, v in valid],
+        [v.allowed for _, _, v in valid],
         variant=variant,
         delta=delta,
         unhealthy=unhealthy,
-        prompt_ids=[req.prompt_id for _, req in valid],
+        prompt_ids=[req.prompt_id for _, req, _ in valid],
         explore_share=explore_share,
     )
     now = time.time()
     routed = []
-    for (rec, req), d, emb in zip(valid, decisions, scores.embeddings, strict=True):
+    for (rec, req, v), d, emb in zip(valid, decisions, scores.embeddings, strict=True):
         prompt = RoutedPrompt(
-            prompt_id=req.prompt_id, tenant=req.tenant, allowed_models=req.allowed_models,
+            prompt_id=req.prompt_id, tenant=req.tenant, allowed_models=v.allowed,
             sent_at=req.sent_at, model_id=d.model_id, tolerance=d.tolerance,
             threshold=d.threshold, predicted_quality=d.predicted_quality,
             estimated_cost_usd=d.estimated_cost_usd,
             feedback_adjustment=d.feedback_adjustment, unhealthy_models=d.unhealthy_models,
             router_version=scorer.version,
             routing_latency_ms=max(0.0, (now - rec.received_at) * 1000.0), routed_at=now,
-            text=req.text, metadata=req.metadata,
+            text=req.text, metadata=req.metadata, policy=v.policy,
+            tenant_spend_usd=v.spend_usd,
         )
         routed.append(Routed(
             topic=model_topic(d.model_id),
             key=req.prompt_id.encode(),
             partition=rec.partition,
             prompt=prompt,
-            decision=prompt.to_decision(variant=d.rule, reason=d.reason, embedding=pack(emb)),
+            decision=prompt.to_decision(reason=d.reason or v.reason, variant=d.rule,
+                                        embedding=pack(emb)),
             embedding=emb,
         ))
     return routed

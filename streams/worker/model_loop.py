@@ -207,6 +207,7 @@ class ModelLoop:
             latency_ms=max(0.0, float(c.latency_ms)),
             error=c.error[: L.MAX_ERROR_CHARS] if c.error else None,
             router_version=routed.router_version,
+            tenant=routed.tenant,
         )
         sent = [await producer.send(self.settings.responses, encode(response), key=key)]
         with_feedback = c.quality is not None and c.error is None

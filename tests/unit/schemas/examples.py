@@ -10,6 +10,8 @@ from schemas import (
     PromptRequest,
     QualityFeedback,
     RoutedPrompt,
+    TenantPolicy,
+    TenantSpend,
 )
 
 
@@ -33,6 +35,9 @@ def routed(**overrides):
         routing_latency_ms=4.2,
         routed_at=1_700_000_000.5,
         sent_at=1_700_000_000.1,
+        tenant="acme",
+        policy={"tenant": "acme", "revision": 3, "budget_usd": 0.05, "period": "day"},
+        tenant_spend_usd=0.012,
     )
     return RoutedPrompt(**(fields | overrides))
 
@@ -55,10 +60,14 @@ EXAMPLES = [
     ),
     ModelResponse(
         prompt_id="p-1", model_id="small", text="4", tokens_in=7, tokens_out=1,
-        cost_usd=0.00001, latency_ms=120.0, router_version="v1",
+        cost_usd=0.00001, latency_ms=120.0, router_version="v1", tenant="acme",
     ),
     QualityFeedback(prompt_id="p-1", model_id="small", quality=1.0, source="judge", task="math"),
     ModelUpdate(version="v2", location="/artifacts/v2", sha256="ab" * 32, models=["a", "b"]),
     ModelHealth(model_id="small", healthy=False, worker="host:12", consecutive_errors=5,
                 error="HTTP 503 after 4 attempts", reported_at=3.0, ttl_s=60.0),
+    TenantPolicy(tenant="acme", tolerance=0.3, allowed_models=["a", "b"], budget_usd=0.05,
+                 period="day", on_exhausted="reject", updated_at=4.0),
+    TenantSpend(tenant="acme", period="day", period_start=86_400.0, partition=1, spend_usd=0.02,
+                responses=4, offset=41, updated_at=5.0),
 ]

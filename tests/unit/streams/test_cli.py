@@ -25,3 +25,16 @@ def test_a_router_without_artifacts_is_refused(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip() == f"error: {tmp_path / 'none'}: not a directory (expected an " \
                                "artifact directory)"
+
+
+def test_a_bad_policy_is_refused_in_one_line_naming_the_field():
+    env = {**__import__("os").environ, "IPR_KAFKA_BOOTSTRAP": "127.0.0.1:1"}  # never reached
+    for args, field in [(["--budget", "1"], "budget_usd and period go together"),
+                        (["--budget", "-1", "--period", "day"], "budget_usd"),
+                        (["--tolerance", "1.5"], "tolerance"),
+                        (["--budget", "1", "--period", "week"], "period"),
+                        (["--on-exhausted", "pray"], "on_exhausted")]:
+        p = ipr("policy", "set", "acme", *args, env=env)
+        assert p.returncode == 2, p.stderr
+        [line] = p.stderr.strip().splitlines()
+        assert line.startswith("error: ") and field in line

@@ -19,7 +19,15 @@ from ipr_model.cards import ModelCard, memory_loader
 from ipr_model.costs import prompt_tokens
 from ipr_model.errors import ArtifactError, RoutingInputError
 from ipr_model.joint import prompt_side_loader
-from ipr_model.rule import Variant, allowed_mask, applied_rule, check_tolerance, route_batch
+from ipr_model.rule import (
+    Variant,
+    allowed_mask,
+    applied_rule,
+    check_tolerance,
+    feasible_mask,
+    ranking,
+    route_batch,
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class Decision:
     feedback_adjustment: dict[str, float] | None = None  # models whose estimate feedback moved
     unhealthy_models: list[str] | None = None  # candidates left out as unhealthy
     rule: str = "ipr"  # the rule this prompt got (``ipr_model.rule.applied_rule``)
+    ranking: list[str] | None = None  # the feasible candidates, the choice first (failover order)
 
 
 def predict(
@@ -164,6 +173,7 @@ class Scorer:
             scores.quality, scores.cost, taus, self.model_ids, candidates, variant, delta
         )
         rules = applied_rule(candidates, variant)
+        feasible = feasible_mask(scores.quality, thr, candidates)
         out = []
         for i in range(n):
             ids = [m for m, ok in zip(self.model_ids, masks[i], strict=True) if ok]
@@ -192,6 +202,7 @@ class Scorer:
                     ]
                     or None,
                     rule=str(rules[i]),
+                    ranking=ranking(scores.quality[i], scores.cost[i], feasible[i], self.model_ids),
                 )
             )
         return out

@@ -198,13 +198,15 @@ class ModelLoop:
         if forward is None:
             await self._publish(routed, completion)
         else:
-            await self._forward(routed, forward)
-        error = completion.error[: L.MAX_ERROR_CHARS] if completion.error else None
-        health = self.streak.observe(error, time.time())
+            await self._forward(routed, forward, completion.error or "")
+
+    async def _observe(self, error: str | None) -> None:
+        """Count a call's outcome toward the model's health; report when the streak says so."""
+        health = self.streak.observe(error[: L.MAX_ERROR_CHARS] if error else None, time.time())
         if health is not None:
             await self._report(health)
 
-    async def _forward(self, routed: RoutedPrompt, forward: RoutedPrompt) -> None:
+    async def _forward(self, routed: RoutedPrompt, forward: RoutedPrompt, error: str) -> None:
         """Failover: the prompt to its next model's topic, acknowledged (with the answered
         record of this attempt) before this record's offset may be committed."""
         producer = self.worker.producer
@@ -215,10 +217,11 @@ class ModelLoop:
                 self.worker.answered_log.topic, self.model_id.encode("utf-8"),
                 key=attempt_key(routed.prompt_id, routed.attempt).encode("utf-8")))
         await asyncio.gather(*sent)
-        log.warning("worker %s: prompt %s failed on %s (attempt %d); forwarded to %s", self.group,
-                    routed.prompt_id, self.model_id, routed.attempt, forward.model_id)
+        log.info("worker %s: prompt %s failed on %s (attempt %d); forwarded to %s", self.group,
+                 routed.prompt_id, self.model_id, routed.attempt, forward.model_id)
         self._count("forwarded")
         self._count("processed")
+        await self._observe(error)  # a failed call, forwarded or not
 
     async def _publish(self, routed: RoutedPrompt, c: Completion) -> None:
         producer = self.worker.producer
@@ -258,6 +261,7 @@ class ModelLoop:
         if with_feedback:
             self._count("feedback")
         self._count("processed")
+        await self._observe(response.error)
 
     async def _report(self, health: ModelHealth) -> None:
         """Best effort: a health report that cannot be sent (no control topic, say) is logged,

@@ -32,10 +32,10 @@ class Completion:
     cost_usd: float
     latency_ms: float
     error: str | None = None
-    # whether another model might answer (timeouts, 429, 5xx after the retries): failover
-    retryable: bool = False
     quality: float | None = None  # a recorded quality label (replay only)
     task: str | None = None  # the prompt's task, when the backend knows it (replay only)
+    # whether another model might answer (timeouts, 429, 5xx after the retries): failover
+    retryable: bool = False
 
 
 @runtime_checkable

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ipr-installed
 DATA ?= data
 ARTIFACTS ?= artifacts/zeroeval
 
-.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift learn soak artifacts schemas clean
+.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift learn band onboard soak artifacts schemas clean
 
 setup: $(STAMP)
 
@@ -53,7 +53,8 @@ test-unit: $(STAMP)
 
 # Speed (benchmarks, not tests): the router through Kafka against its in-process limit (and again
 # in exactly-once mode, build/bench-exactly-once.json), then the
-# model's single-prompt latency, batched throughput and training times, then how long a router
+# model's single-prompt latency, batched throughput and training times, then the machine's limit,
+# the encoder's profile and how scoring grows with models and memory, then how long a router
 # takes to route after a start, a SIGTERM restart and a SIGKILL restart (build/startup.json).
 bench: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(PY) -m streams.harness.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench.json
@@ -61,6 +62,8 @@ bench: $(STAMP) $(ARTIFACTS)/manifest.json
 		--rounds 3 --json build/bench-exactly-once.json
 	$(PY) -m ipr_model.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train --recalibrate \
 		--json build/bench-model.json
+	$(PY) -m ipr_model.scaling --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/scaling.json \
+		--plot build/scaling.png
 	$(PY) -m streams.harness.startup --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/startup.json
 
 # The feedback loop on a real drift (build/drift.json, build/drift.png); about 8 minutes.
@@ -75,6 +78,16 @@ DATASET ?= zeroeval
 LEARN_JSON := $(if $(filter zeroeval,$(DATASET)),build/learn.json,build/learn-$(DATASET).json)
 learn: $(STAMP) artifacts/$(DATASET)/manifest.json
 	$(VENV)/bin/ipr learn --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET) --json $(LEARN_JSON)
+
+# The correction band on stationary traffic and on a drift, offline (build/band-<dataset>.json).
+band: $(STAMP) artifacts/$(DATASET)/manifest.json
+	$(PY) -m streams.harness.band --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET)
+
+# A prices-only model onboarded from explored traffic, offline (streams/harness/onboard.py): labels,
+# exploration spend and test-split ARQGC vs the offline artifact per refit (build/onboard.json);
+# about 1.5 minutes on zeroeval.
+onboard: $(STAMP) artifacts/$(DATASET)/manifest.json
+	$(VENV)/bin/ipr onboard --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET) --out build
 
 artifacts/%/manifest.json: | $(STAMP)
 	$(VENV)/bin/ipr train --dataset $(DATA)/$* --out artifacts/$*

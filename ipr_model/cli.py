@@ -110,6 +110,9 @@ def add_model(
     artifacts: ArtifactsOpt,
     dataset: DatasetOpt,
     model: Annotated[str, typer.Option("--model", "-m", help="model id in the dataset")],
+    prices_only: Annotated[bool, typer.Option(
+        "--prices-only", help="only its prices from models.json, no outcomes: an onboarding "
+        "card that exploration and feedback train (IPR_ROUTER_EXPLORE_SHARE)")] = False,
 ) -> None:
     """Train one more model's adapter into existing artifacts; other files stay byte-identical."""
     import time
@@ -117,6 +120,18 @@ def add_model(
     from ipr_model.train import add_model as run
 
     t0 = time.perf_counter()
+    if prices_only:
+        from ipr_model.datasets import load_models
+        from ipr_model.errors import DatasetError
+        from ipr_model.onboard import add_prices_only
+
+        infos = {m.id: m for m in load_models(Path(dataset) / "models.json")[1]}
+        if model not in infos:
+            raise DatasetError(f"{model!r} is not in {dataset}/models.json")
+        manifest = add_prices_only(artifacts, infos[model])
+        typer.echo(f"added {model} (onboarding, prices only): {len(manifest.models)} models, "
+                   f"version {manifest.version}")
+        return
     train_set = _load(dataset).split("train")
     with progress_bar() as cb:
         manifest = run(artifacts, train_set, model, progress=cb)

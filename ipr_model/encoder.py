@@ -80,8 +80,10 @@ class OnnxEncoder:
         self._output = session.get_outputs()[0].name
 
     @classmethod
-    def load(cls, directory: Path | str, intra_op_threads: int | None = None) -> OnnxEncoder:
-        """Load an encoder folder. ``intra_op_threads`` defaults to ``os.cpu_count()``."""
+    def load(cls, directory: Path | str, intra_op_threads: int | None = None,
+             profile: bool = False) -> OnnxEncoder:
+        """Load an encoder folder. ``intra_op_threads`` defaults to ``os.cpu_count()``;
+        ``profile``: onnxruntime records every node's time (``ipr_model.scaling``)."""
         directory = Path(directory)
         for name in ENCODER_FILES:
             if not (directory / name).is_file():
@@ -114,6 +116,7 @@ class OnnxEncoder:
         # No busy-waiting between runs: spinning pool threads would take the cores a router's
         # Kafka consumer and event loop need between batches (2 cores here).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.enable_profiling = profile
         try:
             session = ort.InferenceSession(
                 str(directory / "model.onnx"), opts, providers=["CPUExecutionProvider"]

@@ -40,9 +40,10 @@ from ipr_model.artifacts import (
     write_manifest,
 )
 from ipr_model.cards import ModelCard, memory_loader
-from ipr_model.corrections import RADIUS, STRENGTH, Correction
+from ipr_model.corrections import BAND, RADIUS, STRENGTH, Correction
 from ipr_model.errors import IprError
 from ipr_model.joint import prompt_side_loader
+from ipr_model.onboard import ONBOARDING, fitted_card, prior_card
 
 HOLDOUT = 0.3
 MIN_LABELS = 10
@@ -53,8 +54,10 @@ MIN_WEIGHT = 0.5**10
 class RecalConfig:
     radius: float = RADIUS  # cosine beyond which a label does not reach a prompt
     strength: float = STRENGTH  # weight of nearby labels that moves an estimate half way
+    band: float = BAND  # outcome standard deviations of a shift that are not a change
     half_life_s: float = 7 * 24 * 3600.0  # a label's weight halves with every this much age
     seed: int = 0  # of the held-out split
+    graduate_labels: int = 100  # labels after which an onboarding model is routed normally
 
 
 @dataclass
@@ -80,10 +83,18 @@ class RecalResult:
 def candidate_card(card: ModelCard, x: np.ndarray, y: np.ndarray, w: np.ndarray,
                    cfg: RecalConfig) -> ModelCard:
     """``card`` with a correction fitted on labels ``y`` at embeddings ``x``, weighted ``w``
-    (replacing its own)."""
+    (replacing its own). An onboarding card gets its ability fitted instead (onboard.py)."""
+    if card.info.get(ONBOARDING):
+        return fitted_card(card, x, y, cfg.graduate_labels)
     base = uncorrected(card)
-    fix = Correction.fit(base.quality(x), x, y, w, cfg.radius, cfg.strength)
+    fix = Correction.fit(base.quality(x), x, y, w, cfg.radius, cfg.strength, cfg.band)
     return replace(card, correction=fix, info={**card.info, "feedback_labels": int(len(y))})
+
+
+def yardstick(card: ModelCard) -> ModelCard:
+    """What a candidate must beat on held-out labels: the card without its correction; for an
+    onboarding card, its prior (its current fit saw labels that may be held out now)."""
+    return prior_card(card) if card.info.get(ONBOARDING) else uncorrected(card)
 
 
 def uncorrected(card: ModelCard) -> ModelCard:
@@ -126,7 +137,7 @@ def recalibrate(
         test, fit = perm[:cut], perm[cut:]
         card = ModelCard.load(Path(root), model_id, memory, prompt)
         cand = candidate_card(card, x[fit], y[fit], w[fit], cfg)
-        b_cur = brier(uncorrected(card), x[test], y[test], w[test])
+        b_cur = brier(yardstick(card), x[test], y[test], w[test])
         b_new = brier(cand, x[test], y[test], w[test])
         ok = b_new <= b_cur
         results.append(ModelResult(model_id, int(len(y)), b_cur, b_new, ok))

@@ -18,6 +18,7 @@ from ipr_model.artifacts import ENCODER_DIR, Manifest, read_manifest
 from ipr_model.cards import ModelCard, memory_loader
 from ipr_model.costs import prompt_tokens
 from ipr_model.errors import ArtifactError, RoutingInputError
+from ipr_model.explore import explore_choice, explored
 from ipr_model.joint import prompt_side_loader
 from ipr_model.rule import (
     Variant,
@@ -47,8 +48,10 @@ class Decision:
     estimated_cost_usd: dict[str, float]
     feedback_adjustment: dict[str, float] | None = None  # models whose estimate feedback moved
     unhealthy_models: list[str] | None = None  # candidates left out as unhealthy
-    rule: str = "ipr"  # the rule this prompt got (``ipr_model.rule.applied_rule``)
-    ranking: list[str] | None = None  # the feasible candidates, the choice first (failover order)
+    rule: str = "ipr"  # the rule this prompt got (``ipr_model.rule.applied_rule``), or "explore"
+    reason: str | None = None  # why an explored prompt went where it did (ipr_model.explore)
+    # the failover order: the choice, then the rule's feasible candidates in the rule's order
+    ranking: list[str] | None = None
 
 
 def predict(
@@ -80,16 +83,20 @@ def serial_blas() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-_STACK: list[AdapterStack] = []  # the last cards' adapters, fused once (the serving fast path)
+# The last cards' adapters, fused once (the serving fast path); two, so that a router scoring
+# a version in shadow beside the live one does not fuse both again for every batch.
+_STACK: list[AdapterStack] = []
+_STACKS_KEPT = 2
 
 
 def _stack(cards: Sequence[ModelCard]) -> AdapterStack:
     adapters = [c.adapter for c in cards]
-    if _STACK and len(_STACK[0].adapters) == len(adapters) and all(
-        a is b for a, b in zip(_STACK[0].adapters, adapters, strict=True)
-    ):
-        return _STACK[0]
-    _STACK[:] = [AdapterStack(adapters)]
+    for stack in _STACK:
+        if len(stack.adapters) == len(adapters) and all(
+            a is b for a, b in zip(stack.adapters, adapters, strict=True)
+        ):
+            return stack
+    _STACK[:] = [AdapterStack(adapters), *_STACK][:_STACKS_KEPT]
     return _STACK[0]
 
 
@@ -99,11 +106,15 @@ def encoder_files(manifest: Manifest) -> dict[str, str]:
 
 
 class Scorer:
+    onboarding: frozenset[str] = frozenset()
+
     def __init__(self, manifest: Manifest, encoder, cards: list[ModelCard]):
         self.manifest = manifest
         self.encoder = encoder
         self.cards = cards
         self.model_ids = [c.id for c in cards]
+        # Models with prices and no outcomes yet: routed to only by exploration (explore.py).
+        self.onboarding = frozenset(c.id for c in cards if c.info.get("onboarding"))
 
     @property
     def version(self) -> str:
@@ -155,11 +166,14 @@ class Scorer:
         variant: Variant = "ipr",
         delta: float = 0.0,
         unhealthy: Collection[str] = (),
+        prompt_ids: Sequence[str] | None = None,
+        explore_share: float = 0.0,
     ) -> list[Decision]:
         """Apply the rule per prompt (each with its own tolerance and allowed models). Models in
         ``unhealthy`` are left out of a prompt's candidates, unless that would leave none: then
         it is routed among its unhealthy candidates (their worker answers with an error, and the
-        prompt is not lost)."""
+        prompt is not lost). Onboarding models are left out of the rule's candidates likewise;
+        with ``prompt_ids``, the ``explore_share`` of them explores (:mod:`ipr_model.explore`)."""
         n = len(tolerances)
         taus = np.array([check_tolerance(t) for t in tolerances])
         masks = np.stack(
@@ -169,11 +183,14 @@ class Scorer:
         left_out = masks & ~healthy
         left_out[~(masks & healthy).any(axis=1)] = False
         candidates = masks & ~left_out
+        ruled = candidates & ~np.array([m in self.onboarding for m in self.model_ids])
+        ruled[~ruled.any(axis=1)] = candidates[~ruled.any(axis=1)]
         chosen, thr = route_batch(
-            scores.quality, scores.cost, taus, self.model_ids, candidates, variant, delta
+            scores.quality, scores.cost, taus, self.model_ids, ruled, variant, delta
         )
-        rules = applied_rule(candidates, variant)
-        feasible = feasible_mask(scores.quality, thr, candidates)
+        rules = applied_rule(ruled, variant).astype(object)
+        feasible = feasible_mask(scores.quality, thr, ruled)
+        reasons = self._explore(scores, candidates, chosen, rules, prompt_ids, explore_share)
         out = []
         for i in range(n):
             ids = [m for m, ok in zip(self.model_ids, masks[i], strict=True) if ok]
@@ -202,7 +219,31 @@ class Scorer:
                     ]
                     or None,
                     rule=str(rules[i]),
-                    ranking=ranking(scores.quality[i], scores.cost[i], feasible[i], self.model_ids),
+                    reason=reasons[i],
+                    ranking=self._ranking(scores, feasible, i, self.model_ids[chosen[i]]),
                 )
             )
         return out
+
+    def _ranking(self, scores: Scores, feasible: np.ndarray, i: int, choice: str) -> list[str]:
+        """Prompt i's failover order: its model (an explored prompt's is outside the rule's
+        choice), then the rule's feasible models in the rule's order of preference."""
+        ranked = ranking(scores.quality[i], scores.cost[i], feasible[i], self.model_ids)
+        return [choice, *(m for m in ranked if m != choice)]
+
+    def _explore(self, scores: Scores, candidates: np.ndarray, chosen: np.ndarray,
+                 rules: np.ndarray, prompt_ids: Sequence[str] | None,
+                 share: float) -> list[str | None]:
+        """Send the explored prompts to their exploration model (``chosen`` and ``rules`` are
+        updated in place); the reason of each prompt (None: routed by the rule)."""
+        reasons: list[str | None] = [None] * len(chosen)
+        if not prompt_ids or share <= 0:
+            return reasons
+        for i, pid in enumerate(prompt_ids):
+            if not explored(pid, share):
+                continue
+            lowered = None if scores.feedback is None else scores.feedback[i]
+            pick = explore_choice(pid, self.model_ids, candidates[i], self.onboarding, lowered)
+            if pick is not None and pick[0] != chosen[i]:
+                chosen[i], rules[i], reasons[i] = pick[0], "explore", pick[1]
+        return reasons

@@ -215,16 +215,22 @@ class RoutedPrompt(_Routed):
 
 
 class RoutingDecision(_Routed):
-    """Audit record of one routing (a RoutedPrompt without text). Topic `router.decisions`."""
+    """Audit record of one routing (a RoutedPrompt without text). Topic `router.decisions`; on
+    `router.shadow`, a version in shadow's decision (with `shadow_of`), keyed the same."""
 
     reason: Label | None = None
     variant: Label | None = Field(
         default=None, description='the rule applied: "ipr", "ipr_pair" (ipr between two '
-        'candidates), "range" or "dynamic_max"')
+        'candidates), "range", "dynamic_max", or "explore" (bounded exploration: see reason)')
     embedding: Annotated[str, StringConstraints(max_length=L.MAX_EMBEDDING_CHARS)] | None = Field(
         default=None,
         description="the prompt's embedding (base64 of little-endian float16): what the feedback "
         "loop recalibrates on, so the decision log never needs the prompt text",
+    )
+    shadow_of: Label | None = Field(
+        default=None,
+        description="on `router.shadow` only: the live version that routed this prompt while "
+        "this decision's router_version scored it in shadow (nothing was routed by it)",
     )
 
     @model_validator(mode="after")
@@ -345,7 +351,9 @@ class QualityFeedback(Event):
 
 
 class ModelUpdate(Event):
-    """A new model artifact is ready; routers hot-swap to it. Topic `router.control`."""
+    """A new model artifact is ready; routers hot-swap to it. Topic `router.control`, key
+    `artifacts`; on key `shadow`, the version every router scores in shadow (a tombstone stops
+    it)."""
 
     version: Label
     location: Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_LOCATION_CHARS)]

@@ -18,13 +18,18 @@ ROUTED_PREFIX = "prompts.routed."
 # Compacted: the changed files of each artifact version, for routers that share no filesystem
 # with the feedback service. Key: file_chunk_key; value: that chunk's bytes (None: retired).
 ARTIFACT_FILES = "router.artifacts"
+# The decisions of a candidate artifact version scoring in shadow (RoutingDecision, key
+# prompt_id): nothing is routed by them.
+ROUTER_SHADOW = "router.shadow"
 
 CONTROL_KEY = "artifacts"  # the key of every ModelUpdate on ROUTER_CONTROL
 HEALTH_KEY_PREFIX = "health:"  # ModelHealth on ROUTER_CONTROL: key health:<model_id>
+# On ROUTER_CONTROL: a ModelUpdate naming the version to score in shadow; a tombstone stops it.
+SHADOW_KEY = "shadow"
 
 ALL_FIXED = (
     PROMPTS_IN, PROMPTS_DLQ, ROUTER_DECISIONS, RESPONSES_OUT, FEEDBACK_QUALITY, ROUTER_CONTROL,
-    ARTIFACT_FILES,
+    ARTIFACT_FILES, ROUTER_SHADOW,
 )
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")

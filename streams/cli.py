@@ -3,7 +3,8 @@
     ipr train | add-model | score | evaluate | route | recalibrate    the estimator (ipr_model.cli)
     ipr router | worker | feedback                                     the services
     ipr broker start | stop                                            a local dev Kafka
-    ipr demo | drift | learn | soak                                    the harnesses
+    ipr shadow start | stop | promote | report                         a version in shadow
+    ipr demo | drift | learn | onboard | soak                          the harnesses
 
 Each service is built from its settings class, read from the environment (``IPR_*``) with what
 the user typed on the command line passed over it as values.
@@ -28,6 +29,7 @@ from ipr_model.console import (
     command,
     configure,
 )
+from streams.shadow_cli import shadow_app
 
 BROKER_STATE = Path("build/broker.json")
 ServiceArtifactsOpt = Annotated[Path | None, typer.Option(
@@ -43,6 +45,7 @@ broker_app = typer.Typer(
     no_args_is_help=True, help="A local Apache Kafka broker (KRaft, no Docker)."
 )
 app.add_typer(broker_app, name="broker")
+app.add_typer(shadow_app, name="shadow")
 
 
 @broker_app.command("start")
@@ -146,7 +149,7 @@ def router(
         default_tolerance=None if tolerance is None else check_tolerance(tolerance)))
     read_manifest(s.artifacts)  # a clear error now rather than inside the worker
     faust_app, _ = create_app(s)
-    _run_faust(faust_app, s, [s.prompts_in, s.prompts_dlq, s.decisions, s.control])
+    _run_faust(faust_app, s, [s.prompts_in, s.prompts_dlq, s.decisions, s.control, s.shadow])
 
 
 @app.command()
@@ -340,6 +343,46 @@ def _dataset(folder: Path | None) -> Path:
     from ipr_model.datasets import default_data_dir
 
     return folder or default_data_dir() / "zeroeval"
+
+
+
+@app.command()
+@command
+def onboard(
+    artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
+    dataset: DataOpt = None,
+    share: Annotated[float, typer.Option(help="IPR_ROUTER_EXPLORE_SHARE")] = 0.1,
+    every: Annotated[int, typer.Option(help="labels per refit (IPR_FEEDBACK_MIN_LABELS)")] = 50,
+    graduate: Annotated[int, typer.Option(help="IPR_FEEDBACK_GRADUATE_LABELS")] = 100,
+    tolerance: Annotated[float, typer.Option(help="the router's tau")] = 0.2,
+    model: Annotated[str | None, typer.Option(help="default: best quality per dollar above "
+                                              "the median")] = None,
+    out: Annotated[Path, typer.Option(help="folder of onboard.json")] = Path("build"),
+    live: Annotated[bool, typer.Option(help="through a local broker, router, replay workers "
+                                       "and feedback service (onboard-live.json)")] = False,
+    limit: Annotated[int | None, typer.Option(help="--live: stream only the first prompts")] = None,
+) -> None:
+    """Onboarding a prices-only model from explored traffic, offline: labels, exploration spend \
+and test-split ARQGC vs the offline artifact after each refit (build/onboard.json)."""
+    from ipr_model.rule import check_tolerance
+    from streams.harness.onboard import run
+
+    out.mkdir(parents=True, exist_ok=True)
+    if live:
+        from streams.harness.onboard_live import run_live
+        from streams.harness.processes import stop_on_sigterm
+
+        stop_on_sigterm()
+        r = run_live(artifacts, _dataset(dataset), out, share, every, graduate,
+                     check_tolerance(tolerance), limit=limit)
+        typer.echo(json.dumps({k: r[k] for k in ("model", "routed", "labels", "to_model",
+                                                 "explore_spend_share", "offline_arqgc",
+                                                 "reached")}, indent=1))
+        return
+    r = run(artifacts, _dataset(dataset), out, share, every, check_tolerance(tolerance),
+            graduate, model)
+    typer.echo(json.dumps({k: r[k] for k in ("model", "offline_arqgc", "reached", "stays")},
+                          indent=1))
 
 
 if __name__ == "__main__":

@@ -53,13 +53,19 @@ async def read_control(settings: KafkaSettings, follow: bool = True) -> AsyncIte
 async def control_history(settings: KafkaSettings) -> list[Any]:
     """Every message of the control topic so far, by partition and offset (what the harnesses
     count the announced versions in)."""
+    return await topic_history(settings, settings.control)
+
+
+async def topic_history(settings: KafkaSettings, topic: str) -> list[Any]:
+    """Every message of ``topic`` from its start to its end offsets when read, by partition and
+    offset (what ``ipr shadow`` reads its topics with)."""
     consumer = AIOKafkaConsumer(
-        settings.control, **aiokafka_config(settings), group_id=None,
+        topic, **aiokafka_config(settings), group_id=None,
         auto_offset_reset="earliest", enable_auto_commit=False,
     )
     await consumer.start()
     try:
-        messages = await _read_to_end(consumer, await _assigned(consumer, settings.control))
+        messages = await _read_to_end(consumer, await _assigned(consumer, topic))
     finally:
         await consumer.stop()
     return sorted(messages, key=lambda m: (m.partition, m.offset))

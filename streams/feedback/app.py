@@ -265,7 +265,7 @@ class Feedback:
         t0 = time.perf_counter()
         result = await asyncio.get_running_loop().run_in_executor(
             None, recalibrate, self.root, {model_id: (x, y, age)}, out,
-            RecalConfig(half_life_s=s.label_half_life_s),
+            RecalConfig(half_life_s=s.label_half_life_s, graduate_labels=s.graduate_labels),
         )
         for m in result.models:
             log.warning("recalibration of %s on %d labels: held-out Brier %.4f -> %.4f, %s "

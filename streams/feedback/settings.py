@@ -51,6 +51,12 @@ class FeedbackSettings(KafkaSettings):
         description="a label's weight in its model's correction halves with every this much age "
         "(IPR_FEEDBACK_LABEL_HALF_LIFE_S)",
     )
+    graduate_labels: int = Field(
+        100, ge=1,
+        description="labels after which an onboarding model (ipr add-model --prices-only) is "
+        "routed like any model; below, exploration alone sends it prompts "
+        "(IPR_FEEDBACK_GRADUATE_LABELS)",
+    )
     decision_retention_s: float = Field(
         3600.0,
         gt=0,

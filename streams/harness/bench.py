@@ -20,6 +20,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -32,7 +33,7 @@ from ipr_model.stats import percentiles
 from schemas.topics import model_topic
 from streams.harness.processes import Service, router_env
 from streams.harness.traffic import collect, produce, prompt_events, restamp, wait_until_routing
-from streams.kafka.admin import create_topics
+from streams.kafka.admin import create_topics, group_state
 from streams.kafka.local import kafka_bootstrap
 from streams.kafka.settings import KafkaSettings
 from streams.router.settings import RouterSettings
@@ -121,12 +122,13 @@ class RssSampler(threading.Thread):
 
 def run_bench(
     artifacts: Path, dataset: Path, n: int, batch_size: int | None, rounds: int, out: Path,
-    exactly_once: bool = False,
+    exactly_once: bool = False, routers: int = 1,
 ) -> dict:
     """``batch_size``: the router's micro-batch (None: its default, ``IPR_ROUTER_BATCH_SIZE``);
     ``rounds``: end-to-end runs, each between two limit runs; ``exactly_once``: the router
     commits each batch in transactions (``IPR_ROUTER_EXACTLY_ONCE``). A transactional record is
-    stamped when appended, a few milliseconds before its transaction commits."""
+    stamped when appended, a few milliseconds before its transaction commits. ``routers``:
+    router processes in one group, each with its share of the cores as encoder threads."""
     from ipr_model.artifacts import read_manifest
     from ipr_model.datasets import load_dataset
     from ipr_model.scorer import Scorer
@@ -151,10 +153,13 @@ def run_bench(
         outputs = [settings.prompts_dlq, *model_topics]
         _create_bench_topics(bootstrap, settings, outputs)
         batch_size = batch_size or RouterSettings().batch_size
-        router = _start_router(artifacts, bootstrap, run, batch_size, exactly_once)
-        rss = RssSampler(router.proc.pid)
+        started = [_start_router(artifacts, bootstrap, run, batch_size, exactly_once, i, routers)
+                   for i in range(routers)]
+        rss = RssSampler(started[0].proc.pid)
         rss.start()
         try:
+            if routers > 1:
+                asyncio.run(_wait_stable(bootstrap, f"ipr-router-bench-{run}", routers))
             phases = _Phases(bootstrap, settings, run, outputs, test, rows, n)
             measure_limit = functools.partial(_measure_limit, scorer, texts, limits)
             e2e_rate, lat_got, lat_steal = asyncio.run(
@@ -162,12 +167,14 @@ def run_bench(
             )
         finally:
             rss.stopped.set()
-            router.stop()
+            for router in started:
+                router.stop()
     report = {
         "dataset": data.name,
         "prompts": n,
         "batch_size": batch_size,
         "exactly_once": exactly_once,
+        "routers": routers,
         **_throughput(limits, e2e, e2e_rate),
         **_latency(lat_got, e2e_rate, lat_steal),
         "router_peak_rss_mb": round(rss.peak_kb / 1024, 1),
@@ -202,13 +209,32 @@ def _create_bench_topics(bootstrap: str, settings: KafkaSettings, outputs: list[
 
 
 def _start_router(artifacts: Path, bootstrap: str, run: str, batch_size: int,
-                  exactly_once: bool) -> Service:
-    """The router process under test (its own app id), logging under build/logs."""
-    env = router_env(bootstrap, f"ipr-router-bench-{run}",
-                     IPR_ROUTER_BATCH_SIZE=str(batch_size),
-                     IPR_ROUTER_EXACTLY_ONCE=str(exactly_once).lower())
-    return Service("router", ["router", "--artifacts", str(artifacts)], env,
+                  exactly_once: bool, index: int = 0, of: int = 1) -> Service:
+    """Router process ``index`` of ``of`` under test (the run's app id, a data dir and a share of
+    the cores of its own), logging under build/logs."""
+    app_id = f"ipr-router-bench-{run}"
+    env = router_env(bootstrap, app_id, IPR_ROUTER_BATCH_SIZE=str(batch_size),
+                     IPR_ROUTER_EXACTLY_ONCE=str(exactly_once).lower(),
+                     IPR_ROUTER_DATA_DIR=str(Path("build") / "faust" / f"{app_id}-{index}"))
+    if of > 1:
+        env["IPR_ROUTER_ENCODER_THREADS"] = str(max(1, (os.cpu_count() or 1) // of))
+    return Service(f"router{index or ''}", ["router", "--artifacts", str(artifacts)], env,
                    Path("build") / "logs" / f"bench-{run}")
+
+
+async def _wait_stable(bootstrap: str, group: str, members: int, timeout: float = 180) -> None:
+    """Until the routers' group is stable with all ``members`` (no rebalance mid-measure)."""
+    from aiokafka.errors import KafkaError
+
+    deadline, got = time.monotonic() + timeout, None
+    while got != ("Stable", members):
+        try:
+            got = await group_state(bootstrap, group)
+        except KafkaError as e:  # before the group exists its coordinator is not known
+            got = type(e).__name__
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"expected group {group} stable with {members} members, got {got}")
+        await asyncio.sleep(1)
 
 
 class _Phases:
@@ -314,13 +340,15 @@ def main() -> None:
                     help="end-to-end runs, each between two limit runs (the median is reported)")
     ap.add_argument("--exactly-once", action="store_true",
                     help="the router in exactly-once mode (IPR_ROUTER_EXACTLY_ONCE)")
+    ap.add_argument("--routers", type=int, default=1,
+                    help="router processes in one group, the cores shared among them")
     ap.add_argument("--json", type=Path, default=Path("build/bench.json"))
     args = ap.parse_args()
     from streams.harness.processes import stop_on_sigterm
 
     stop_on_sigterm()
     report = run_bench(args.artifacts, args.dataset, args.prompts, args.batch_size, args.rounds,
-                       args.json, args.exactly_once)
+                       args.json, args.exactly_once, args.routers)
     print(json.dumps(report, indent=1))
 
 

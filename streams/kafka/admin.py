@@ -114,6 +114,20 @@ async def describe_partitions(
     return out
 
 
+async def group_state(kafka: Kafka, group: str) -> tuple[str, int]:
+    """A consumer group's state ("Stable", "PreparingRebalance", "Empty", ...) and member count."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**aiokafka_config(kafka))
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    _error, _id, state, _ptype, _protocol, members, *_ = response.groups[0]
+    return state, len(members)
+
+
 async def topic_config(kafka: Kafka, topic: str, names: Iterable[str]) -> dict[str, str]:
     """The values a topic has for config ``names`` (its own or the cluster's default)."""
     from aiokafka.admin import AIOKafkaAdminClient

@@ -22,6 +22,7 @@ from schemas.topics import (
     RESPONSES_OUT,
     ROUTER_CONTROL,
     ROUTER_DECISIONS,
+    ROUTER_SHADOW,
 )
 
 
@@ -111,6 +112,11 @@ class KafkaSettings(BaseSettings):
         ROUTER_CONTROL,
         validation_alias=_env("control"),
         description="IPR_CONTROL",
+    )
+    shadow: str = Field(
+        ROUTER_SHADOW,
+        validation_alias=_env("shadow"),
+        description="the shadow version's decisions (IPR_SHADOW)",
     )
 
     @model_validator(mode="after")

@@ -9,9 +9,10 @@ encoder never waits for the broker's round trip, and at most one batch is in fli
 per input partition instead (:mod:`streams.router.transactions`), then acknowledged.
 
 ``follow_control`` reads ``router.control``: new artifact versions (hot swap between batches; from
-the announced location, or rebuilt from the artifact-files topic: ``streams.versions``) and model
-health reports (``streams.health``). Every dead letter is logged with its prompt id (the
-record's key) and kind, never its text.
+the announced location, or rebuilt from the artifact-files topic: ``streams.versions``), model
+health reports (``streams.health``) and the version to score in shadow (``streams.router.shadow``:
+its decisions go to ``router.shadow`` after each batch's live outputs). Every dead letter is
+logged with its prompt id (the record's key) and kind, never its text.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from faust.types import TP
 
 from ipr_model.errors import ArtifactError
 from schemas import ModelHealth, ModelUpdate, SchemaError, decode, encode
-from schemas.topics import is_health_key
+from schemas.topics import SHADOW_KEY, is_health_key
 from streams.control import read_control
 from streams.health import HealthBoard
 from streams.kafka.admin import KafkaAdminError
@@ -35,6 +36,7 @@ from streams.router import metrics
 from streams.router.routing import BatchResult, Record, route_records
 from streams.router.scorers import ScorerHolder
 from streams.router.settings import RouterSettings
+from streams.router.shadow import Shadow
 from streams.router.transactions import Output, Transactions, by_partition
 from streams.versions import can_read, ensure_topic, local_versions, prune_received, receive
 
@@ -58,6 +60,7 @@ class Router:
                                           owns=self.owns) if settings.exactly_once else None)
         self.scorers = ScorerHolder(settings.artifacts, settings.encoder_threads)
         self.health = HealthBoard()  # updated by follow_control, read between batches
+        self.shadow = Shadow(settings, self.scorers)  # started and stopped by follow_control
 
     def _topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes)
@@ -82,9 +85,10 @@ class Router:
                 for e in events
             ]
             scorer = self.scorers.current()  # a hot swap takes effect between batches
+            unhealthy = self.health.unhealthy(time.time())
             result = await loop.run_in_executor(
                 None, route_records, records, scorer, s.default_tolerance,
-                s.variant, s.delta, self.health.unhealthy(time.time()),
+                s.variant, s.delta, unhealthy, s.explore_share,
             )
             outputs = self._outputs(result)
             if self.transactions is None:  # sent now, acknowledged once delivered
@@ -97,6 +101,22 @@ class Router:
                 await in_flight  # raises if the previous batch failed to deliver: never acked
             in_flight = asyncio.ensure_future(deliver)
             _observe(result, len(records))
+            if self.shadow.scorer() is not None:  # after the live outputs, never holding them
+                await self._send_shadow(result, scorer, unhealthy)
+
+    async def _send_shadow(self, result: BatchResult, live, unhealthy) -> None:
+        """The shadow version's decisions on the batch, to ``router.shadow`` (their delivery is
+        not awaited: a failure is logged and counted, and the batch is acknowledged anyway)."""
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(
+                None, self.shadow.decisions, result.routed, live, unhealthy)
+            for d in out:
+                fut = await self.topic(self.settings.shadow).send(
+                    key=d.key, value=encode(d.decision), force=True)
+                fut.add_done_callback(_shadow_delivered)
+        except Exception as e:  # noqa: BLE001 - nothing of the shadow's may stop the agent
+            metrics.SHADOW_FAILURES.inc()
+            log.error("shadow decisions of a batch were not sent: %s", type(e).__name__)
 
     def _outputs(self, result: BatchResult) -> list[tuple[int, Output]]:
         """Every record the batch produces, with the partition of the input it came from."""
@@ -148,6 +168,9 @@ class Router:
             await self._apply_control(msg)
 
     async def _apply_control(self, msg) -> None:
+        if msg.key == SHADOW_KEY.encode():
+            await self._apply_shadow(msg)
+            return
         health = is_health_key(msg.key)
         try:
             update = decode(ModelHealth if health else ModelUpdate, msg.value)
@@ -166,10 +189,29 @@ class Router:
             if swapped and root.parent == self.settings.versions_dir:  # a received version
                 prune_received(root.parent, self.settings.keep_versions, root)
 
-    async def _version_root(self, update: ModelUpdate) -> Path | None:
+    async def _apply_shadow(self, msg) -> None:
+        """Start (or replace) the shadow version, loaded like a live one; a tombstone stops it."""
+        if msg.value is None:
+            self.shadow.stop()
+            return
+        try:
+            update = decode(ModelUpdate, msg.value)
+        except SchemaError as e:
+            log.error("ignored a malformed shadow message at offset %d: %s", msg.offset, e)
+            return
+        holder, loop = self.shadow.holder, asyncio.get_running_loop()
+        if update.version == holder.current_version():
+            return
+        await loop.run_in_executor(None, self.scorers.current)  # the live one first: its encoder
+        root = await self._version_root(update, holder)
+        if root is not None:
+            await loop.run_in_executor(None, holder.swap, root, update.sha256)
+
+    async def _version_root(self, update: ModelUpdate,
+                            holder: ScorerHolder | None = None) -> Path | None:
         """Where to load an announced version from: its location when this host may and can read
         it, else the copy rebuilt from the artifact-files topic (None: refused, logged and
-        counted)."""
+        counted by ``holder``, the live one by default)."""
         s = self.settings
         if s.versions_from == "filesystem" or (s.versions_from == "auto" and can_read(update)):
             return Path(update.location)
@@ -177,7 +219,7 @@ class Router:
         try:
             return await receive(s, s.artifacts_topic, update, local, s.versions_dir)
         except (ArtifactError, KafkaError, OSError) as e:
-            self.scorers.refuse(f"{s.artifacts_topic} (version {update.version})", e)
+            (holder or self.scorers).refuse(f"{s.artifacts_topic} (version {update.version})", e)
             return None
 
     def _apply_health(self, report: ModelHealth) -> None:
@@ -202,6 +244,13 @@ async def _ack_when_delivered(stream, events, sends) -> None:
     await asyncio.gather(*sends)
     for event in events:
         await stream.ack(event)
+
+
+def _shadow_delivered(fut) -> None:
+    if fut.cancelled() or fut.exception() is not None:
+        metrics.SHADOW_FAILURES.inc()
+        log.error("a shadow decision was not delivered: %r", None if fut.cancelled()
+                  else fut.exception())
 
 
 def _observe(result: BatchResult, n: int) -> None:

@@ -33,3 +33,19 @@ HEALTH_REPORTS = Counter(
     "ipr_router_health_reports_total", "model health reports applied, by model and state",
     ["model", "state"],
 )
+SHADOW_LOADS = Counter(
+    "ipr_router_shadow_loads_total", "shadow artifact versions loaded or refused", ["result"]
+)
+SHADOW_DECISIONS = Counter(
+    "ipr_router_shadow_decisions_total",
+    "prompts scored in shadow, by whether the shadow chose the live choice", ["agreement"],
+)
+SHADOW_FAILURES = Counter(
+    "ipr_router_shadow_failures_total",
+    "shadow decisions lost: prompts the shadow version failed to score, decisions not sent "
+    "or not delivered (routing is unaffected)",
+)
+SHADOW_SECONDS = Histogram(
+    "ipr_router_shadow_seconds", "shadow scoring time per batch, after the live routing",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

@@ -17,6 +17,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+import numpy as np
+
 from ipr_model.rule import Variant
 from schemas import DeadLetter, PromptRequest, RoutedPrompt, RoutingDecision, SchemaError, decode
 from schemas.topics import model_topic
@@ -44,6 +46,9 @@ class Routed:
     partition: int  # of the prompts.in record it came from
     prompt: RoutedPrompt
     decision: RoutingDecision
+    # the prompt's embedding as the encoder gave it (a shadow version with the same encoder
+    # scores it again without encoding: streams.router.shadow)
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -67,16 +72,18 @@ def route_records(
     variant: Variant = "ipr",
     delta: float = 0.0,
     unhealthy: Collection[str] = (),
+    explore_share: float = 0.0,
 ) -> BatchResult:
     """Validate, score (one scorer call for the batch) and route every record, leaving the
-    ``unhealthy`` models out where a prompt has other candidates (``streams.health``)."""
+    ``unhealthy`` models out where a prompt has other candidates (``streams.health``); the
+    ``explore_share`` of prompts explores (``ipr_model.explore``)."""
     out = BatchResult()
     valid = [v for v in (_validate(rec, scorer.model_ids, out.dead) for rec in records) if v]
     if not valid:
         return out
     t0 = time.perf_counter()
     route = partial(_route, scorer=scorer, default_tolerance=default_tolerance, variant=variant,
-                    delta=delta, unhealthy=unhealthy)
+                    delta=delta, unhealthy=unhealthy, explore_share=explore_share)
     try:
         out.routed = route(valid)
     except Exception:  # noqa: BLE001 - find the record that fails; route the others
@@ -113,7 +120,8 @@ def _validate(rec: Record, known: Sequence[str], dead: list[DeadLetter]):
     return rec, req
 
 
-def _route(valid, *, scorer, default_tolerance, variant, delta, unhealthy) -> list[Routed]:
+def _route(valid, *, scorer, default_tolerance, variant, delta, unhealthy,
+           explore_share) -> list[Routed]:
     scores = scorer.score([req.text for _, req in valid])
     decisions = scorer.decide(
         scores,
@@ -122,6 +130,8 @@ def _route(valid, *, scorer, default_tolerance, variant, delta, unhealthy) -> li
         variant=variant,
         delta=delta,
         unhealthy=unhealthy,
+        prompt_ids=[req.prompt_id for _, req in valid],
+        explore_share=explore_share,
     )
     now = time.time()
     routed = []
@@ -141,6 +151,7 @@ def _route(valid, *, scorer, default_tolerance, variant, delta, unhealthy) -> li
             key=req.prompt_id.encode(),
             partition=rec.partition,
             prompt=prompt,
-            decision=prompt.to_decision(variant=d.rule, embedding=pack(emb)),
+            decision=prompt.to_decision(variant=d.rule, reason=d.reason, embedding=pack(emb)),
+            embedding=emb,
         ))
     return routed

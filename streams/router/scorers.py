@@ -3,6 +3,10 @@
 A new artifact version is loaded and verified in the background; only when it loaded completely
 does it replace the current one. A version that fails to load is refused and the current one is
 kept (and the refusal is logged and counted).
+
+The shadow version (:mod:`streams.router.shadow`) is a second holder loaded the same way: it
+starts empty, takes the live scorer's encoder when its files are the same bytes, and counts in
+its own metric.
 """
 
 from __future__ import annotations
@@ -19,14 +23,32 @@ log = logging.getLogger(__name__)
 
 
 class ScorerHolder:
-    def __init__(self, root: Path, encoder_threads: int | None = None):
+    def __init__(self, root: Path, encoder_threads: int | None = None, *,
+                 partner: ScorerHolder | None = None, what: str = "artifacts",
+                 swaps=metrics.ARTIFACT_SWAPS):
+        """``partner``: a holder whose scorer's encoder may be reused (the shadow's: the live
+        one); ``what`` names the holder in its log lines, ``swaps`` counts its loads."""
         self._root = Path(root)
         self._encoder_threads = encoder_threads
         self._scorer: Scorer | None = None
         self._lock = threading.Lock()
+        self._partner = partner
+        self._what = what
+        self._swaps = swaps
 
     def _load(self, root: Path) -> Scorer:
-        return Scorer.load(root, encoder_threads=self._encoder_threads, reuse=self._scorer)
+        reuse = (self._partner.loaded() if self._partner else None) or self._scorer
+        return Scorer.load(root, encoder_threads=self._encoder_threads, reuse=reuse)
+
+    def loaded(self) -> Scorer | None:
+        """The current scorer, None before one is loaded (loads nothing)."""
+        return self._scorer
+
+    def clear(self) -> str | None:
+        """Drop the current scorer (the shadow's, on stop); returns its version."""
+        with self._lock:
+            old, self._scorer = self._scorer, None
+        return old.version if old else None
 
     def current(self) -> Scorer:
         with self._lock:
@@ -45,8 +67,8 @@ class ScorerHolder:
 
     def refuse(self, where: object, reason: object) -> None:
         """Log and count a version that is not loaded; the current one stays."""
-        metrics.ARTIFACT_SWAPS.labels("refused").inc()
-        log.error("refused artifact version at %s (%s); keeping %s", where, reason,
+        self._swaps.labels("refused").inc()
+        log.error("refused %s version at %s (%s); keeping %s", self._artifact(), where, reason,
                   self.current_version())
 
     def swap(self, root: Path, expected_sha256: str | None = None) -> bool:
@@ -63,7 +85,10 @@ class ScorerHolder:
             return False
         with self._lock:
             old, self._scorer, self._root = self._scorer, new, Path(root)
-        metrics.ARTIFACT_SWAPS.labels("loaded").inc()
-        log.warning("swapped artifacts %s -> %s", old.version if old else None, new.version)
+        self._swaps.labels("loaded").inc()
+        log.warning("swapped %s %s -> %s", self._what, old.version if old else None, new.version)
         return True
+
+    def _artifact(self) -> str:
+        return self._what.removesuffix("s")  # "artifact", "shadow artifact"
 

@@ -33,6 +33,11 @@ class RouterSettings(KafkaSettings):
         ge=0,
         description="margin of the dynamic_max variant (IPR_ROUTER_DELTA)",
     )
+    explore_share: float = Field(
+        0.0, ge=0, le=1,
+        description="share of prompts (by a hash of prompt_id) sent to an onboarding model, "
+        "else to the model feedback lowered most for the prompt, to learn from their labels; "
+        "0: none (IPR_ROUTER_EXPLORE_SHARE)")
     # Small batches, short wait: the encoder runs per text, so a bigger batch gains little
     # throughput and makes its first prompt wait for the last (docs/measurements.md, "Speed").
     batch_size: int = Field(

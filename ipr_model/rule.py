@@ -14,7 +14,7 @@ For a prompt and its candidate models (narrowed by ``allowed``):
 
 Feasible F = {m : q_m >= r}; choose argmin over F of cost; ties go to the higher q, then to the
 lexicographically smaller model id. The best predicted model is always feasible, so F is never
-empty.
+empty. :func:`ranking` orders all of F that way (the choice first): the failover order.
 """
 
 from __future__ import annotations
@@ -102,10 +102,7 @@ def route_batch(
         r = np.where(t >= 1.0, q_min, r)
     else:
         r = (1.0 - t) * q_max - delta
-    feasible = mask & (q >= r[:, None])
-    # The best model must stay feasible even under floating-point rounding of r.
-    feasible |= mask & (q == q_max[:, None])
-
+    feasible = feasible_mask(q, r, mask)
     c_f = np.where(feasible, c, np.inf)
     cheapest = feasible & (c_f == c_f.min(axis=1, keepdims=True))
     q_c = np.where(cheapest, q, -np.inf)
@@ -115,6 +112,29 @@ def route_batch(
     rank[np.argsort(np.asarray(model_ids, dtype=object), kind="stable")] = np.arange(m)
     chosen = np.where(best, rank[None, :], m).argmin(axis=1)
     return chosen, r
+
+
+def feasible_mask(quality: np.ndarray, r: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """F per prompt [n, m]: the ``allowed`` models whose quality reaches the threshold ``r`` [n];
+    the best allowed model is always in it, even under floating-point rounding of r."""
+    q = np.asarray(quality, dtype=np.float64)
+    mask = np.broadcast_to(allowed, q.shape)
+    q_max = np.where(mask, q, -np.inf).max(axis=1)
+    return mask & ((q >= np.asarray(r)[:, None]) | (q == q_max[:, None]))
+
+
+def ranking(
+    quality: Sequence[float], cost: Sequence[float], feasible: Sequence[bool],
+    model_ids: Sequence[str],
+) -> list[str]:
+    """One prompt's feasible models in the rule's order of preference: cheapest first, ties to
+    the higher quality, then to the smaller id; the first is the rule's choice (``route_batch``).
+    A worker forwards a prompt whose model failed to the next one (failover)."""
+    keys = [
+        (float(cost[j]), -float(quality[j]), m)
+        for j, m in enumerate(model_ids) if feasible[j]
+    ]
+    return [m for _, _, m in sorted(keys)]
 
 
 def applied_rule(allowed: np.ndarray, variant: Variant = "ipr") -> np.ndarray:

@@ -20,7 +20,15 @@ from ipr_model.costs import prompt_tokens
 from ipr_model.errors import ArtifactError, RoutingInputError
 from ipr_model.explore import explore_choice, explored
 from ipr_model.joint import prompt_side_loader
-from ipr_model.rule import Variant, allowed_mask, applied_rule, check_tolerance, route_batch
+from ipr_model.rule import (
+    Variant,
+    allowed_mask,
+    applied_rule,
+    check_tolerance,
+    feasible_mask,
+    ranking,
+    route_batch,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ class Decision:
     unhealthy_models: list[str] | None = None  # candidates left out as unhealthy
     rule: str = "ipr"  # the rule this prompt got (``ipr_model.rule.applied_rule``), or "explore"
     reason: str | None = None  # why an explored prompt went where it did (ipr_model.explore)
+    # the failover order: the choice, then the rule's feasible candidates in the rule's order
+    ranking: list[str] | None = None
 
 
 def predict(
@@ -179,6 +189,7 @@ class Scorer:
             scores.quality, scores.cost, taus, self.model_ids, ruled, variant, delta
         )
         rules = applied_rule(ruled, variant).astype(object)
+        feasible = feasible_mask(scores.quality, thr, ruled)
         reasons = self._explore(scores, candidates, chosen, rules, prompt_ids, explore_share)
         out = []
         for i in range(n):
@@ -209,9 +220,16 @@ class Scorer:
                     or None,
                     rule=str(rules[i]),
                     reason=reasons[i],
+                    ranking=self._ranking(scores, feasible, i, self.model_ids[chosen[i]]),
                 )
             )
         return out
+
+    def _ranking(self, scores: Scores, feasible: np.ndarray, i: int, choice: str) -> list[str]:
+        """Prompt i's failover order: its model (an explored prompt's is outside the rule's
+        choice), then the rule's feasible models in the rule's order of preference."""
+        ranked = ranking(scores.quality[i], scores.cost[i], feasible[i], self.model_ids)
+        return [choice, *(m for m in ranked if m != choice)]
 
     def _explore(self, scores: Scores, candidates: np.ndarray, chosen: np.ndarray,
                  rules: np.ndarray, prompt_ids: Sequence[str] | None,

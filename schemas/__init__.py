@@ -5,6 +5,7 @@ from schemas.control import ModelHealth, ModelUpdate, TenantPolicy, TenantSpend
 from schemas.events import (
     AppliedPolicy,
     DeadLetter,
+    FailedAttempt,
     ModelResponse,
     PromptRequest,
     QualityFeedback,
@@ -32,6 +33,7 @@ __all__ = [
     "AppliedPolicy",
     "DeadLetter",
     "Event",
+    "FailedAttempt",
     "ModelHealth",
     "ModelResponse",
     "ModelUpdate",

@@ -50,7 +50,8 @@ class ModelHealth(Event):
     healthy: StrictBool
     worker: Label = Field(description="the reporting worker process")
     consecutive_errors: Count = Field(
-        description="calls in a row that ended in an error response"
+        description="calls in a row that failed (an error response, or forwarded to the next "
+        "model by failover)"
     )
     error: ErrorText | None = Field(default=None, description="the last error, when unhealthy")
     reported_at: Timestamp

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 from schemas import limits as L
 from schemas.fields import (
     AdjustmentMap,
+    Attempt,
     CostMap,
     Count,
     ErrorText,
@@ -34,6 +35,18 @@ from schemas.fields import (
     Tenant,
     Timestamp,
 )
+
+
+class FailedAttempt(BaseModel):
+    """One model's failed attempt at a prompt that was then forwarded to the next (failover)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: ModelId
+    error: ErrorText
+
+
+FailedList = Annotated[list[FailedAttempt], Field(min_length=1, max_length=L.MAX_MODELS)]
 
 
 class PromptRequest(Event):
@@ -91,6 +104,12 @@ class _Routed(Event):
         description="candidates left out because a worker reported them unhealthy (ModelHealth; "
         "they keep their scores here); absent when none was",
     )
+    ranking: ModelList | None = Field(
+        default=None,
+        description="the feasible candidates in the rule's order of preference, the chosen model "
+        "first: where a worker forwards the prompt when a model fails (failover); absent from "
+        "routers that predate it",
+    )
     router_version: Label = Field(description="version of the model artifact that routed it")
     routing_latency_ms: NonNegative
     routed_at: Timestamp
@@ -115,6 +134,10 @@ class _Routed(Event):
             raise ValueError(f"model_id {self.model_id!r} is not in allowed_models")
         if self.unhealthy_models and self.model_id in self.unhealthy_models:
             raise ValueError(f"model_id {self.model_id!r} is among the unhealthy_models left out")
+        if self.ranking is not None:
+            unscored = [m for m in self.ranking if m not in self.predicted_quality]
+            if unscored or len(set(self.ranking)) < len(self.ranking):
+                raise ValueError(f"ranking must name distinct scored models, got {self.ranking}")
         return self
 
 
@@ -123,13 +146,34 @@ class RoutedPrompt(_Routed):
 
     text: PromptText
     metadata: Metadata = Field(default_factory=dict)
+    attempt: Attempt = Field(
+        default=1, description="1 from the router; n + 1 when a worker forwards it after attempt n "
+        "failed: model_id is then ranking[attempt - 1]",
+    )
+    failed: FailedList | None = Field(
+        default=None, description="the models that failed it before, in order, with their errors "
+        "(attempt - 1 of them); absent on a first attempt",
+    )
+
+    @model_validator(mode="after")
+    def _attempts_add_up(self) -> Self:
+        if len(self.failed or ()) != self.attempt - 1:
+            raise ValueError(f"attempt {self.attempt} needs {self.attempt - 1} failed "
+                             f"attempt(s), got {len(self.failed or ())}")
+        if (self.ranking is not None or self.attempt > 1) and (
+            self.ranking is None or len(self.ranking) < self.attempt
+            or self.ranking[self.attempt - 1] != self.model_id
+        ):
+            raise ValueError(f"attempt {self.attempt} must go to ranking[{self.attempt - 1}], "
+                             f"got model_id {self.model_id!r} and ranking {self.ranking}")
+        return self
 
     def to_decision(
         self, *, reason: str | None = None, variant: str | None = None,
         embedding: str | None = None,
     ) -> RoutingDecision:
         """The audit record of this routing: everything but the text and the metadata."""
-        fields = self.model_dump(exclude={"text", "metadata"})
+        fields = self.model_dump(exclude={"text", "metadata", "attempt", "failed"})
         return RoutingDecision(**fields, reason=reason, variant=variant, embedding=embedding)
 
 
@@ -151,6 +195,13 @@ class RoutingDecision(_Routed):
         description="on `router.shadow` only: the live version that routed this prompt while "
         "this decision's router_version scored it in shadow (nothing was routed by it)",
     )
+
+    @model_validator(mode="after")
+    def _chosen_model_ranks_first(self) -> Self:
+        if self.ranking is not None and self.ranking[0] != self.model_id:
+            raise ValueError(f"ranking must start with the chosen model {self.model_id!r}, got "
+                             f"{self.ranking}")
+        return self
 
 
 class DeadLetter(Event):
@@ -237,6 +288,21 @@ class ModelResponse(Event):
     router_version: Label | None = None
     tenant: Tenant | None = Field(
         default=None, description="the prompt's tenant, whose spend cost_usd counts in")
+    attempt: Attempt = Field(
+        default=1, description="which attempt this is (RoutedPrompt.attempt): above 1 when the "
+        "prompt's first model(s) failed and a worker forwarded it (failover)",
+    )
+    failed: FailedList | None = Field(
+        default=None, description="the models that failed the prompt before this one answered, "
+        "with their errors; their cost is not counted (cost_usd is this model's call)",
+    )
+
+    @model_validator(mode="after")
+    def _attempts_add_up(self) -> Self:
+        if len(self.failed or ()) != self.attempt - 1:
+            raise ValueError(f"attempt {self.attempt} needs {self.attempt - 1} failed "
+                             f"attempt(s), got {len(self.failed or ())}")
+        return self
 
 
 class QualityFeedback(Event):

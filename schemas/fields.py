@@ -73,6 +73,8 @@ def _json_integer(value: object) -> object:
 # refuse 5.0, which the JSON Schema type "integer" allows; the check runs before a lax int.
 Count = Annotated[int, Field(ge=0, le=L.MAX_INT), BeforeValidator(_json_integer)]
 ModelList = Annotated[list[ModelId], Field(min_length=1, max_length=L.MAX_MODELS)]
+# Which attempt at a prompt (failover): 1 is the routed model, 2 the next of its ranking, ...
+Attempt = Annotated[int, Field(ge=1, le=L.MAX_MODELS), BeforeValidator(_json_integer)]
 
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_METADATA_KEY_CHARS)]
 MetadataValue = (

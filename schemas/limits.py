@@ -32,5 +32,5 @@ MAX_INT = 2**63 - 1
 
 # Not a setting: the depth at which pydantic-core's JSON parser (jiter) stops with "recursion limit
 # exceeded"; `decode` reports that as error kind "too_deep". A unit test pins the number. (A valid
-# event is at most 2 levels deep: the object and its lists or maps.)
+# event is at most 3 levels deep: the object, its lists or maps, a failed attempt in `failed`.)
 MAX_JSON_DEPTH = 200

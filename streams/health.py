@@ -1,11 +1,12 @@
 """Model health: workers report a model whose calls keep failing; routers leave it out.
 
-A worker counts its model's calls that end in an error response in a row (:class:`ErrorStreak`). At
-``unhealthy_after`` of them it reports the model unhealthy on ``router.control``
-(:class:`schemas.ModelHealth`, key ``schemas.topics.health_key(model)``), again every ``ttl_s / 2``
-while the errors go on, and healthy at its first success after that. Every router reads every
-report (:class:`HealthBoard`) and leaves an unhealthy model out of the candidates until the report
-expires or a healthy report arrives. The last report of a model wins, whichever worker sent it.
+A worker counts its model's failed calls in a row (:class:`ErrorStreak`: an error response, or a
+prompt forwarded to the next model by failover). At ``unhealthy_after`` of them it reports the
+model unhealthy on ``router.control`` (:class:`schemas.ModelHealth`, key
+``schemas.topics.health_key(model)``), again every ``ttl_s / 2`` while the errors go on, and
+healthy at its first success after that. Every router reads every report (:class:`HealthBoard`)
+and leaves an unhealthy model out of the candidates until the report expires or a healthy report
+arrives. The last report of a model wins, whichever worker sent it.
 When every candidate of a prompt is unhealthy, the router routes among them anyway: the model's
 worker answers with an error response, so the prompt is not lost.
 

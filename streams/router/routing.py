@@ -165,7 +165,7 @@ def _route(valid, *, scorer, variant, delta, unhealthy, explore_share) -> list[R
             threshold=d.threshold, predicted_quality=d.predicted_quality,
             estimated_cost_usd=d.estimated_cost_usd,
             feedback_adjustment=d.feedback_adjustment, unhealthy_models=d.unhealthy_models,
-            router_version=scorer.version,
+            ranking=d.ranking, router_version=scorer.version,
             routing_latency_ms=max(0.0, (now - rec.received_at) * 1000.0), routed_at=now,
             text=req.text, metadata=req.metadata, policy=v.policy,
             tenant_spend_usd=v.spend_usd,

@@ -71,8 +71,8 @@ def shadow_decisions(
             model_id=d.model_id, tolerance=d.tolerance, threshold=d.threshold,
             predicted_quality=d.predicted_quality, estimated_cost_usd=d.estimated_cost_usd,
             feedback_adjustment=d.feedback_adjustment, unhealthy_models=d.unhealthy_models,
-            router_version=scorer.version, variant=d.rule, reason=d.reason, embedding=pack(emb),
-            shadow_of=r.decision.router_version,
+            ranking=d.ranking, router_version=scorer.version, variant=d.rule, reason=d.reason,
+            embedding=pack(emb), shadow_of=r.decision.router_version,
         )
         out.append(ShadowDecision(r.partition, r.key, RoutingDecision(**fields)))
     return out

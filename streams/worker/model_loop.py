@@ -29,6 +29,7 @@ from schemas.topics import ROUTED_PREFIX, health_key, model_topic
 from streams.health import ErrorStreak
 from streams.kafka.clients import aiokafka_config
 from streams.worker.backends.base import Backend, Completion
+from streams.worker.failover import attempt_key, next_attempt
 from streams.worker.offsets import PartitionOffsets
 from streams.worker.stats import WorkerStats, counters
 
@@ -180,7 +181,7 @@ class ModelLoop:
                 "wrong_model",
             )
             return
-        if self.worker.answered.check_and_add(routed.prompt_id):
+        if self.worker.answered.check_and_add(attempt_key(routed.prompt_id, routed.attempt)):
             self._count("duplicates_skipped")
             self._count("processed")
             return
@@ -192,7 +193,35 @@ class ModelLoop:
             completion = Completion(
                 "", 0, 0, 0.0, 0.0, error=f"backend raised {type(exc).__name__}"
             )
-        await self._publish(routed, completion)
+        forward = None if completion.error is None else next_attempt(
+            routed, completion.error, completion.retryable, self.settings.failover_attempts)
+        if forward is None:
+            await self._publish(routed, completion)
+        else:
+            await self._forward(routed, forward, completion.error or "")
+
+    async def _observe(self, error: str | None) -> None:
+        """Count a call's outcome toward the model's health; report when the streak says so."""
+        health = self.streak.observe(error[: L.MAX_ERROR_CHARS] if error else None, time.time())
+        if health is not None:
+            await self._report(health)
+
+    async def _forward(self, routed: RoutedPrompt, forward: RoutedPrompt, error: str) -> None:
+        """Failover: the prompt to its next model's topic, acknowledged (with the answered
+        record of this attempt) before this record's offset may be committed."""
+        producer = self.worker.producer
+        key = routed.prompt_id.encode("utf-8")
+        sent = [await producer.send(model_topic(forward.model_id), encode(forward), key=key)]
+        if self.worker.answered_log.enabled:
+            sent.append(await producer.send(
+                self.worker.answered_log.topic, self.model_id.encode("utf-8"),
+                key=attempt_key(routed.prompt_id, routed.attempt).encode("utf-8")))
+        await asyncio.gather(*sent)
+        log.info("worker %s: prompt %s failed on %s (attempt %d); forwarded to %s", self.group,
+                 routed.prompt_id, self.model_id, routed.attempt, forward.model_id)
+        self._count("forwarded")
+        self._count("processed")
+        await self._observe(error)  # a failed call, forwarded or not
 
     async def _publish(self, routed: RoutedPrompt, c: Completion) -> None:
         producer = self.worker.producer
@@ -208,6 +237,8 @@ class ModelLoop:
             error=c.error[: L.MAX_ERROR_CHARS] if c.error else None,
             router_version=routed.router_version,
             tenant=routed.tenant,
+            attempt=routed.attempt,
+            failed=routed.failed,
         )
         sent = [await producer.send(self.settings.responses, encode(response), key=key)]
         with_feedback = c.quality is not None and c.error is None
@@ -221,8 +252,9 @@ class ModelLoop:
             )
             sent.append(await producer.send(self.settings.feedback, encode(feedback), key=key))
         if self.worker.answered_log.enabled:
+            answered = attempt_key(routed.prompt_id, routed.attempt).encode("utf-8")
             sent.append(await producer.send(self.worker.answered_log.topic,
-                                            self.model_id.encode("utf-8"), key=key))
+                                            self.model_id.encode("utf-8"), key=answered))
         await asyncio.gather(*sent)  # acknowledged (acks=all) before the offset may be committed
         self._count("responses")
         if c.error:
@@ -230,9 +262,7 @@ class ModelLoop:
         if with_feedback:
             self._count("feedback")
         self._count("processed")
-        health = self.streak.observe(response.error, time.time())
-        if health is not None:
-            await self._report(health)
+        await self._observe(response.error)
 
     async def _report(self, health: ModelHealth) -> None:
         """Best effort: a health report that cannot be sent (no control topic, say) is logged,

@@ -5,18 +5,22 @@ one producer is shared by all models. Per record:
 
     bytes that are not a RoutedPrompt     -> DeadLetter on prompts_dlq (error_kind from the codec)
     a RoutedPrompt for another model_id   -> DeadLetter, error_kind "wrong_model" (topic collision)
-    a prompt_id already answered          -> skipped, counted as duplicates_skipped
+    a prompt_id (and attempt) answered    -> skipped, counted as duplicates_skipped
     otherwise                             -> backend.complete(); ModelResponse on responses (key
                                              prompt_id), plus QualityFeedback on feedback when the
                                              backend reports a quality (the replay backend)
+    a retryable failure, and the ranking  -> the RoutedPrompt forwarded to the next model's topic
+    has a next model (failover)              (attempt + 1, the failure in `failed`), no response
+                                             (``streams.worker.failover``)
 
-After `unhealthy_after` error responses of a model in a row, and at its first success after
-that, a ModelHealth report goes to the control topic (`streams.health`): routers leave the model
-out while it is unhealthy.
+After `unhealthy_after` failed calls of a model in a row (answered with an error or forwarded),
+and at its first success after that, a ModelHealth report goes to the control topic
+(`streams.health`): routers leave the model out while it is unhealthy.
 
-Delivery is at-least-once. An offset is committed only after every output of its record is
-acknowledged (acks=all). Up to `concurrency` records per model are in flight, so they finish out
-of order: per partition the committed offset is the highest contiguous completed offset + 1.
+Delivery is at-least-once. An offset is committed only after every output of its record (a
+forwarded prompt included) is acknowledged (acks=all). Up to `concurrency` records per model are
+in flight, so they finish out of order: per partition the committed offset is the highest
+contiguous completed offset + 1.
 Before partitions are revoked (a rebalance) and on stop, calls in flight are drained (bounded by
 `drain_timeout_s`) and committed. A record whose outputs could not be published stops the
 worker without committing it: it is consumed again on restart.

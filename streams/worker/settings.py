@@ -80,6 +80,12 @@ class WorkerSettings(KafkaSettings):
         ge=0,
         description="on stop, wait this long for calls in flight (IPR_WORKER_DRAIN_TIMEOUT_S)",
     )
+    failover_attempts: int = Field(
+        3, ge=1, le=64,
+        description="models a prompt may try in all: after a retryable failure (timeouts, 429, "
+        "5xx, after max_retries) a worker forwards it to the next model of its ranking; 1: no "
+        "failover (IPR_WORKER_FAILOVER_ATTEMPTS)",
+    )
     unhealthy_after: int = Field(
         5, ge=0,
         description="report a model unhealthy on the control topic after this many error "

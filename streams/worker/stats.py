@@ -18,6 +18,7 @@ class WorkerStats:
     feedback: int = 0  # QualityFeedback published
     duplicates_skipped: int = 0
     dead_lettered: int = 0
+    forwarded: int = 0  # failed calls whose prompt went to the next model of its ranking
 
 
 _COUNTER_HELP = {
@@ -27,6 +28,7 @@ _COUNTER_HELP = {
     "feedback": "QualityFeedback events published",
     "duplicates_skipped": "records skipped: their prompt_id was already answered",
     "dead_lettered": "records sent to the dead-letter topic",
+    "forwarded": "failed calls whose prompt was forwarded to the next model (failover)",
 }
 _COUNTERS: dict[str, Counter] = {}
 

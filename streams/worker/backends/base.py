@@ -7,8 +7,9 @@
                    for the demo and the benchmarks
 
 A backend never raises for a per-prompt failure: it returns a Completion with `error` set, so the
-worker publishes an error response instead of losing the prompt. Prompt text and answers are user
-data: they are never logged.
+worker publishes an error response instead of losing the prompt, or, when `retryable` is set,
+forwards the prompt to the next model of its ranking (`streams.worker.failover`). Prompt text and
+answers are user data: they are never logged.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Completion:
     error: str | None = None
     quality: float | None = None  # a recorded quality label (replay only)
     task: str | None = None  # the prompt's task, when the backend knows it (replay only)
+    # whether another model might answer (timeouts, 429, 5xx after the retries): failover
+    retryable: bool = False
 
 
 @runtime_checkable

@@ -6,7 +6,8 @@ httpx exceptions handled by OpenAIBackend (all under httpx.HTTPError):
     HTTP 429 and 5xx responses                                                   retried
     other HTTP 4xx responses, an unparsable 2xx body                             not retried
 
-A per-prompt failure is returned as a Completion with `error` set, never raised.
+A per-prompt failure is returned as a Completion with `error` set, never raised; `retryable` is set
+when the retries ran out (the worker may fail over to another model), not for a 4xx.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class OpenAIBackend:
         self._owns_client = client is None
         self._client = client
         self.attempts = 0  # HTTP attempts made, all calls together (for tests and stats)
+        self.server_delays = 0  # retries that waited the server's Retry-After (all calls)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -112,6 +114,7 @@ class OpenAIBackend:
             if attempt == attempts:
                 break
             delay = self.backoff_s * 2 ** (attempt - 1) if server_delay is None else server_delay
+            self.server_delays += server_delay is not None
             delay = min(max(0.0, delay), self.max_backoff_s)
             log.info(
                 "model %s prompt %s: %s (attempt %d/%d); retrying in %.2f s",
@@ -119,7 +122,7 @@ class OpenAIBackend:
             )
             await asyncio.sleep(delay)
         noun = "attempt" if attempts == 1 else "attempts"
-        return self._failed(routed, f"{reason} after {attempts} {noun}", began)
+        return self._failed(routed, f"{reason} after {attempts} {noun}", began, retryable=True)
 
     async def _post(self, body: dict) -> Any:
         try:
@@ -162,11 +165,13 @@ class OpenAIBackend:
             latency_ms=elapsed_ms(began),
         )
 
-    def _failed(self, routed: RoutedPrompt, error: str, began: float) -> Completion:
+    def _failed(
+        self, routed: RoutedPrompt, error: str, began: float, retryable: bool = False
+    ) -> Completion:
         log.warning("model %s prompt %s failed: %s", routed.model_id, routed.prompt_id, error)
         return Completion(
             text="", tokens_in=estimate_tokens(routed.text), tokens_out=0, cost_usd=0.0,
-            latency_ms=elapsed_ms(began), error=clip_error(error),
+            latency_ms=elapsed_ms(began), error=clip_error(error), retryable=retryable,
         )
 
 

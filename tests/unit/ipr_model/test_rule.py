@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipr_model.errors import RoutingInputError
-from ipr_model.rule import applied_rule, route, route_batch
+from ipr_model.rule import applied_rule, feasible_mask, ranking, route, route_batch
 
 IDS = ["a", "b", "c"]
 Q = [0.9, 0.5, 0.7]
@@ -135,3 +135,39 @@ def test_properties(problem, variant, delta):
         cost = c[rows, idx]
         assert np.all(cost <= prev)  # estimated cost never rises with tau
         prev = cost
+
+
+@pytest.mark.parametrize(
+    "quality, cost, tau, allowed, want",
+    [
+        # tau = 1: every model feasible, cheapest first: b (1.0), c (2.0), a (3.0)
+        (Q, C, 1.0, None, ["b", "c", "a"]),
+        # r = 0.7: a and c feasible, c is cheaper
+        (Q, C, 0.5, None, ["c", "a"]),
+        # tau = 0: only the best
+        (Q, C, 0.0, None, ["a"]),
+        # allowed narrows the ranking too
+        (Q, C, 1.0, ["a", "c"], ["c", "a"]),
+        # equal cost: the higher quality first; equal both: the smaller id first
+        ([0.6, 0.8, 0.8], [1.0, 1.0, 1.0], 1.0, None, ["b", "c", "a"]),
+    ],
+)
+def test_ranking_table(quality, cost, tau, allowed, want):
+    mask = np.array([allowed is None or m in allowed for m in IDS])
+    _, r = route_batch(np.array([quality]), np.array([cost]), tau, IDS, mask)
+    feasible = feasible_mask(np.array([quality]), r, mask)[0]
+    assert ranking(quality, cost, feasible, IDS) == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(problems(), st.sampled_from(["ipr", "range", "dynamic_max"]), st.floats(0.0, 1.0))
+def test_ranking_starts_with_the_choice_and_holds_exactly_the_feasible(problem, variant, tau):
+    q, c, mask, ids = problem
+    idx, r = route_batch(q, c, tau, ids, mask, variant)
+    feasible = feasible_mask(q, r, mask)
+    for i in range(len(q)):
+        ranked = ranking(q[i], c[i], feasible[i], ids)
+        assert ranked[0] == ids[idx[i]]
+        assert sorted(ranked) == sorted(m for m, f in zip(ids, feasible[i], strict=True) if f)
+        costs = [c[i, ids.index(m)] for m in ranked]
+        assert costs == sorted(costs)

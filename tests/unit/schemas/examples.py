@@ -4,6 +4,7 @@ import orjson
 
 from schemas import (
     DeadLetter,
+    FailedAttempt,
     ModelHealth,
     ModelResponse,
     ModelUpdate,
@@ -61,6 +62,14 @@ EXAMPLES = [
     ModelResponse(
         prompt_id="p-1", model_id="small", text="4", tokens_in=7, tokens_out=1,
         cost_usd=0.00001, latency_ms=120.0, router_version="v1", tenant="acme",
+    ),
+    # failover: the second attempt, after "small" failed, and its answer
+    routed(model_id="large", ranking=["small", "large"], attempt=2,
+           failed=[FailedAttempt(model_id="small", error="HTTP 503 after 4 attempts")]),
+    ModelResponse(
+        prompt_id="p-1", model_id="large", text="4", tokens_in=7, tokens_out=1, cost_usd=0.0002,
+        latency_ms=300.0, router_version="v1", attempt=2,
+        failed=[FailedAttempt(model_id="small", error="HTTP 503 after 4 attempts")],
     ),
     QualityFeedback(prompt_id="p-1", model_id="small", quality=1.0, source="judge", task="math"),
     ModelUpdate(version="v2", location="/artifacts/v2", sha256="ab" * 32, models=["a", "b"]),

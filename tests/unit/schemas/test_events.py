@@ -8,6 +8,8 @@ import pytest
 from schemas import (
     EVENTS,
     DeadLetter,
+    FailedAttempt,
+    ModelResponse,
     ModelUpdate,
     PromptRequest,
     QualityFeedback,
@@ -25,6 +27,26 @@ def test_a_routed_prompt_cannot_go_to_a_model_it_left_out_as_unhealthy():
     assert routed(unhealthy_models=["large"]).unhealthy_models == ["large"]
     with pytest.raises(ValueError, match="among the unhealthy_models"):
         routed(unhealthy_models=["small"])
+
+
+def test_failover_fields_must_add_up():
+    assert routed().ranking is None and routed().attempt == 1  # old events parse as before
+    assert routed(ranking=["small", "large"]).to_decision().ranking == ["small", "large"]
+    failed = [FailedAttempt(model_id="small", error="HTTP 500")]
+    with pytest.raises(ValueError, match="distinct scored models"):
+        routed(ranking=["small", "nope"])
+    with pytest.raises(ValueError, match=r"must go to ranking\[0\]"):
+        routed(ranking=["large", "small"])  # a first attempt goes to the ranking's first
+    with pytest.raises(ValueError, match=r"must go to ranking\[1\]"):
+        routed(model_id="large", attempt=2, failed=failed)  # no ranking to fail over along
+    with pytest.raises(ValueError, match="needs 1 failed attempt"):
+        routed(model_id="large", ranking=["small", "large"], attempt=2)
+    with pytest.raises(ValueError, match="needs 0 failed attempt"):
+        ModelResponse(prompt_id="p", model_id="m", text="", tokens_in=0, tokens_out=0,
+                      cost_usd=0.0, latency_ms=0.0, failed=failed)
+    with pytest.raises(ValueError, match="must start with the chosen model"):
+        RoutingDecision.model_validate(
+            routed(ranking=["small", "large"]).to_decision().model_dump() | {"model_id": "large"})
 
 
 def test_every_event_has_an_example():

@@ -53,7 +53,8 @@ def test_numeric_fields_are_found_in_every_event_that_has_them():
     assert by_event["PromptRequest"] == {"tolerance", "sent_at"}
     assert {"predicted_quality", "estimated_cost_usd", "feedback_adjustment", "threshold",
             "routing_latency_ms", "routed_at"} <= by_event["RoutedPrompt"]
-    assert by_event["ModelResponse"] == {"tokens_in", "tokens_out", "cost_usd", "latency_ms"}
+    assert by_event["ModelResponse"] == {"tokens_in", "tokens_out", "cost_usd", "latency_ms",
+                                         "attempt"}
     assert by_event["ModelHealth"] == {"consecutive_errors", "reported_at", "ttl_s"}
     assert by_event["DeadLetter"] == {"partition", "offset", "raw_size", "at"}
     assert by_event["QualityFeedback"] == {"quality"}

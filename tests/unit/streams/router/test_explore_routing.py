@@ -56,3 +56,13 @@ def test_win_back_explores_the_model_feedback_lowered():
     assert back and all(r.prompt.model_id == "mid" and r.decision.reason == "win_back"
                         for r in back)
     assert {r.prompt.model_id for r in out if r.decision.variant != "explore"} == {"small"}
+
+
+def test_an_explored_prompt_fails_over_to_the_rules_ranking():
+    out = route(Onboarding(), 400, 0.1)
+    new = [r for r in out if r.prompt.model_id == "small"]
+    ruled = [r for r in out if r.prompt.model_id != "small"]
+    assert new and ruled
+    # the onboarding model first, then the rule's feasible models (small is not among them)
+    assert {tuple(r.prompt.ranking) for r in new} == {("small", "mid", "big")}
+    assert {tuple(r.decision.ranking) for r in ruled} == {("mid", "big")}

@@ -150,3 +150,19 @@ def test_a_batch_that_fails_to_score_is_routed_record_by_record_and_only_the_cul
     # the next batch is routed as usual: nothing is wedged
     after = route_records([rec(9, req("p9"))], scorer, 0.2)
     assert [r.prompt.prompt_id for r in after.routed] == ["p9"] and not after.dead
+
+
+def test_the_ranking_is_the_feasible_healthy_allowed_models_the_choice_first():
+    records = [
+        rec(0, req("all", tolerance=1.0)),
+        rec(1, req("best", tolerance=0.0)),
+        rec(2, req("allowed", tolerance=1.0, allowed_models=["big", "mid"])),
+    ]
+    got = {r.prompt.prompt_id: r for r in route_records(records, TableScorer(), 0.2).routed}
+    assert got["all"].prompt.ranking == ["small", "mid", "big"]  # cheapest first
+    assert got["best"].prompt.ranking == ["big"]  # tau 0: nothing to fail over to
+    assert got["allowed"].prompt.ranking == ["mid", "big"]
+    assert got["all"].decision.ranking == ["small", "mid", "big"]  # the decision explains it
+    assert got["all"].prompt.attempt == 1 and got["all"].prompt.failed is None
+    sick = route_records(records[:1], TableScorer(), 0.2, unhealthy={"mid"}).routed[0]
+    assert sick.prompt.ranking == ["small", "big"] and sick.prompt.unhealthy_models == ["mid"]

@@ -15,8 +15,9 @@ of its traffic when it failed gsm8k; with corrections they keep theirs: docs/mea
 
 A guardrail scores the candidate and the uncorrected card on a held-out share of the labels the
 candidate did not see (Brier score): the correction must help where it was not fitted, or the
-current version stays. (The current version's own correction is not the yardstick: it was fitted
-on labels that may be in the held-out share.) Only models whose candidate passed get new files;
+current version stays, and a current correction the labels no longer support is taken away.
+(The current version's own correction is not the yardstick: it was fitted on labels that may be
+in the held-out share.) Only models whose candidate passed get new files;
 every other file of the artifact keeps its bytes (a hard link to the parent's file where the
 filesystem allows: a version costs its changed files, not a copy of the encoder), the manifest
 names the parent version, and the directory is written beside its target and renamed into place.
@@ -142,10 +143,16 @@ def recalibrate(
         # Strictly better: a correction inside its band everywhere changes nothing, and a
         # version that changes nothing is not worth a hot swap in every router.
         ok = b_new < b_cur
-        results.append(ModelResult(model_id, int(len(y)), b_cur, b_new, ok))
+        # Labels that no longer support a correction take the current one away: a model that
+        # failed and recovered wins its traffic back (exploration brings it the labels).
+        clear = not ok and card.correction is not None and not card.info.get(ONBOARDING)
+        results.append(ModelResult(model_id, int(len(y)), b_cur, b_new, ok or clear))
         if ok:
             # The published correction uses every label (the holdout only judged it).
             accepted.append(candidate_card(card, x, y, w, cfg))
+        elif clear:
+            accepted.append(replace(uncorrected(card),
+                                    info={**card.info, "feedback_labels": int(len(y))}))
     if not accepted:
         return RecalResult(version=None, location=None, models=results)
     out = Path(out)

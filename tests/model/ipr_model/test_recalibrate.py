@@ -62,6 +62,15 @@ def test_bad_outcomes_on_a_task_lower_that_models_predictions_there_only(
     q2 = Scorer.load(again.location).score(probe).quality[:, j]
     np.testing.assert_allclose(q2, q1, atol=1e-6)
 
+    # The model recovered: labels that agree with the estimator without correction take the
+    # correction away (a version is published; the model's estimates are as before the failure).
+    agree = before.score_embeddings(emb[:80], texts[:80]).quality[:, j]
+    back = recalibrate(res.location, {MODEL: (emb[:80], agree)}, tmp_path / "v6")
+    assert back.version and back.models[0].published
+    recovered = Scorer.load(back.location)
+    assert recovered.cards[j].correction is None
+    np.testing.assert_allclose(recovered.score(probe).quality[:, j], q0, atol=1e-6)
+
     # Labels fade with age: three half-lives old, they pull an eighth as hard; ten, not at all.
     half = RecalConfig().half_life_s
     old = recalibrate(small_artifacts, {MODEL: (emb[:80], np.zeros(80), np.full(80, 3 * half))},

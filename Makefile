@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ipr-installed
 DATA ?= data
 ARTIFACTS ?= artifacts/zeroeval
 
-.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift learn band onboard soak artifacts schemas clean
+.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift learn band winback onboard soak artifacts schemas clean
 
 setup: $(STAMP)
 
@@ -78,6 +78,10 @@ DATASET ?= zeroeval
 LEARN_JSON := $(if $(filter zeroeval,$(DATASET)),build/learn.json,build/learn-$(DATASET).json)
 learn: $(STAMP) artifacts/$(DATASET)/manifest.json
 	$(VENV)/bin/ipr learn --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET) --json $(LEARN_JSON)
+
+# A drift that ends: labels and exploration until the model wins its traffic back (build/winback.json).
+winback: $(STAMP) $(ARTIFACTS)/manifest.json
+	$(PY) -m streams.harness.winback --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval
 
 # The correction band on stationary traffic and on a drift, offline (build/band-<dataset>.json).
 band: $(STAMP) artifacts/$(DATASET)/manifest.json

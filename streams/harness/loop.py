@@ -12,10 +12,13 @@ from pathlib import Path
 
 import orjson
 
-from schemas.topics import ARTIFACT_FILES, CONTROL_KEY
+from ipr_model.artifacts import read_manifest
+from schemas.topics import ARTIFACT_FILES, CONTROL_KEY, ROUTED_PREFIX, model_topic
 from streams.control import control_history
 from streams.harness.processes import Service, router_env
 from streams.harness.traffic import Collected, collect, produce, restamp
+from streams.kafka.admin import describe_partitions, run_sync
+from streams.kafka.clients import aiokafka_config
 from streams.kafka.settings import KafkaSettings
 
 FIXED = ("prompts_in", "prompts_dlq", "decisions", "responses", "feedback", "control")
@@ -41,12 +44,15 @@ def start_services(artifacts: Path, dataset: Path, env: dict[str, str], run: str
     ``IPR_FEEDBACK_*`` variables; ``min_labels`` among them) is given, the feedback service,
     writing its versions under :func:`versions_dir`. ``env`` names the broker and the topics."""
     renv = {**env, **router_env(env["IPR_KAFKA_BOOTSTRAP"], f"{harness}-router-{run}")}
+    group_prefix = f"{harness}-worker-{run}"
+    topics = [model_topic(m) for m in read_manifest(artifacts, verify=False).models]
+    run_sync(start_at_end(env["IPR_KAFKA_BOOTSTRAP"], group_prefix, topics))
     services = [
         Service("router",
                 ["router", "--artifacts", str(artifacts), "--tolerance", str(tolerance)],
                 renv, log_dir),
         Service("worker", ["worker", "--backend", "replay", "--dataset", str(dataset)],
-                {**renv, "IPR_WORKER_GROUP_PREFIX": f"{harness}-worker-{run}",
+                {**renv, "IPR_WORKER_GROUP_PREFIX": group_prefix,
                  **(worker_env or {})}, log_dir),
     ]
     if feedback is not None:
@@ -55,6 +61,28 @@ def start_services(artifacts: Path, dataset: Path, env: dict[str, str], run: str
             "IPR_FEEDBACK_VERSIONS_DIR": str(versions_dir(harness, run)),
             "IPR_FEEDBACK_DATA_DIR": str(log_dir / "faust-feedback"), **feedback}, log_dir))
     return services
+
+
+async def start_at_end(bootstrap: str, group_prefix: str, topics: list[str]) -> None:
+    """Commit, for this run's worker group of each model topic that exists, the topic's current
+    end. The runs on one broker share the model topics: a run's workers must not answer the
+    prompts of the runs before it (this run's feedback service knows no decision of theirs, and
+    each such label holds the labels behind it for ``label_wait_s``)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    existing = await describe_partitions(bootstrap)
+    for topic in (t for t in topics if t in existing):
+        consumer = AIOKafkaConsumer(**aiokafka_config(bootstrap), enable_auto_commit=False,
+                                    group_id=f"{group_prefix}.{topic[len(ROUTED_PREFIX):]}")
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in existing[topic]]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            if any(ends.values()):
+                await consumer.commit(ends)
+        finally:
+            await consumer.stop()
 
 
 def versions_dir(harness: str, run: str) -> Path:

@@ -19,10 +19,11 @@ def _in_order(cells: dict) -> list[str]:
             and not cells[k]["lo"] <= cells[k]["point"] <= cells[k]["hi"]]
 
 
-def test_learn_streams_every_prompt_both_ways_and_only_the_loop_publishes(
+def test_learn_streams_every_prompt_both_ways_and_only_the_loop_recalibrates(
     kafka_bootstrap, small_artifacts, data_dir, tmp_path
 ):
-    # 100 prompts: about eight recalibrations, of which the held-out guardrail passes some
+    # 100 prompts: about eight recalibrations; on stationary traffic most corrections stay
+    # inside their band, so few or none are published (docs/measurements.md, "the band")
     cfg = LearnConfig(limit=100, rate=10.0, min_labels=10, windows=4, resamples=200)
     out = tmp_path / "learn.json"
     run_learn(small_artifacts, data_dir / "zeroeval", cfg, out=out, bootstrap=kafka_bootstrap)
@@ -32,7 +33,8 @@ def test_learn_streams_every_prompt_both_ways_and_only_the_loop_publishes(
         assert run["sent"] == 100 == run["routed"] + run["dead_lettered"], run
         assert run["lost"] == 0 and not run["services_exited_early"], run
         assert run["labels"] == run["routed"]  # every routed prompt's replay answer is labelled
-    assert on["recalibrations"] and on["versions_announced"] > 0, on
+    assert on["recalibrations"], on  # the loop ran; each published one was announced
+    assert on["versions_announced"] == sum(x["published"] for x in on["recalibrations"]), on
     assert off["recalibrations"] == [] and off["versions_announced"] == off["versions_adopted"] == 0
     assert r["config"]["seed"] == 0 and r["config"]["min_labels"] == 10
     assert out.with_suffix(".png").stat().st_size > 0

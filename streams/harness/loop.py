@@ -7,6 +7,7 @@ label; and what the feedback service did (the versions it announced, its recalib
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from pathlib import Path
 
@@ -70,6 +71,8 @@ async def start_at_end(bootstrap: str, group_prefix: str, topics: list[str]) -> 
     each such label holds the labels behind it for ``label_wait_s``)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    # on a new broker the offsets topic is still being made: aiokafka logs each retry as an error
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
     existing = await describe_partitions(bootstrap)
     for topic in (t for t in topics if t in existing):
         consumer = AIOKafkaConsumer(**aiokafka_config(bootstrap), enable_auto_commit=False,

@@ -348,7 +348,6 @@ def _dataset(folder: Path | None) -> Path:
     return folder or default_data_dir() / "zeroeval"
 
 
-
 @app.command()
 @command
 def onboard(

@@ -52,7 +52,8 @@ test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration and not model" tests
 
 # Speed (benchmarks, not tests): the router through Kafka against its in-process limit (and again
-# in exactly-once mode, build/bench-exactly-once.json), then the
+# in exactly-once mode, build/bench-exactly-once.json, and as two router processes,
+# build/bench-2-routers.json), then the
 # model's single-prompt latency, batched throughput and training times, then the machine's limit,
 # the encoder's profile and how scoring grows with models and memory, then how long a router
 # takes to route after a start, a SIGTERM restart and a SIGKILL restart (build/startup.json).
@@ -60,6 +61,8 @@ bench: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(PY) -m streams.harness.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench.json
 	$(PY) -m streams.harness.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --exactly-once \
 		--rounds 3 --json build/bench-exactly-once.json
+	$(PY) -m streams.harness.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --routers 2 \
+		--rounds 3 --json build/bench-2-routers.json
 	$(PY) -m ipr_model.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train --recalibrate \
 		--json build/bench-model.json
 	$(PY) -m ipr_model.scaling --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/scaling.json \

@@ -49,6 +49,13 @@ class FailedAttempt(BaseModel):
 FailedList = Annotated[list[FailedAttempt], Field(min_length=1, max_length=L.MAX_MODELS)]
 
 
+def _failed_before(attempt: int, failed: list[FailedAttempt] | None) -> None:
+    """Attempt n comes after n - 1 failed ones."""
+    if len(failed or ()) != attempt - 1:
+        raise ValueError(f"attempt {attempt} needs {attempt - 1} failed attempt(s), "
+                         f"got {len(failed or ())}")
+
+
 class PromptRequest(Event):
     """A prompt to route. Topic `prompts.in`, key `prompt_id`."""
 
@@ -157,9 +164,7 @@ class RoutedPrompt(_Routed):
 
     @model_validator(mode="after")
     def _attempts_add_up(self) -> Self:
-        if len(self.failed or ()) != self.attempt - 1:
-            raise ValueError(f"attempt {self.attempt} needs {self.attempt - 1} failed "
-                             f"attempt(s), got {len(self.failed or ())}")
+        _failed_before(self.attempt, self.failed)
         if (self.ranking is not None or self.attempt > 1) and (
             self.ranking is None or len(self.ranking) < self.attempt
             or self.ranking[self.attempt - 1] != self.model_id
@@ -299,9 +304,7 @@ class ModelResponse(Event):
 
     @model_validator(mode="after")
     def _attempts_add_up(self) -> Self:
-        if len(self.failed or ()) != self.attempt - 1:
-            raise ValueError(f"attempt {self.attempt} needs {self.attempt - 1} failed "
-                             f"attempt(s), got {len(self.failed or ())}")
+        _failed_before(self.attempt, self.failed)
         return self
 
 

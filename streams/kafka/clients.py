@@ -7,7 +7,10 @@ A plain ``"host:port"`` string stands for a PLAINTEXT connection (the local dev 
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import time
+from collections.abc import Callable
 from typing import Any
 
 from streams.kafka.settings import KafkaSettings
@@ -74,3 +77,26 @@ def faust_config(kafka: KafkaSettings) -> dict[str, Any]:
             "broker_heartbeat_interval": kafka.kafka_session_timeout_s / 3,
             # the topics Faust creates (changelogs, the assignor's) are replicated like ours
             "topic_replication_factor": kafka.topic_replication}
+
+
+async def start_reader(make: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """Start the group-less consumer ``make()`` builds for named topics, and return it.
+
+    In a cluster, brokers learn of a topic just created at different moments: aiokafka's start
+    fails with UnknownTopicOrPartitionError when the broker it asks last does not list it yet.
+    That is retried with a new consumer until ``timeout``; then the error says which topics."""
+    from aiokafka.errors import UnknownTopicOrPartitionError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        consumer = make()
+        try:
+            await consumer.start()
+            return consumer
+        except UnknownTopicOrPartitionError as e:
+            await consumer.stop()
+            if time.monotonic() > deadline:
+                raise UnknownTopicOrPartitionError(
+                    f"topics {sorted(consumer.subscription())} not in the cluster's metadata "
+                    f"after {timeout:.0f} s") from e
+            await asyncio.sleep(0.5)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 import pytest
+from aiokafka.errors import UnknownTopicOrPartitionError
 from pydantic import ValidationError
 
-from streams.kafka.clients import aiokafka_config, faust_config
+from streams.kafka.clients import aiokafka_config, faust_config, start_reader
 from streams.kafka.settings import KafkaSettings
 
 
@@ -66,3 +68,39 @@ def test_unprefixed_variables_are_not_read(monkeypatch):
     assert (s.control, s.kafka_bootstrap) == ("router.control", "127.0.0.1:9092")
     monkeypatch.setenv("IPR_CONTROL", "mine")
     assert KafkaSettings().control == "mine"
+
+
+class _Consumer:
+    """Starts only once ``unknown_for`` consumers have failed: a broker not yet listing a topic."""
+
+    built: list[_Consumer] = []
+
+    def __init__(self, unknown_for: int) -> None:
+        self.fails = len(self.built) < unknown_for
+        self.started = self.stopped = False
+        self.built.append(self)
+
+    async def start(self) -> None:
+        if self.fails:
+            raise UnknownTopicOrPartitionError()
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def subscription(self) -> set[str]:
+        return {"router.spend"}
+
+
+def test_a_reader_is_retried_until_the_topic_is_known_and_failed_ones_are_stopped():
+    _Consumer.built = []
+    consumer = asyncio.run(start_reader(lambda: _Consumer(unknown_for=2)))
+    assert consumer is _Consumer.built[2] and consumer.started and not consumer.stopped
+    assert [c.stopped for c in _Consumer.built[:2]] == [True, True]
+
+
+def test_a_topic_never_known_is_named_after_the_timeout():
+    _Consumer.built = []
+    with pytest.raises(UnknownTopicOrPartitionError, match=r"\['router.spend'\] not in the clus"):
+        asyncio.run(start_reader(lambda: _Consumer(unknown_for=10**9), timeout=0.05))
+    assert all(c.stopped for c in _Consumer.built)

@@ -226,13 +226,13 @@ class AdapterStack:
         if not self.fused:
             nb = Neighbours(emb)
             return np.stack([a.raw(emb, nb) for a in self.adapters], axis=1)
-        n, m = len(emb), len(self.adapters)
-        hid = np.maximum(emb @ self.w1 + self.b1, 0.0) * self.w2
-        z = hid.reshape(n, m, self.k, self.h).sum(axis=3) + self.b2
-        mlp = (1.0 / (1.0 + np.exp(-z))).mean(axis=2)
         lin = np.clip(emb @ self.lin_w + self.lin_b, 0.0, 1.0)
-        knn = self.knn(emb)
-        out = self.parts[0] * mlp + self.parts[1] * lin + self.parts[2] * knn
+        out = self.parts[1] * lin + self.parts[2] * self.knn(emb)
+        if self.parts[0].any():  # (a blend may leave the MLPs out: then they cost nothing)
+            n, m = len(emb), len(self.adapters)
+            hid = np.maximum(emb @ self.w1 + self.b1, 0.0) * self.w2
+            z = hid.reshape(n, m, self.k, self.h).sum(axis=3) + self.b2
+            out = out + self.parts[0] * (1.0 / (1.0 + np.exp(-z))).mean(axis=2)
         if self.joint is None:
             return out
         prompt, ability, intercept = self.joint

@@ -47,6 +47,26 @@ class Calibration:
         return cls(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
 
 
+class Calibrations:
+    """Several calibrations applied at once to raw predictions [n, M] (column j by the j-th),
+    with ``np.interp``'s values: the knots padded to one length with their last one."""
+
+    def __init__(self, calibrations: list[Calibration]):
+        length = max(2, *(len(c.x) for c in calibrations))
+        self.x = np.stack([np.pad(c.x, (0, length - len(c.x)), mode="edge") for c in calibrations])
+        self.y = np.stack([np.pad(c.y, (0, length - len(c.y)), mode="edge") for c in calibrations])
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, float)
+        above = (raw[:, :, None] >= self.x[None]).sum(axis=2)  # knots at or below each value
+        hi = np.clip(above, 1, self.x.shape[1] - 1)[:, :, None]
+        x0, x1 = (np.take_along_axis(self.x[None], i, axis=2)[..., 0] for i in (hi - 1, hi))
+        y0, y1 = (np.take_along_axis(self.y[None], i, axis=2)[..., 0] for i in (hi - 1, hi))
+        gap = x1 - x0
+        t = np.clip((raw - x0) / np.where(gap > 0, gap, 1.0), 0.0, 1.0)
+        return np.where(gap > 0, y0 + t * (y1 - y0), np.where(raw >= x1, y1, y0))
+
+
 def pava(y: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Pool-adjacent-violators: the non-decreasing fit of y (already sorted by x) with weights w."""
     vals, wts, sizes = [], [], []

@@ -15,6 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from ipr_model.adapters import AdapterStack
 from ipr_model.artifacts import ENCODER_DIR, Manifest, read_manifest
+from ipr_model.calibration import Calibrations
 from ipr_model.cards import ModelCard, memory_loader
 from ipr_model.costs import prompt_tokens
 from ipr_model.errors import ArtifactError, RoutingInputError
@@ -59,15 +60,13 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Predicted quality and estimated cost [n, m] of every card's model for every prompt, and
     what the cards' feedback corrections added to the quality (None when no card has one)."""
-    tokens = prompt_tokens(list(texts))
-    raw = _stack(cards).raw(emb)
-    base = np.stack([c.calibration(raw[:, j]) for j, c in enumerate(cards)], axis=1)
-    cost = np.stack([c.cost.estimate(tokens) for c in cards], axis=1)
-    fixed = [j for j, c in enumerate(cards) if c.correction is not None]
-    if not fixed:
+    stack = _stack(cards)
+    base = stack.calibrations(stack.adapters.raw(emb))
+    cost = stack.cost_intercept + prompt_tokens(list(texts))[:, None] * stack.cost_per_token
+    if not stack.corrected:
         return base, cost, None
     q = base.copy()
-    for j in fixed:
+    for j in stack.corrected:
         q[:, j] = cards[j].correction(base[:, j], emb)
     return q, cost, q - base
 
@@ -83,20 +82,33 @@ def serial_blas() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-# The last cards' adapters, fused once (the serving fast path); two, so that a router scoring
-# a version in shadow beside the live one does not fuse both again for every batch.
-_STACK: list[AdapterStack] = []
+class CardStack:
+    """A version's cards evaluated together (the serving fast path): their adapters, their
+    calibrations and their cost models each one computation for every model, no loop per card
+    but for the few with a feedback correction."""
+
+    def __init__(self, cards: Sequence[ModelCard]):
+        self.cards = list(cards)
+        self.adapters = AdapterStack([c.adapter for c in cards])
+        self.calibrations = Calibrations([c.calibration for c in cards])
+        self.cost_intercept = np.array([c.cost.intercept_usd for c in cards])
+        self.cost_per_token = np.array([c.cost.usd_per_prompt_token for c in cards])
+        self.corrected = [j for j, c in enumerate(cards) if c.correction is not None]
+
+
+# The last cards, stacked once; two, so that a router scoring a version in shadow beside the
+# live one does not stack both again for every batch.
+_STACK: list[CardStack] = []
 _STACKS_KEPT = 2
 
 
-def _stack(cards: Sequence[ModelCard]) -> AdapterStack:
-    adapters = [c.adapter for c in cards]
+def _stack(cards: Sequence[ModelCard]) -> CardStack:
     for stack in _STACK:
-        if len(stack.adapters) == len(adapters) and all(
-            a is b for a, b in zip(stack.adapters, adapters, strict=True)
+        if len(stack.cards) == len(cards) and all(
+            a is b for a, b in zip(stack.cards, cards, strict=True)
         ):
             return stack
-    _STACK[:] = [AdapterStack(adapters), *_STACK][:_STACKS_KEPT]
+    _STACK[:] = [CardStack(cards), *_STACK][:_STACKS_KEPT]
     return _STACK[0]
 
 

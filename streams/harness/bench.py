@@ -31,6 +31,7 @@ import numpy as np
 from ipr_model.datasets import default_data_dir
 from ipr_model.stats import percentiles
 from schemas.topics import model_topic
+from streams.harness.cpu import CpuUse, Steal
 from streams.harness.processes import Service, router_env
 from streams.harness.traffic import collect, produce, prompt_events, restamp, wait_until_routing
 from streams.kafka.admin import create_topics, group_state
@@ -47,24 +48,6 @@ def limit(scorer, texts: list[str], batch_size: int = LIMIT_BATCH) -> float:
         chunk = texts[i : i + batch_size]
         scorer.decide(scorer.score(chunk), [0.2] * len(chunk))
     return len(texts) / (time.perf_counter() - t0)
-
-
-def cpu_ticks() -> tuple[int, int]:
-    """(steal, total) CPU ticks of the machine so far (/proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return fields[7], sum(fields)
-
-
-class Steal:
-    """Share of CPU time the hypervisor gave to other guests during a ``with`` block (%)."""
-
-    def __enter__(self):
-        self.start = cpu_ticks()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        (s0, t0), (s1, t1) = self.start, cpu_ticks()
-        self.percent = round(100.0 * (s1 - s0) / max(1, t1 - t0), 1)
 
 
 class EndOffsets:
@@ -160,7 +143,8 @@ def run_bench(
         try:
             if routers > 1:
                 asyncio.run(_wait_stable(bootstrap, f"ipr-router-bench-{run}", routers))
-            phases = _Phases(bootstrap, settings, run, outputs, test, rows, n)
+            phases = _Phases(bootstrap, settings, run, outputs, test, rows, n,
+                             [r.proc.pid for r in started])
             measure_limit = functools.partial(_measure_limit, scorer, texts, limits)
             e2e_rate, lat_got, lat_steal = asyncio.run(
                 _measure(phases, model_topics, rounds, measure_limit, e2e)
@@ -187,9 +171,10 @@ def run_bench(
 
 def _measure_limit(scorer, texts: list[str], limits: list[dict]) -> None:
     """One limit run: appended to ``limits`` and printed."""
-    with Steal() as steal:
+    with Steal() as steal, CpuUse([]) as cpu:
         rate = limit(scorer, texts)
-    limits.append({"prompts_per_s": round(rate, 2), "steal_percent": steal.percent})
+    limits.append({"prompts_per_s": round(rate, 2), "steal_percent": steal.percent,
+                   "cpu_ms_per_prompt": round(1000 * cpu.seconds["harness"] / len(texts), 2)})
     print(f"limit (in-process, batched): {rate:.1f} prompts/s, steal {steal.percent}%",
           flush=True)
 
@@ -241,9 +226,9 @@ class _Phases:
     """Send the bench prompts through the router at a rate and collect them off the outputs."""
 
     def __init__(self, bootstrap: str, settings: KafkaSettings, run: str, outputs: list[str],
-                 test, rows: list[int], n: int):
+                 test, rows: list[int], n: int, router_pids: list[int]):
         self.bootstrap, self.settings, self.run, self.outputs = bootstrap, settings, run, outputs
-        self.test, self.rows, self.n = test, rows, n
+        self.test, self.rows, self.n, self.router_pids = test, rows, n, router_pids
 
     def events(self, tag: str):
         sub = self.test.subset(self.rows)
@@ -251,21 +236,23 @@ class _Phases:
         return prompt_events(sub, f"{self.run}-{tag}")
 
     async def phase(self, tag: str, rate: float):
-        """(collected, time of the first produce, arrival of the last output) of one phase."""
+        """(collected, time of the first produce, arrival of the last output, where the CPU went
+        from the first produce until every output was on Kafka) of one phase."""
         evs = self.events(tag)
         done = lambda c: len(c.routed) + len(c.dead) >= len(evs)  # noqa: E731
         async with EndOffsets(self.bootstrap, self.outputs) as ends:
             before = await ends.total()
             t0 = time.time()
-            await produce(self.bootstrap, self.settings.prompts_in, restamp(evs), rate)
-            await ends.wait_for(before + len(evs), timeout=900)
+            with CpuUse(self.router_pids) as cpu:
+                await produce(self.bootstrap, self.settings.prompts_in, restamp(evs), rate)
+                await ends.wait_for(before + len(evs), timeout=900, every=0.05)
         got = await collect(self.bootstrap, self.outputs, f"{self.run}-{tag}", done, 300,
                             self.settings)
         if got.broker_stamped < len(got.routed):
             raise RuntimeError(f"{self.outputs[1]}...: expected broker timestamps "
                                "(LogAppendTime), found topics created with another timestamp type")
         last = max(got.arrival.values())
-        return got, t0, last
+        return got, t0, last, cpu.seconds
 
 
 async def _measure(phases: _Phases, model_topics: list[str], rounds: int, measure_limit,
@@ -279,18 +266,19 @@ async def _measure(phases: _Phases, model_topics: list[str], rounds: int, measur
         measure_limit()
     rate = float(np.median([r["prompts_per_s"] for r in e2e]))
     with Steal() as steal:
-        lat_got, _, _ = await phases.phase("half", rate / 2)
+        lat_got, *_ = await phases.phase("half", rate / 2)
     return rate, lat_got, steal.percent
 
 
 async def _e2e_round(phases: _Phases, i: int) -> dict:
     """End-to-end round ``i``: the prompts produced as fast as possible."""
     with Steal() as steal:
-        got, t0, last = await phases.phase(f"max{i}", 0)
+        got, t0, last, cpu = await phases.phase(f"max{i}", 0)
     rate = len(got.routed) / (last - t0)
-    print(f"end-to-end: {rate:.1f} prompts/s, steal {steal.percent}%", flush=True)
+    print(f"end-to-end: {rate:.1f} prompts/s, steal {steal.percent}%, cpu seconds {cpu}",
+          flush=True)
     return {"prompts_per_s": round(rate, 2), "steal_percent": steal.percent,
-            "routed": len(got.routed), "dead_lettered": len(got.dead)}
+            "routed": len(got.routed), "dead_lettered": len(got.dead), "cpu_s": cpu}
 
 
 def _throughput(limits: list[dict], e2e: list[dict], e2e_rate: float) -> dict:
@@ -303,9 +291,26 @@ def _throughput(limits: list[dict], e2e: list[dict], e2e_rate: float) -> dict:
         "limit_prompts_per_s": round(float(np.median([r["prompts_per_s"] for r in limits])), 2),
         "e2e_prompts_per_s": round(e2e_rate, 2),
         "ratio": round(float(np.median([r["ratio"] for r in e2e])), 3),
+        "cpu": _cpu(limits, e2e),
         "limit_runs": limits,
         "e2e_runs": e2e,
     }
+
+
+def _cpu(limits: list[dict], e2e: list[dict]) -> dict:
+    """Where the cores went in the end-to-end rounds (shares of cores x wall time, medians), and
+    the router's CPU per prompt there against the limit's: what Kafka, Faust and the events add
+    per prompt, and what the co-located broker and load generator take from the router."""
+    def share(r: dict, part: str) -> float:
+        c = r["cpu_s"]
+        return c[part] / (c["cores"] * c["wall"])
+
+    out = {f"e2e_share_{p}": round(float(np.median([share(r, p) for r in e2e])), 3)
+           for p in ("router", "harness", "other")}
+    out["limit_ms_per_prompt"] = float(np.median([r["cpu_ms_per_prompt"] for r in limits]))
+    out["router_e2e_ms_per_prompt"] = round(float(np.median(
+        [1000 * r["cpu_s"]["router"] / (r["routed"] + r["dead_lettered"]) for r in e2e])), 2)
+    return out
 
 
 def _latency(lat_got, e2e_rate: float, lat_steal: float) -> dict:

@@ -30,7 +30,7 @@ import numpy as np
 from ipr_model.artifacts import read_manifest
 from ipr_model.datasets import Dataset, load_dataset
 from schemas.topics import model_topic
-from streams.harness.bench import Steal
+from streams.harness.cpu import Steal
 from streams.harness.learn_report import (
     Routed,
     compare,

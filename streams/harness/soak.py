@@ -39,7 +39,8 @@ import numpy as np
 from ipr_model.datasets import default_data_dir
 from ipr_model.stats import percentiles
 from schemas.topics import ROUTED_PREFIX, model_topic
-from streams.harness.bench import Steal, _Phases, cpu_ticks, limit
+from streams.harness.bench import _Phases, limit
+from streams.harness.cpu import Steal, cpu_ticks
 from streams.harness.processes import Service, router_env
 from streams.harness.soak_report import MINUTE, Tracker, minute_rows, plot, soak_bar
 from streams.harness.traffic import produce, wait_until_routing
@@ -168,9 +169,9 @@ async def _e2e_limit(bootstrap: str, settings: KafkaSettings, run: str, model_to
     test prompts under ids of their own (``{run}-max:``, not counted by the soak)."""
     rows = [int(i) for i in np.random.default_rng(0).permutation(len(test))]
     phases = _Phases(bootstrap, settings, run, [settings.prompts_dlq, *model_topics], test, rows,
-                     len(rows))
+                     len(rows), [])
     with Steal() as steal:
-        got, t0, last = await phases.phase("max", 0)
+        got, t0, last, _ = await phases.phase("max", 0)
     rate = len(got.routed) / (last - t0)
     print(f"end-to-end limit: {rate:.1f} prompts/s, steal {steal.percent}%", flush=True)
     await asyncio.sleep(10.0)  # the workers and the feedback service catch up with the burst

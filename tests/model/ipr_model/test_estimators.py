@@ -46,6 +46,29 @@ def test_held_out_predictions_carry_signal(zeroeval_slice, small_artifacts):
     assert np.mean(corr) > 0.1, np.mean(corr)
 
 
+def test_stacked_cards_score_like_each_card(zeroeval_slice, small_artifacts):
+    """Serving evaluates every card at once; each column is that card's own quality (a feedback
+    correction included) and cost."""
+    from ipr_model.costs import prompt_tokens
+    from ipr_model.recalibrate import RecalConfig, candidate_card
+    from ipr_model.scorer import Scorer
+
+    _, test = zeroeval_slice
+    texts = test.prompts[:40]
+    emb = _embed(small_artifacts, texts)
+    scorer = Scorer.load(small_artifacts)
+    labels = (test.quality[:40, 1] > 0.5).astype(float)
+    fixed = candidate_card(scorer.cards[1], emb, 1.0 - labels, np.ones(40), RecalConfig())
+    assert fixed.correction is not None
+    scorer = Scorer(scorer.manifest, scorer.encoder, [scorer.cards[0], fixed, *scorer.cards[2:]])
+    scores = scorer.score_embeddings(emb, texts)
+    each = np.stack([c.quality(emb) for c in scorer.cards], axis=1)
+    np.testing.assert_allclose(scores.quality, each, atol=1e-6)
+    assert np.abs(scores.feedback[:, 1]).max() > 0.01 and not scores.feedback[:, 0].any()
+    cost = np.stack([c.cost.estimate(prompt_tokens(texts)) for c in scorer.cards], axis=1)
+    np.testing.assert_allclose(scores.cost, cost, rtol=1e-12)
+
+
 def test_fused_stack_blends_each_adapters_parts_like_the_adapter(zeroeval_slice, small_artifacts):
     from dataclasses import replace
 

@@ -4,7 +4,13 @@ form follows the labels (binary: Platt, graded: isotonic); both survive JSON."""
 import numpy as np
 import pytest
 
-from ipr_model.calibration import Calibration, fit_calibration, fit_platt, shrink
+from ipr_model.calibration import (
+    Calibration,
+    Calibrations,
+    fit_calibration,
+    fit_platt,
+    shrink,
+)
 
 
 def _logit(p):
@@ -56,3 +62,16 @@ def test_round_trip_and_shrink(target):
     np.testing.assert_allclose(half(np.array([0.7])) - 0.5, (cal(np.array([0.7])) - 0.5) / 2)
     with pytest.raises(ValueError, match="calibration kind must be one of"):
         Calibration.from_dict({"kind": "spline", "x": [0, 1], "y": [0, 1]})
+
+
+def test_stacked_calibrations_give_each_columns_interp_values():
+    rng = np.random.default_rng(0)
+    fitted = fit_calibration(rng.uniform(size=300), (rng.uniform(size=300) < 0.6).astype(float))
+    tied = Calibration(np.array([0.2, 0.2, 0.5, 0.5, 0.7]), np.array([0.1, 0.3, 0.4, 0.6, 0.9]))
+    one_knot = Calibration(np.array([0.4]), np.array([0.7]))
+    cals = [fitted, Calibration.identity(), tied, one_knot]
+    raw = rng.uniform(-0.3, 1.3, (400, len(cals)))
+    raw[:5] = np.stack([np.resize(c.x, 5) for c in cals], axis=1)  # on the knots, ties too
+    each = np.stack([c(raw[:, j]) for j, c in enumerate(cals)], axis=1)
+    np.testing.assert_allclose(Calibrations(cals)(raw), each, atol=1e-12)
+    assert len(fitted.x) > 5 and each[:, 1].min() == 0.0 and np.all(each[:, 3] == 0.7)

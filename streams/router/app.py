@@ -59,8 +59,9 @@ def cap_malloc_arenas(arenas: int = 2) -> bool:
 
     Each thread that scores (the event loop's executor, the encoder's pool) would get an arena of
     its own, and each batch's buffers of other sizes fragment them: a 10-minute ``make soak``
-    router grew 347 -> 400 MB (+15%) at 19.5 prompts/s without a cap, 337 -> 367 MB (+8.8%) at
-    29.2/s with two arenas. False where it does not apply (another libc, or the user's setting).
+    router grew 347 -> 400 MB (+15%) at 19.5 prompts/s without a cap, 339 -> 377 MB (+11%) at
+    21.9/s with two (docs/measurements.md, "Soak"). False where it does not apply (another libc,
+    or the user's setting).
     """
     if "MALLOC_ARENA_MAX" in os.environ:
         return False

@@ -8,15 +8,9 @@ import time
 from pathlib import Path
 
 
-def _machine_ticks() -> list[int]:
-    """The machine's CPU ticks so far by kind (/proc/stat: user, nice, system, idle, iowait, irq,
-    softirq, steal, ...)."""
-    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-
-
 def cpu_ticks() -> tuple[int, int]:
-    """(steal, total) CPU ticks of the machine so far."""
-    fields = _machine_ticks()
+    """(steal, total) CPU ticks of the machine so far (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return fields[7], sum(fields)
 
 
@@ -40,7 +34,7 @@ def _process_cpu_s(pid: int) -> float:
 
 def _machine_busy_s() -> float:
     """CPU seconds the machine's cores have been busy so far (idle, iowait and steal left out)."""
-    f = _machine_ticks()
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return (f[0] + f[1] + f[2] + f[5] + f[6]) / os.sysconf("SC_CLK_TCK")
 
 

@@ -25,7 +25,7 @@ $(ARTIFACTS)/manifest.json: | $(STAMP)
 artifacts: $(ARTIFACTS)/manifest.json
 
 demo: $(STAMP) $(ARTIFACTS)/manifest.json
-	$(VENV)/bin/ipr demo --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval
+	$(PY) -m benchmarks demo --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval
 
 # The offline view: the quality-cost table of the zeroeval test split, and its plot.
 demo-offline: $(STAMP) $(ARTIFACTS)/manifest.json
@@ -58,20 +58,20 @@ test-unit: $(STAMP)
 # the encoder's profile and how scoring grows with models and memory, then how long a router
 # takes to route after a start, a SIGTERM restart and a SIGKILL restart (build/startup.json).
 bench: $(STAMP) $(ARTIFACTS)/manifest.json
-	$(PY) -m streams.harness.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench.json
-	$(PY) -m streams.harness.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --exactly-once \
+	$(PY) -m benchmarks.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench.json
+	$(PY) -m benchmarks.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --exactly-once \
 		--rounds 3 --json build/bench-exactly-once.json
-	$(PY) -m streams.harness.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --routers 2 \
+	$(PY) -m benchmarks.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --routers 2 \
 		--rounds 3 --json build/bench-2-routers.json
-	$(PY) -m ipr_model.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train --recalibrate \
+	$(PY) -m benchmarks.model_bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train --recalibrate \
 		--json build/bench-model.json
-	$(PY) -m ipr_model.scaling --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/scaling.json \
+	$(PY) -m benchmarks.scaling --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/scaling.json \
 		--plot build/scaling.png
-	$(PY) -m streams.harness.startup --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/startup.json
+	$(PY) -m benchmarks.startup --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/startup.json
 
 # The feedback loop on a real drift (build/drift.json, build/drift.png); about 8 minutes.
 drift: $(STAMP) $(ARTIFACTS)/manifest.json
-	$(VENV)/bin/ipr drift --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval
+	$(PY) -m benchmarks drift --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval
 
 # Learning from live labels (docs/measurements.md): DATASET's test split in a fixed random order
 # through router, replay workers and feedback service, the loop on, then off; the last half's
@@ -80,21 +80,21 @@ drift: $(STAMP) $(ARTIFACTS)/manifest.json
 DATASET ?= zeroeval
 LEARN_JSON := $(if $(filter zeroeval,$(DATASET)),build/learn.json,build/learn-$(DATASET).json)
 learn: $(STAMP) artifacts/$(DATASET)/manifest.json
-	$(VENV)/bin/ipr learn --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET) --json $(LEARN_JSON)
+	$(PY) -m benchmarks learn --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET) --json $(LEARN_JSON)
 
 # A drift that ends: labels and exploration until the model wins its traffic back (build/winback.json).
 winback: $(STAMP) $(ARTIFACTS)/manifest.json
-	$(PY) -m streams.harness.winback --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval
+	$(PY) -m benchmarks.winback --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval
 
 # The correction band on stationary traffic and on a drift, offline (build/band-<dataset>.json).
 band: $(STAMP) artifacts/$(DATASET)/manifest.json
-	$(PY) -m streams.harness.band --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET)
+	$(PY) -m benchmarks.band --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET)
 
-# A prices-only model onboarded from explored traffic, offline (streams/harness/onboard.py): labels,
+# A prices-only model onboarded from explored traffic, offline (benchmarks/onboard.py): labels,
 # exploration spend and test-split ARQGC vs the offline artifact per refit (build/onboard.json);
 # about 1.5 minutes on zeroeval.
 onboard: $(STAMP) artifacts/$(DATASET)/manifest.json
-	$(VENV)/bin/ipr onboard --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET) --out build
+	$(PY) -m benchmarks onboard --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET) --out build
 
 artifacts/%/manifest.json: | $(STAMP)
 	$(VENV)/bin/ipr train --dataset $(DATA)/$* --out artifacts/$*
@@ -103,7 +103,7 @@ artifacts/%/manifest.json: | $(STAMP)
 # p99 per minute, and the bar (build/soak.json, build/soak.png); about SOAK_MINUTES + 2 minutes.
 SOAK_MINUTES ?= 10
 soak: $(STAMP) $(ARTIFACTS)/manifest.json
-	$(VENV)/bin/ipr soak --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --minutes $(SOAK_MINUTES)
+	$(PY) -m benchmarks soak --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --minutes $(SOAK_MINUTES)
 
 schemas: $(STAMP)
 	$(PY) -m schemas.generate

@@ -30,7 +30,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def zeroeval(data_dir):
-    from ipr_model.datasets import load_dataset
+    from ipr_model.training.datasets import load_dataset
 
     return load_dataset(data_dir / "zeroeval")
 
@@ -48,8 +48,8 @@ def zeroeval_slice(zeroeval):
 @pytest.fixture(scope="session")
 def small_artifacts(tmp_path_factory, zeroeval_slice) -> Path:
     """Artifacts trained on the zeroeval slice with the real encoder (export cached per user)."""
-    from ipr_model.fitting import AdapterConfig
-    from ipr_model.train import train
+    from ipr_model.training.fitting import AdapterConfig
+    from ipr_model.training.train import train
 
     out = tmp_path_factory.mktemp("artifacts") / "zeroeval-slice"
     train(zeroeval_slice[0], out, cfg=AdapterConfig(hidden=16, epochs=80, lr=5e-3))

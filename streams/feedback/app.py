@@ -14,10 +14,10 @@
   reason. Usable labels are kept per model in the table ``labels`` (at most ``max_labels`` per
   model).
 - When a model is due (:func:`streams.feedback.labels.due`), its local correction is refitted on
-  its labels (:mod:`ipr_model.recalibrate`, off the event loop, with the held-out guardrail); a
+  its labels (:mod:`ipr_model.training.refit`, off the event loop, with the held-out guardrail); a
   published version's changed files go to the compacted artifact-files topic (for routers on
-  other hosts: :mod:`streams.versions`), then it is announced on ``router.control`` and routers
-  hot-swap to it. A
+  other hosts: :mod:`streams.control.versions`), then it is announced on ``router.control`` and
+  routers hot-swap to it. A
   recalibration that fails is logged and counted (``ipr_feedback_recalibrations_total{result}``);
   the labels are kept and the service goes on.
 
@@ -42,9 +42,9 @@ import numpy as np
 from faust.types import TP
 from prometheus_client import Counter
 
-from ipr_model.artifacts import Manifest, read_manifest
+from ipr_model.artifacts.chunks import retired_keys, version_records
+from ipr_model.artifacts.manifest import Manifest, read_manifest
 from ipr_model.errors import ArtifactError
-from ipr_model.version_files import retired_keys, version_records
 from schemas import (
     DeadLetter,
     ModelUpdate,
@@ -56,12 +56,12 @@ from schemas import (
 )
 from schemas.topics import CONTROL_KEY
 from schemas.vectors import unpack
-from streams.control import read_control
+from streams.control.topic import read_control
+from streams.control.versions import ensure_topic, send_records
 from streams.feedback.labels import due, judge, versions_to_remove
 from streams.feedback.settings import FeedbackSettings
 from streams.kafka.admin import KafkaAdminError
 from streams.kafka.clients import faust_config
-from streams.versions import ensure_topic, send_records
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ class Feedback:
         return [v for _, v in mine[-self.settings.max_labels:]]
 
     async def recalibrate_model(self, model_id: str) -> None:
-        from ipr_model.recalibrate import RecalConfig, recalibrate
+        from ipr_model.training.refit import RecalConfig, recalibrate
 
         s = self.settings
         mine = self.model_labels(model_id)

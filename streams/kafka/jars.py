@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ipr_model.cache import cache_dir as ipr_cache_dir
+from ipr_model.artifacts.cache import cache_dir as ipr_cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ encoder never waits for the broker's round trip, and at most one batch is in fli
 per input partition instead (:mod:`streams.router.transactions`), then acknowledged.
 
 ``follow_control`` reads ``router.control``: new artifact versions (hot swap between batches; from
-the announced location, or rebuilt from the artifact-files topic: ``streams.versions``), model
-health reports (``streams.health``) and the version to score in shadow (``streams.router.shadow``:
+the announced location, or rebuilt from the artifact-files topic: ``streams.control.versions``),
+model health reports (``streams.control.health``) and the version to score in shadow
+(``streams.router.shadow``:
 its decisions go to ``router.shadow`` after each batch's live outputs). ``Tenants.follow`` keeps
 the tenants' policies and spend (``streams.router.tenants``), which ``SpendCounter`` counts from
 ``responses.out`` (``streams.router.spend``); the agent routes its first batch once both topics
@@ -32,8 +33,9 @@ from faust.types import TP
 from ipr_model.errors import ArtifactError
 from schemas import ModelHealth, ModelUpdate, SchemaError, decode, encode
 from schemas.topics import SHADOW_KEY, is_health_key
-from streams.control import read_control
-from streams.health import HealthBoard
+from streams.control.health import HealthBoard
+from streams.control.topic import read_control
+from streams.control.versions import can_read, ensure_topic, local_versions, prune_received, receive
 from streams.kafka.admin import KafkaAdminError
 from streams.router import metrics
 from streams.router.routing import BatchResult, Record, route_records
@@ -43,7 +45,6 @@ from streams.router.shadow import Shadow
 from streams.router.spend import SpendCounter
 from streams.router.tenants import Tenants
 from streams.router.transactions import Output, Transactions, by_partition
-from streams.versions import can_read, ensure_topic, local_versions, prune_received, receive
 
 log = logging.getLogger(__name__)
 

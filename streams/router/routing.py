@@ -20,7 +20,7 @@ from functools import partial
 
 import numpy as np
 
-from ipr_model.rule import Variant
+from ipr_model.serving.rule import Variant
 from schemas import DeadLetter, PromptRequest, RoutedPrompt, RoutingDecision, SchemaError, decode
 from schemas.topics import model_topic
 from schemas.vectors import pack
@@ -78,9 +78,10 @@ def route_records(
     tenants=None,
 ) -> BatchResult:
     """Validate, score (one scorer call for the batch) and route every record, leaving the
-    ``unhealthy`` models out where a prompt has other candidates (``streams.health``), under its
+    ``unhealthy`` models out where a prompt has other candidates (``streams.control.health``),
+    under its
     tenant's policy and spend (``tenants``: ``streams.router.tenants.Tenants``; None: none); the
-    ``explore_share`` of prompts explores (``ipr_model.explore``)."""
+    ``explore_share`` of prompts explores (``ipr_model.serving.explore``)."""
     out = BatchResult()
     now = time.time()
     valid = [v for v in (_validate(rec, scorer.model_ids, out.dead) for rec in records) if v]

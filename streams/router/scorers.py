@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from ipr_model.errors import IprError
-from ipr_model.scorer import Scorer
+from ipr_model.serving.scorer import Scorer
 from streams.router import metrics
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ipr_model.rule import Variant
-from ipr_model.scorer import Scorer
+from ipr_model.serving.rule import Variant
+from ipr_model.serving.scorer import Scorer
 from schemas import RoutingDecision
 from schemas.vectors import pack
 from streams.router import metrics

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -26,15 +26,14 @@ from schemas import (
 )
 from schemas import limits as L
 from schemas.topics import ROUTED_PREFIX, health_key, model_topic
-from streams.health import ErrorStreak
+from streams.control.health import ErrorStreak
 from streams.kafka.clients import aiokafka_config
 from streams.worker.backends.base import Backend, Completion
-from streams.worker.failover import attempt_key, next_attempt
+from streams.worker.failover import next_attempt
 from streams.worker.offsets import PartitionOffsets
+from streams.worker.publisher import Publisher
+from streams.worker.settings import WorkerSettings
 from streams.worker.stats import WorkerStats, counters
-
-if TYPE_CHECKING:
-    from streams.worker.service import Worker
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +56,10 @@ class _Rebalance(ConsumerRebalanceListener):
 class ModelLoop:
     """The consumer of one model's topic, its calls in flight and its offsets."""
 
-    def __init__(self, worker: Worker, model_id: str, backend: Backend) -> None:
-        self.worker = worker
-        self.settings = worker.settings
+    def __init__(self, settings: WorkerSettings, worker_id: str, model_id: str,
+                 backend: Backend, publisher: Publisher) -> None:
+        self.settings = settings
+        self.publisher = publisher
         self.model_id = model_id
         self.backend = backend
         self.topic = model_topic(model_id)
@@ -69,7 +69,7 @@ class ModelLoop:
         self.inflight: set[asyncio.Task[None]] = set()
         self.failure: BaseException | None = None
         self.consumer: AIOKafkaConsumer | None = None
-        self.streak = ErrorStreak(model_id, worker.worker_id, self.settings.unhealthy_after,
+        self.streak = ErrorStreak(model_id, worker_id, self.settings.unhealthy_after,
                                   self.settings.health_ttl_s)
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -181,7 +181,7 @@ class ModelLoop:
                 "wrong_model",
             )
             return
-        if self.worker.answered.check_and_add(attempt_key(routed.prompt_id, routed.attempt)):
+        if self.publisher.seen(routed.prompt_id, routed.attempt):
             self._count("duplicates_skipped")
             self._count("processed")
             return
@@ -209,13 +209,10 @@ class ModelLoop:
     async def _forward(self, routed: RoutedPrompt, forward: RoutedPrompt, error: str) -> None:
         """Failover: the prompt to its next model's topic, acknowledged (with the answered
         record of this attempt) before this record's offset may be committed."""
-        producer = self.worker.producer
+        out = self.publisher
         key = routed.prompt_id.encode("utf-8")
-        sent = [await producer.send(model_topic(forward.model_id), encode(forward), key=key)]
-        if self.worker.answered_log.enabled:
-            sent.append(await producer.send(
-                self.worker.answered_log.topic, self.model_id.encode("utf-8"),
-                key=attempt_key(routed.prompt_id, routed.attempt).encode("utf-8")))
+        sent = [await out.send(model_topic(forward.model_id), encode(forward), key)]
+        sent += await out.answered_record(routed.prompt_id, routed.attempt, self.model_id)
         await asyncio.gather(*sent)
         log.info("worker %s: prompt %s failed on %s (attempt %d); forwarded to %s", self.group,
                  routed.prompt_id, self.model_id, routed.attempt, forward.model_id)
@@ -224,7 +221,7 @@ class ModelLoop:
         await self._observe(error)  # a failed call, forwarded or not
 
     async def _publish(self, routed: RoutedPrompt, c: Completion) -> None:
-        producer = self.worker.producer
+        out = self.publisher
         key = routed.prompt_id.encode("utf-8")
         response = ModelResponse(
             prompt_id=routed.prompt_id,
@@ -240,7 +237,7 @@ class ModelLoop:
             attempt=routed.attempt,
             failed=routed.failed,
         )
-        sent = [await producer.send(self.settings.responses, encode(response), key=key)]
+        sent = [await out.send(self.settings.responses, encode(response), key)]
         with_feedback = c.quality is not None and c.error is None
         if with_feedback:
             feedback = QualityFeedback(
@@ -250,11 +247,8 @@ class ModelLoop:
                 source="replay",
                 task=c.task or None,
             )
-            sent.append(await producer.send(self.settings.feedback, encode(feedback), key=key))
-        if self.worker.answered_log.enabled:
-            answered = attempt_key(routed.prompt_id, routed.attempt).encode("utf-8")
-            sent.append(await producer.send(self.worker.answered_log.topic,
-                                            self.model_id.encode("utf-8"), key=answered))
+            sent.append(await out.send(self.settings.feedback, encode(feedback), key))
+        sent += await out.answered_record(routed.prompt_id, routed.attempt, self.model_id)
         await asyncio.gather(*sent)  # acknowledged (acks=all) before the offset may be committed
         self._count("responses")
         if c.error:
@@ -269,8 +263,8 @@ class ModelLoop:
         and the model's answers go on."""
         state = "healthy" if health.healthy else "unhealthy"
         try:
-            sent = await self.worker.producer.send(
-                self.settings.control, encode(health), key=health_key(self.model_id)
+            sent = await self.publisher.send(
+                self.settings.control, encode(health), health_key(self.model_id)
             )
             await sent
         except KafkaError as exc:
@@ -287,9 +281,7 @@ class ModelLoop:
         )
         log.warning("worker %s: dead letter %s at %s[%d]@%d",
                     self.group, kind, record.topic, record.partition, record.offset)
-        fut = await self.worker.producer.send(
-            self.settings.prompts_dlq, encode(letter), key=record.key
-        )
+        fut = await self.publisher.send(self.settings.prompts_dlq, encode(letter), record.key)
         await fut
         self._count("dead_lettered")
         self._count("processed")

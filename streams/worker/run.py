@@ -28,8 +28,8 @@ def build_backends(
     factory, and what to close once the worker has stopped (the shared HTTP client), if anything.
     """
     if backend == "replay":
-        from ipr_model.datasets import load_dataset
         from ipr_model.errors import DatasetError
+        from ipr_model.training.datasets import load_dataset
         from streams.worker.backends.replay import ReplayBackend
 
         folder = dataset or settings.replay_dataset
@@ -48,7 +48,7 @@ def build_backends(
                 f"model(s) {', '.join(unknown)} not in dataset {data.name!r}; "
                 f"it has: {', '.join(data.model_ids)}"
             )
-        replay = ReplayBackend(data, degrade=_degrade(settings.replay_degrade))
+        replay = ReplayBackend(data)
         return models, lambda _model: replay, None
     if backend == "openai":
         return _openai(settings, models, artifacts)
@@ -60,9 +60,9 @@ def _openai(settings: WorkerSettings, models: list[str], artifacts: Path | None)
     otherwise create its own topic and wait there forever), priced from their cards."""
     import httpx
 
-    from ipr_model.artifacts import read_manifest
-    from ipr_model.cards import read_cost
+    from ipr_model.artifacts.manifest import read_manifest
     from ipr_model.errors import ArtifactError
+    from ipr_model.serving.cards import read_cost
     from streams.worker.backends.openai import OpenAIBackend
 
     if not models:
@@ -96,17 +96,6 @@ def _openai(settings: WorkerSettings, models: list[str], artifacts: Path | None)
         )
 
     return models, make, client.aclose
-
-
-def _degrade(spec: str | None):
-    """``MODEL|TASK|MARKER`` -> the replay backend's degrade hook (None: no degradation)."""
-    if not spec:
-        return None
-    try:
-        model, task, marker = spec.split("|")
-    except ValueError:
-        raise WorkerConfigError(f"replay_degrade must be MODEL|TASK|MARKER, got {spec!r}") from None
-    return lambda m, t, pid: m == model and t == task and marker in pid
 
 
 async def serve(

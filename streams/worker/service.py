@@ -15,7 +15,7 @@ one producer is shared by all models. Per record:
 
 After `unhealthy_after` failed calls of a model in a row (answered with an error or forwarded),
 and at its first success after that, a ModelHealth report goes to the control topic
-(`streams.health`): routers leave the model out while it is unhealthy.
+(`streams.control.health`): routers leave the model out while it is unhealthy.
 
 Delivery is at-least-once. An offset is committed only after every output of its record (a
 forwarded prompt included) is acknowledged (acks=all). Up to `concurrency` records per model are
@@ -56,6 +56,7 @@ from streams.kafka.clients import aiokafka_config
 from streams.worker.backends.base import Backend
 from streams.worker.dedupe import Answered, AnsweredLog
 from streams.worker.model_loop import ModelLoop
+from streams.worker.publisher import Publisher
 from streams.worker.settings import WorkerSettings
 from streams.worker.stats import WorkerStats, counters
 
@@ -93,10 +94,11 @@ class Worker:
                 )
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"[: L.MAX_LABEL_CHARS]
-        self.producer: AIOKafkaProducer | None = None  # type: ignore[assignment]
-        self.answered = Answered(settings.dedupe_size)  # shared by the models served
-        self.answered_log = AnsweredLog(settings, self.answered)
-        self._loops = {m: ModelLoop(self, m, backend_factory(m)) for m in models}
+        answered = Answered(settings.dedupe_size)  # shared by the models served
+        self.answered_log = AnsweredLog(settings, answered)
+        self.publisher = Publisher(answered, self.answered_log)
+        self._loops = {m: ModelLoop(settings, self.worker_id, m, backend_factory(m),
+                                    self.publisher) for m in models}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._started = False
@@ -152,7 +154,7 @@ class Worker:
                         self.settings.kafka_bootstrap, loop.group)
 
     async def _connect(self) -> None:
-        self.producer = AIOKafkaProducer(
+        self.publisher.producer = producer = AIOKafkaProducer(
             **aiokafka_config(self.settings),
             client_id="ipr-worker",
             acks="all",
@@ -161,7 +163,7 @@ class Worker:
             # request to their broker (records still batch while a request is in flight).
             linger_ms=0,
         )
-        await self.producer.start()
+        await producer.start()
         await self.answered_log.start()
         for loop in self._loops.values():
             await loop.start()
@@ -185,10 +187,10 @@ class Worker:
             if loop.consumer is not None:
                 with contextlib.suppress(Exception):
                     await loop.consumer.stop()
-        if self.producer is not None:
+        if self.publisher.producer is not None:
             with contextlib.suppress(Exception):
-                await self.producer.stop()
-            self.producer = None
+                await self.publisher.producer.stop()
+            self.publisher.producer = None
 
     async def _close(self) -> None:
         await self._disconnect()

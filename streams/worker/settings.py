@@ -50,11 +50,6 @@ class WorkerSettings(KafkaSettings):
         None,
         description="dataset folder for the replay backend (IPR_WORKER_REPLAY_DATASET)",
     )
-    replay_degrade: str | None = Field(
-        None,
-        description="MODEL|TASK|MARKER: the replay backend reports quality 0 for MODEL on TASK "
-        "prompts whose id contains MARKER (the drift scenario) (IPR_WORKER_REPLAY_DEGRADE)",
-    )
     dedupe_size: int = Field(
         100_000,
         ge=0,

@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def exported_encoder(tmp_path_factory):
     """(folder, validation figures) of all-MiniLM-L6-v2 exported at float32 to a session tmp dir."""
-    from ipr_model.export import export_encoder
+    from ipr_model.training.export import export_encoder
 
     out = tmp_path_factory.mktemp("encoder")
     figures = export_encoder(out, precision="fp32")
@@ -18,7 +18,7 @@ def exported_encoder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def exported_int8(tmp_path_factory):
     """(folder, validation figures) of the default int8 export."""
-    from ipr_model.export import export_encoder
+    from ipr_model.training.export import export_encoder
 
     out = tmp_path_factory.mktemp("encoder-int8")
     figures = export_encoder(out)
@@ -27,6 +27,6 @@ def exported_int8(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def encoder(exported_encoder):
-    from ipr_model.encoder import OnnxEncoder
+    from ipr_model.serving.encoder import OnnxEncoder
 
     return OnnxEncoder.load(exported_encoder[0])

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from ipr_model.costs import Prices
-from ipr_model.datasets import estimate_tokens
+from ipr_model.serving.costs import Prices
+from ipr_model.training.datasets import estimate_tokens
 from schemas import RoutedPrompt
 from schemas import limits as L
 from streams.worker.backends.base import Completion, clip_error, elapsed_ms

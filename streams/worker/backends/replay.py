@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
-from ipr_model.costs import Prices
-from ipr_model.datasets import Dataset, estimate_tokens
-from ipr_model.texts import text_sha256
+from ipr_model.serving.costs import Prices
+from ipr_model.serving.texts import text_sha256
+from ipr_model.training.datasets import Dataset, estimate_tokens
 from schemas import RoutedPrompt
 from schemas import limits as L
 from streams.worker.backends.base import Completion, elapsed_ms
 
 REPLAY_UNKNOWN_PROMPT = "prompt_id not in replay dataset"
 
-Degrade = Callable[[str, str, str], bool]  # (model_id, task, prompt_id) -> report quality 0.0
 
 
 class ReplayBackend:
@@ -24,16 +22,13 @@ class ReplayBackend:
 
     The prompt is found by prompt_id (the demo uses the dataset's row ids), else by the sha256 of
     its text. tokens_in is the prompt's chars/4; tokens_out is backed out of the recorded cost
-    where the dataset has prices, else 0. `degrade(model_id, task, prompt_id)`, when true, reports
-    quality 0.0 instead of the recorded one (a model that degrades on one task, for drift tests).
-    `latency_s` simulates the call's duration.
+    where the dataset has prices, else 0. `latency_s` simulates the call's duration.
     """
 
     def __init__(
-        self, dataset: Dataset, degrade: Degrade | None = None, *, latency_s: float = 0.0
+        self, dataset: Dataset, *, latency_s: float = 0.0
     ) -> None:
         self.dataset = dataset
-        self.degrade = degrade
         self.latency_s = latency_s
         self._row_by_id = {row_id: i for i, row_id in enumerate(dataset.ids)}
         self._row_by_text: dict[str, int] = {}
@@ -70,8 +65,6 @@ class ReplayBackend:
         task = self.dataset.tasks[row]
         cost = float(self.dataset.cost[row, column])
         quality = float(self.dataset.quality[row, column])
-        if self.degrade is not None and self.degrade(routed.model_id, task, routed.prompt_id):
-            quality = 0.0
         prices = self._prices.get(routed.model_id)
         tokens_out = prices.output_tokens(cost, tokens_in) if prices is not None else 0
         return Completion(

@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 
-from ipr_model.adapters import Neighbours, knn_weights, unit
-from ipr_model.fitting import AdapterConfig, fit_knn, fit_ridge
+from ipr_model.serving.adapters import Neighbours, knn_weights, unit
+from ipr_model.training.fitting import AdapterConfig, fit_knn, fit_ridge
 
 pytestmark = pytest.mark.model
 
@@ -19,13 +19,13 @@ FAST = AdapterConfig(hidden=16, epochs=60, lr=5e-3)
 
 
 def _embed(root, texts):
-    from ipr_model.train import embed
+    from ipr_model.training.train import embed
 
     return embed(root / "encoder", list(texts))
 
 
 def test_held_out_predictions_carry_signal(zeroeval_slice, small_artifacts):
-    from ipr_model.scorer import Scorer
+    from ipr_model.serving.scorer import Scorer
 
     train, test = zeroeval_slice
     scorer = Scorer.load(small_artifacts)
@@ -49,9 +49,9 @@ def test_held_out_predictions_carry_signal(zeroeval_slice, small_artifacts):
 def test_stacked_cards_score_like_each_card(zeroeval_slice, small_artifacts):
     """Serving evaluates every card at once; each column is that card's own quality (a feedback
     correction included) and cost."""
-    from ipr_model.costs import prompt_tokens
-    from ipr_model.recalibrate import RecalConfig, candidate_card
-    from ipr_model.scorer import Scorer
+    from ipr_model.serving.costs import prompt_tokens
+    from ipr_model.serving.scorer import Scorer
+    from ipr_model.training.refit import RecalConfig, candidate_card
 
     _, test = zeroeval_slice
     texts = test.prompts[:40]
@@ -72,8 +72,8 @@ def test_stacked_cards_score_like_each_card(zeroeval_slice, small_artifacts):
 def test_fused_stack_blends_each_adapters_parts_like_the_adapter(zeroeval_slice, small_artifacts):
     from dataclasses import replace
 
-    from ipr_model.adapters import AdapterStack
-    from ipr_model.scorer import Scorer
+    from ipr_model.serving.adapters import AdapterStack
+    from ipr_model.serving.scorer import Scorer
 
     _, test = zeroeval_slice
     emb = _embed(small_artifacts, test.prompts[:30])
@@ -163,8 +163,8 @@ def test_fit_ridge_leave_one_out_is_exact():
 
 
 def test_memory_rows_map_by_text_in_any_order():
-    from ipr_model.texts import text_sha256
-    from ipr_model.train import memory_rows
+    from ipr_model.serving.texts import text_sha256
+    from ipr_model.training.train import memory_rows
 
     hashes = [text_sha256(t) for t in ("a", "b", "c")]
     assert memory_rows(["c", "x", "a", "b", "a"], hashes).tolist() == [2, -1, 0, 1, 0]
@@ -172,9 +172,9 @@ def test_memory_rows_map_by_text_in_any_order():
 
 
 def test_add_model_leaves_existing_files_identical(tmp_path, zeroeval_slice):
-    from ipr_model.artifacts import read_manifest, sha256_file
-    from ipr_model.scorer import Scorer
-    from ipr_model.train import add_model, train
+    from ipr_model.artifacts.manifest import read_manifest, sha256_file
+    from ipr_model.serving.scorer import Scorer
+    from ipr_model.training.train import add_model, train
 
     data, test = zeroeval_slice
     *base, shared, own = data.model_ids
@@ -214,7 +214,7 @@ def test_add_model_leaves_existing_files_identical(tmp_path, zeroeval_slice):
 
 def test_corrupt_memory_is_refused(tmp_path, small_artifacts):
     from ipr_model.errors import ArtifactError
-    from ipr_model.scorer import Scorer
+    from ipr_model.serving.scorer import Scorer
 
     root = tmp_path / "copy"
     shutil.copytree(small_artifacts, root)
@@ -229,8 +229,8 @@ def test_manifest_counts_the_train_prompts_the_encoder_cut(zeroeval_slice, small
     """The count the trainer reports agrees with transformers' own tokenizer."""
     from transformers import AutoTokenizer
 
-    from ipr_model.artifacts import read_manifest
-    from ipr_model.export import default_source
+    from ipr_model.artifacts.manifest import read_manifest
+    from ipr_model.training.export import default_source
 
     tokenizer = AutoTokenizer.from_pretrained(default_source(), local_files_only=True)
     tokenizer.model_max_length = 1 << 30
@@ -242,8 +242,8 @@ def test_manifest_counts_the_train_prompts_the_encoder_cut(zeroeval_slice, small
 def test_the_cut_is_chosen_by_how_well_it_routes_the_train_split(zeroeval_slice):
     """``choose_cut`` keeps the embeddings that route out of fold best: the real ones over the same
     rows shuffled (no signal left), whichever order they come in."""
-    from ipr_model.export import cached_export
-    from ipr_model.train import choose_cut, embed
+    from ipr_model.training.export import cached_export
+    from ipr_model.training.train import choose_cut, embed
 
     train = zeroeval_slice[0]
     real = embed(cached_export(), train.prompts)
@@ -257,7 +257,7 @@ def test_the_cut_is_chosen_by_how_well_it_routes_the_train_split(zeroeval_slice)
 
 
 def test_a_second_cut_is_a_candidate_only_when_many_prompts_are_long(zeroeval_slice):
-    from ipr_model.train import cut_candidates
+    from ipr_model.training.train import cut_candidates
 
     prompts = zeroeval_slice[0].prompts[:200]
     few, cut = cut_candidates(prompts)
@@ -269,8 +269,8 @@ def test_a_second_cut_is_a_candidate_only_when_many_prompts_are_long(zeroeval_sl
 
 
 def test_adapter_files_from_before_the_joint_part_still_load(tmp_path, small_artifacts):
-    from ipr_model.adapters import Adapter
-    from ipr_model.cards import load_memory
+    from ipr_model.serving.adapters import Adapter
+    from ipr_model.serving.cards import load_memory
 
     path = next((small_artifacts / "models").glob("*/adapter.npz"))
     with np.load(path) as z:

@@ -11,11 +11,11 @@ import urllib.request
 import numpy as np
 import orjson
 
-from ipr_model.scorer import Scorer
+from benchmarks.processes import Service
+from benchmarks.traffic import produce
+from ipr_model.serving.scorer import Scorer
 from schemas import ModelUpdate, QualityFeedback, RoutingDecision, encode
 from schemas.vectors import pack
-from streams.harness.processes import Service
-from streams.harness.traffic import produce
 
 MODEL = "gpt-4o-2024-08-06"
 

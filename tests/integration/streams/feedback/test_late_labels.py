@@ -9,10 +9,10 @@ import time
 
 import numpy as np
 
+from benchmarks.processes import Service
+from benchmarks.traffic import produce
 from schemas import QualityFeedback, RoutingDecision, encode
 from schemas.vectors import pack
-from streams.harness.processes import Service
-from streams.harness.traffic import produce
 from tests.integration.streams.feedback.test_app import MODEL, feedback_env, read_all, stored_labels
 
 BACKLOG = 6000  # decisions produced at once; the service reads them for seconds

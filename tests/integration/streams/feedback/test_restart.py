@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ipr_model.scorer import Scorer
+from benchmarks.processes import Service
+from benchmarks.traffic import produce
+from ipr_model.serving.scorer import Scorer
 from schemas import QualityFeedback, RoutingDecision, encode
 from schemas.vectors import pack
-from streams.harness.processes import Service
-from streams.harness.traffic import produce
 from tests.integration.streams.feedback.test_app import MODEL, feedback_env, read_all, stored_labels
 
 BEFORE, AFTER = 30, 20  # labels before and after the kill; together they make it due

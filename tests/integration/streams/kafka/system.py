@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ipr_model.artifacts import read_manifest
+from benchmarks.processes import Service
+from ipr_model.artifacts.manifest import read_manifest
 from schemas import PromptRequest, encode
 from schemas.topics import model_topic
-from streams.harness.processes import Service
 from streams.kafka.admin import create_topics
 from streams.kafka.settings import KafkaSettings
 

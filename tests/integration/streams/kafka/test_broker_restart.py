@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.harness.traffic import collect, count_records, produce, wait_until_routing
+from benchmarks.traffic import collect, count_records, produce, wait_until_routing
 from streams.kafka.local import LocalKafka, _free_port
 from streams.kafka.settings import KafkaSettings
 from tests.integration.streams.kafka import system

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.harness.traffic import collect, count_records, produce, wait_until_routing
+from benchmarks.traffic import collect, count_records, produce, wait_until_routing
 from streams.kafka.admin import describe_partitions, topic_config
 from streams.kafka.cluster import LocalCluster
 from streams.kafka.settings import KafkaSettings

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.harness.traffic import collect, count_records, produce
+from benchmarks.traffic import collect, count_records, produce
 from streams.kafka.local import LocalKafka
 from streams.kafka.settings import KafkaSettings
 from tests.integration.streams.kafka import system

@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from streams.harness.processes import Service
-from streams.harness.traffic import Collected, collect, produce, wait_until_routing
+from benchmarks.processes import Service
+from benchmarks.traffic import Collected, collect, produce, wait_until_routing
 from streams.kafka.settings import KafkaSettings
 from tests.integration.streams.kafka import system
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from ipr_model.artifacts import read_manifest, write_manifest
+from benchmarks.traffic import collect, produce
+from ipr_model.artifacts.manifest import read_manifest, write_manifest
 from schemas import ModelUpdate, encode
-from streams.harness.traffic import collect, produce
 from tests.integration.streams.router.test_router import (
     good_events,
     prepare_with_control,

@@ -9,7 +9,7 @@ import asyncio
 
 from aiokafka import AIOKafkaProducer
 
-from streams.harness.traffic import collect
+from benchmarks.traffic import collect
 from tests.integration.streams.router.test_router import (
     good_events,
     prepare,

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from ipr_model.rule import route_batch
+from benchmarks.processes import Service, router_env
+from benchmarks.traffic import collect, produce
+from ipr_model.serving.rule import route_batch
 from schemas import PromptRequest, encode
 from schemas.topics import model_topic
-from streams.harness.processes import Service, router_env
-from streams.harness.traffic import collect, produce
 from streams.kafka.admin import create_topics
 from streams.kafka.settings import KafkaSettings
 
@@ -132,7 +132,7 @@ async def uncommitted(
 
 
 def prepare(bootstrap, unique, artifacts):
-    from ipr_model.artifacts import read_manifest
+    from ipr_model.artifacts.manifest import read_manifest
 
     settings = settings_for(bootstrap, unique)
     models = read_manifest(artifacts).models
@@ -195,7 +195,7 @@ def test_every_valid_prompt_routed_every_bad_one_dead_lettered(
 
     # The right topic: each prompt's model is the rule's choice on the scores it carries, and
     # those scores are the ones the scorer gives in this process.
-    from ipr_model.scorer import Scorer
+    from ipr_model.serving.scorer import Scorer
 
     scorer = Scorer.load(small_artifacts)
     ids = scorer.model_ids

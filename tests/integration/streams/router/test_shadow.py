@@ -14,12 +14,12 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from ipr_model.artifacts import read_manifest
-from ipr_model.recalibrate import recalibrate
-from ipr_model.scorer import Scorer
+from benchmarks.traffic import collect, produce
+from ipr_model.artifacts.manifest import read_manifest
+from ipr_model.serving.scorer import Scorer
+from ipr_model.training.refit import recalibrate
 from schemas import PromptRequest, QualityFeedback, RoutingDecision, decode, encode
-from streams.control import topic_history
-from streams.harness.traffic import collect, produce
+from streams.control.topic import topic_history
 from streams.kafka.admin import create_topics
 from streams.router.routing import Record, route_records
 from tests.integration.streams.router.test_router import (

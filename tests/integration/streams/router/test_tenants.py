@@ -19,8 +19,10 @@ import time
 import numpy as np
 import pytest
 
-from ipr_model.artifacts import read_manifest
-from ipr_model.rule import route_batch
+from benchmarks.processes import Service, router_env
+from benchmarks.traffic import collect, produce
+from ipr_model.artifacts.manifest import read_manifest
+from ipr_model.serving.rule import route_batch
 from schemas import (
     DeadLetter,
     ModelResponse,
@@ -32,8 +34,6 @@ from schemas import (
     encode,
 )
 from schemas.topics import model_topic
-from streams.harness.processes import Service, router_env
-from streams.harness.traffic import collect, produce
 from streams.kafka.admin import create_topics
 from streams.kafka.settings import KafkaSettings
 from streams.worker.backends.base import Completion

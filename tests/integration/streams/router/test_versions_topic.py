@@ -9,14 +9,14 @@ import shutil
 import time
 from pathlib import Path
 
-from ipr_model.artifacts import read_manifest
-from ipr_model.scorer import Scorer
-from ipr_model.version_files import version_records
+from benchmarks.processes import Service
+from benchmarks.traffic import collect, produce
+from ipr_model.artifacts.chunks import version_records
+from ipr_model.artifacts.manifest import read_manifest
+from ipr_model.serving.scorer import Scorer
 from schemas import ModelUpdate, QualityFeedback, RoutingDecision, encode
 from schemas.topics import parse_file_chunk_key
 from schemas.vectors import pack
-from streams.harness.processes import Service
-from streams.harness.traffic import collect, produce
 from tests.integration.streams.feedback.test_app import MODEL, feedback_env, read_all
 from tests.integration.streams.router.test_hot_swap import new_version
 from tests.integration.streams.router.test_router import (

@@ -26,7 +26,7 @@ import httpx
 import orjson
 import pytest
 
-from ipr_model.cache import cache_dir
+from ipr_model.artifacts.cache import cache_dir
 
 VERSION = "1.110.2"
 # litellm 1.110.2's `proxy` extra, without litellm-proxy, litellm-proxy-extras, litellm-enterprise

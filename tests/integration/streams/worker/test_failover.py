@@ -12,7 +12,7 @@ from collections import Counter
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from ipr_model.scorer import Scorer
+from ipr_model.serving.scorer import Scorer
 from schemas import DeadLetter, ModelHealth, ModelResponse, PromptRequest, decode, encode
 from schemas.topics import health_key, model_topic, safe_name
 from streams.kafka.admin import create_topics

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
+from benchmarks.processes import Service
+from benchmarks.traffic import Collected, collect, produce, wait_until_routing
 from schemas import encode
 from schemas.topics import model_topic
-from streams.harness.processes import Service
-from streams.harness.traffic import Collected, collect, produce, wait_until_routing
 from streams.kafka.admin import create_topics
 from streams.kafka.local import LocalKafka, _free_port
 from streams.kafka.settings import KafkaSettings

@@ -13,7 +13,7 @@ from collections import Counter
 
 from aiohttp import web
 
-from ipr_model.datasets import Dataset
+from ipr_model.training.datasets import Dataset
 from schemas import (
     DeadLetter,
     ModelHealth,
@@ -326,11 +326,11 @@ def test_a_health_report_that_cannot_be_sent_is_logged_and_answering_goes_on(cap
     loop = worker._loops["m"]
 
     async def main() -> list[str]:
-        worker.producer = Producer()  # type: ignore[assignment]
+        worker.publisher.producer = Producer()  # type: ignore[assignment]
         for i in range(3):
             failed = Completion("", 1, 0, 0.0, 1.0, error="x")
             await loop._publish(routed(f"p{i}", "m", "q"), failed)
-        return worker.producer.sent
+        return worker.publisher.producer.sent
 
     assert asyncio.run(main()) == ["r"] * 3
     assert (loop.stats.responses, loop.stats.errors) == (3, 3)

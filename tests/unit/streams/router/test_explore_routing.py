@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ipr_model.explore import explored
+from ipr_model.serving.explore import explored
 from streams.router.routing import route_records
 from tests.unit.streams.router.test_routing import TableScorer, rec, req
 

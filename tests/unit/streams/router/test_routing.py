@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
-from ipr_model.scorer import Scorer, Scores
+from ipr_model.serving.scorer import Scorer, Scores
 from schemas import PromptRequest, encode
 from schemas.vectors import unpack
 from streams.router.routing import Record, route_records

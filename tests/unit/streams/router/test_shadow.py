@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from ipr_model.scorer import Scorer, Scores
+from ipr_model.serving.scorer import Scorer, Scores
 from schemas import PromptRequest, encode
 from streams.router import metrics
 from streams.router.routing import Record, route_records

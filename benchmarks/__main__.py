@@ -1,0 +1,5 @@
+"""`python -m benchmarks`: the lab's commands."""
+
+from benchmarks.cli import app
+
+app()

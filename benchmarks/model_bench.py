@@ -1,0 +1,128 @@
+"""Model speed benchmarks (not tests): ``python -m benchmarks.model_bench`` prints and writes JSON.
+
+- single-prompt scoring, warm: encoder + every adapter + the rule, in-process, for prompts of at
+  most 64 tokens (p50, p90, p99 ms over the dataset's shortest real prompts);
+- batched scoring throughput on the dataset's test prompts (prompts/s);
+- optionally (``--train``) the wall time of ``ipr train`` with a warm embedding cache and of
+  ``ipr add-model``, each as a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ipr_model.evaluation.stats import percentiles
+
+
+def scoring(artifacts: Path, dataset: Path, batch_size: int = 32) -> dict:
+    from ipr_model.serving.scorer import Scorer
+    from ipr_model.training.datasets import load_dataset
+
+    scorer = Scorer.load(artifacts)
+    data = load_dataset(dataset)
+    test = data.split("test") if data.has_split("test") else data
+    # Short prompts: real ones of at most 64 tokens by the encoder's own tokenizer.
+    short = [t for t in data.prompts if scorer.encoder.count_tokens(t) <= 64][:200]
+    for t in short[:10]:
+        scorer.decide(scorer.score([t]), [0.2])
+    single = []
+    for t in short:
+        t0 = time.perf_counter()
+        scorer.decide(scorer.score([t]), [0.2])
+        single.append((time.perf_counter() - t0) * 1000.0)
+    texts = test.prompts
+    t0 = time.perf_counter()
+    for i in range(0, len(texts), batch_size):
+        chunk = texts[i : i + batch_size]
+        scorer.decide(scorer.score(chunk), [0.2] * len(chunk))
+    seconds = time.perf_counter() - t0
+    return {
+        "single_prompt_ms": {**percentiles(single), "prompts": len(short), "max_tokens": 64},
+        "batched": {
+            "prompts": len(texts),
+            "batch_size": batch_size,
+            "prompts_per_s": round(len(texts) / seconds, 2),
+            "mean_chars": round(float(np.mean([len(t) for t in texts])), 1),
+        },
+        "models": len(scorer.model_ids),
+    }
+
+
+def timed(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return round(time.perf_counter() - t0, 2)
+
+
+def training(dataset: Path) -> dict:
+    """`ipr train` (cache warmed by a first run) and `ipr add-model`, as a user runs them."""
+    ipr = [sys.executable, "-m", "streams.cli.model"]
+    from ipr_model.training.datasets import load_dataset
+
+    models = load_dataset(dataset).model_ids
+    with tempfile.TemporaryDirectory() as tmp:
+        full = Path(tmp) / "full"
+        subprocess.run([*ipr, "train", "--dataset", str(dataset), "--out", str(full)], check=True,
+                       stdout=subprocess.DEVNULL)  # warms the embedding cache
+        train_s = timed([*ipr, "train", "--dataset", str(dataset), "--out", str(full)])
+        # add-model: artifacts without the last model, then add it
+        from ipr_model.training.train import train
+
+        part = Path(tmp) / "part"
+        train(load_dataset(dataset).split("train").restrict(models[:-1]), part)
+        add_s = timed([*ipr, "add-model", "--artifacts", str(part), "--dataset", str(dataset),
+                       "--model", models[-1]])
+    return {"train_warm_cache_s": train_s, "add_model_s": add_s, "added_model": models[-1]}
+
+
+def recalibration(artifacts: Path, dataset: Path, n: int = 1000) -> dict:
+    """Recalibrating one model on ``n`` new labels (its recorded quality on real prompts)."""
+    from ipr_model.serving.scorer import Scorer
+    from ipr_model.training.datasets import load_dataset
+    from ipr_model.training.refit import recalibrate
+    from ipr_model.training.train import embed
+
+    data = load_dataset(dataset)
+    model = Scorer.load(artifacts).model_ids[0]
+    idx = np.random.default_rng(0).permutation(len(data))[:n]
+    emb = embed(Path(artifacts) / "encoder", [data.prompts[i] for i in idx])
+    y = data.quality[idx, data.model_ids.index(model)]
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        res = recalibrate(artifacts, {model: (emb, y)}, Path(tmp) / "v2")
+        seconds = time.perf_counter() - t0
+    return {"labels": n, "model": model, "seconds": round(seconds, 2),
+            "published": bool(res.version), "excludes_encoding": True}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--artifacts", type=Path, required=True)
+    ap.add_argument("--dataset", type=Path, required=True)
+    ap.add_argument("--json", type=Path, default=Path("build/bench-model.json"))
+    ap.add_argument("--train", action="store_true", help="also time ipr train and ipr add-model")
+    ap.add_argument(
+        "--recalibrate", action="store_true", help="also time a 1,000-label recalibration"
+    )
+    args = ap.parse_args()
+    out = {"scoring": scoring(args.artifacts, args.dataset)}
+    if args.train:
+        out["training"] = training(args.dataset)
+    if args.recalibrate:
+        out["recalibration"] = recalibration(args.artifacts, args.dataset)
+    out["machine"] = {"cpus": __import__("os").cpu_count()}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m streams.cli` runs the `ipr` command."""
+
+from streams.cli.main import app
+
+app()

@@ -1,5 +1,6 @@
 """Event contracts of the IPR router: pydantic models, the codec, the JSON Schemas (`json/`)."""
 
+from schemas.chat import AssistantMessage, ChatMessage, GenerationParams, Usage
 from schemas.codec import SchemaError, decode, encode
 from schemas.control import ModelHealth, ModelUpdate, TenantPolicy, TenantSpend
 from schemas.events import (
@@ -31,6 +32,10 @@ EVENTS: tuple[type[Event], ...] = (
 __all__ = [
     "EVENTS",
     "AppliedPolicy",
+    "AssistantMessage",
+    "ChatMessage",
+    "GenerationParams",
+    "Usage",
     "DeadLetter",
     "Event",
     "FailedAttempt",

@@ -10,6 +10,8 @@ SchemaError (ValueError)   a payload is not a valid event; `kind` is the DeadLet
     "invalid_json"     any other JSON syntax error (including a UTF-8 byte order mark in front)
     "validation"       valid JSON that breaks the event's contract (wrong field, type or bound;
                        e.g. "0.5" where a number is expected)
+    "unsupported"      a valid request for what the system cannot honour (`schemas.chat`:
+                       n > 1, image or audio parts, audio output), named in the message
 
 Messages name the event, the fields and the rules they broke, or the position (line, column or
 byte) of a syntax error; never the input values (prompt text is user data).
@@ -24,6 +26,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from schemas.chat import UNSUPPORTED
 from schemas.limits import MAX_EVENT_BYTES, MAX_JSON_DEPTH
 
 E = TypeVar("E", bound=BaseModel)
@@ -86,9 +89,8 @@ def decode(model_cls: type[E], data: bytes | bytearray | memoryview | str | None
         )
         hidden = len(errors) - _MAX_ERRORS_SHOWN
         more = f" (+{hidden} more)" if hidden > 0 else ""
-        raise SchemaError(
-            f"{name}: {len(errors)} invalid field(s): {shown}{more}", kind="validation"
-        ) from None
+        kind = UNSUPPORTED if any(e["type"] == UNSUPPORTED for e in errors) else "validation"
+        raise SchemaError(f"{name}: {len(errors)} invalid field(s): {shown}{more}", kind) from None
 
 
 def _syntax_error(name: str, data: bytes | bytearray, error: ErrorDetails) -> SchemaError:

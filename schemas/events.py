@@ -13,6 +13,15 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
 from schemas import limits as L
+from schemas.chat import (
+    AssistantMessage,
+    ChatMessage,
+    FinishReason,
+    GenerationParams,
+    Messages,
+    Usage,
+    user_message,
+)
 from schemas.fields import (
     AdjustmentMap,
     Attempt,
@@ -20,6 +29,7 @@ from schemas.fields import (
     Count,
     ErrorText,
     Event,
+    HttpStatus,
     Label,
     Metadata,
     ModelId,
@@ -56,11 +66,62 @@ def _failed_before(attempt: int, failed: list[FailedAttempt] | None) -> None:
                          f"got {len(failed or ())}")
 
 
-class PromptRequest(Event):
+TopicName = Annotated[str, StringConstraints(min_length=1, max_length=249,
+                                             pattern=r"^[A-Za-z0-9._-]+$")]
+SessionId = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_ID_CHARS)]
+
+
+class ReplyTo(BaseModel):
+    """Where a worker also sends the answer (and a stream's chunks): the reply channel of the
+    gateway that took the request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: TopicName
+
+
+class _Request(Event):
+    """What a model call needs, shared by PromptRequest and RoutedPrompt: one ``text`` (a user
+    message) or ``messages``, the generation parameters, and where the answer is awaited."""
+
+    text: PromptText | None = Field(default=None, description="one user message (or messages)")
+    messages: Messages | None = Field(
+        default=None, description="the conversation in the OpenAI chat format (or text)")
+    params: GenerationParams | None = Field(
+        default=None, description="chat-completions parameters, passed to the backend unchanged")
+    stream: StrictBool = Field(
+        default=False, description="stream the answer's chunks to reply_to (needs reply_to)")
+    session_id: SessionId | None = Field(
+        default=None, description="the conversation this request belongs to (audit)")
+    reply_to: ReplyTo | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _text_or_messages(self) -> Self:
+        if (self.text is None) == (self.messages is None):
+            raise ValueError("give either text or messages, not both and not neither")
+        if self.messages is not None:
+            chars = sum(len(m.text()) for m in self.messages)
+            if chars > L.MAX_CONVERSATION_CHARS:
+                raise ValueError(f"messages hold {chars} characters of content, the limit is "
+                                 f"{L.MAX_CONVERSATION_CHARS}")
+        if self.stream and self.reply_to is None:
+            raise ValueError("stream needs reply_to (a channel the chunks go to)")
+        return self
+
+    def conversation(self) -> list[ChatMessage]:
+        """The messages of the call: ``messages``, or ``text`` as one user message."""
+        return list(self.messages) if self.messages is not None else [user_message(self.text)]
+
+
+# What a decision never carries: the conversation, its parameters and where its answer goes.
+_REQUEST_ONLY = frozenset(set(_Request.model_fields) - set(Event.model_fields))
+
+
+class PromptRequest(_Request):
     """A prompt to route. Topic `prompts.in`, key `prompt_id`."""
 
     prompt_id: PromptId
-    text: PromptText
     tolerance: Probability | None = Field(
         default=None, description="τ in [0,1]: 0 = best predicted model, 1 = cheapest"
     )
@@ -68,7 +129,6 @@ class PromptRequest(Event):
     allowed_models: ModelList | None = Field(
         default=None, description="restrict the candidates to these model ids"
     )
-    metadata: Metadata = Field(default_factory=dict)
     sent_at: Timestamp | None = Field(
         default=None, description="when the producer sent it (for end-to-end latency)"
     )
@@ -130,6 +190,11 @@ class _Routed(Event):
         description="the tenant's spend in its budget's current period, as known when the "
         "decision was made; absent without a budget",
     )
+    scored_view: Label | None = Field(
+        default=None,
+        description="which view of the conversation the estimators scored (e.g. last_user: the "
+        "newest user message); absent from routers that predate chat requests",
+    )
 
     @model_validator(mode="after")
     def _chosen_model_was_scored(self) -> Self:
@@ -148,11 +213,9 @@ class _Routed(Event):
         return self
 
 
-class RoutedPrompt(_Routed):
+class RoutedPrompt(_Routed, _Request):
     """A request with the router's choice. Topic `prompts.routed.<model>`, key `prompt_id`."""
 
-    text: PromptText
-    metadata: Metadata = Field(default_factory=dict)
     attempt: Attempt = Field(
         default=1, description="1 from the router; n + 1 when a worker forwards it after attempt n "
         "failed: model_id is then ranking[attempt - 1]",
@@ -178,7 +241,7 @@ class RoutedPrompt(_Routed):
         embedding: str | None = None,
     ) -> RoutingDecision:
         """The audit record of this routing: everything but the text and the metadata."""
-        fields = self.model_dump(exclude={"text", "metadata", "attempt", "failed"})
+        fields = self.model_dump(exclude=_REQUEST_ONLY | {"attempt", "failed"})
         return RoutingDecision(**fields, reason=reason, variant=variant, embedding=embedding)
 
 
@@ -280,16 +343,29 @@ class DeadLetter(Event):
 
 
 class ModelResponse(Event):
-    """A model's answer (or its failure). Topic `responses.out`, key `prompt_id`."""
+    """A model's answer (or its failure). Topic `responses.out`, key `prompt_id`; also the
+    request's `reply_to`, when it has one."""
 
     prompt_id: PromptId
-    model_id: ModelId
-    text: Annotated[str, StringConstraints(max_length=L.MAX_RESPONSE_CHARS)]
+    model_id: ModelId = Field(description="the model that answered (the one that failed last, "
+                              "on an error)")
+    text: Annotated[str, StringConstraints(max_length=L.MAX_RESPONSE_CHARS)] = Field(
+        description="the answer's content as one string (message.content, or empty)")
+    message: AssistantMessage | None = Field(
+        default=None, description="the assistant message: content and tool_calls")
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = Field(default=None, description="tokens as the backend counted them")
     tokens_in: Count
     tokens_out: Count
     cost_usd: NonNegative
     latency_ms: NonNegative
     error: ErrorText | None = None
+    error_status: HttpStatus | None = Field(
+        default=None, description="the backend's HTTP status of a failed call (0: no answer)")
+    error_type: Label | None = Field(
+        default=None, description="the backend's error type (e.g. rate_limit, timeout)")
+    retryable: StrictBool | None = Field(
+        default=None, description="whether the failure was one a retry could cure")
     router_version: Label | None = None
     tenant: Tenant | None = Field(
         default=None, description="the prompt's tenant, whose spend cost_usd counts in")

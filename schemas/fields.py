@@ -72,6 +72,8 @@ def _json_integer(value: object) -> object:
 # A JSON integer, or an integral float (5.0); not a string, a boolean or 5.5. Strict int would
 # refuse 5.0, which the JSON Schema type "integer" allows; the check runs before a lax int.
 Count = Annotated[int, Field(ge=0, le=L.MAX_INT), BeforeValidator(_json_integer)]
+PositiveCount = Annotated[int, Field(ge=1, le=L.MAX_INT), BeforeValidator(_json_integer)]
+HttpStatus = Annotated[int, Field(ge=0, le=999), BeforeValidator(_json_integer)]
 ModelList = Annotated[list[ModelId], Field(min_length=1, max_length=L.MAX_MODELS)]
 # Which attempt at a prompt (failover): 1 is the routed model, 2 the next of its ranking, ...
 Attempt = Annotated[int, Field(ge=1, le=L.MAX_MODELS), BeforeValidator(_json_integer)]

@@ -7,6 +7,18 @@ one file (and regenerates the JSON Schemas with `python -m schemas.generate`).
 SCHEMA_VERSION = 1
 
 MAX_TEXT_CHARS = 32_000  # prompt text
+# Chat requests (schemas.chat): a conversation, its tools and parameters.
+MAX_MESSAGES = 256  # messages in one conversation
+MAX_MESSAGE_CHARS = 100_000  # one message's content (a tool call's arguments, a description)
+MAX_CONVERSATION_CHARS = 400_000  # all messages' content together (an event is at most 1 MiB)
+MAX_PARTS = 64  # text parts of one message
+MAX_TOOLS = 128  # tool definitions
+MAX_TOOL_CALLS = 64  # tool calls of one assistant message
+MAX_TOOL_NAME_CHARS = 64  # a function's or a message author's name
+MAX_JSON_KEYS = 256  # keys of a JSON object passed through (tool parameters, response format)
+MAX_PARAM_DEPTH = 32  # nesting of such a JSON object
+MAX_STOP = 4  # stop sequences
+MAX_STOP_CHARS = 256
 MAX_RESPONSE_CHARS = 200_000  # a model's answer
 MAX_ID_CHARS = 200  # prompt_id, model_id, tenant
 MAX_MODELS = 64  # allowed_models, and the per-model score maps

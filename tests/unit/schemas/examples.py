@@ -43,6 +43,24 @@ def routed(**overrides):
     return RoutedPrompt(**(fields | overrides))
 
 
+CHAT = [
+    {"role": "system", "content": "Answer briefly."},
+    {"role": "user", "content": "Weather in Oslo?"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function",
+         "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "4 degrees, rain"},
+    {"role": "user", "content": [{"type": "text", "text": "And tomorrow?"}]},
+]
+PARAMS = {
+    "max_completion_tokens": 200, "temperature": 0.2, "top_p": 0.9, "stop": ["\n\n"], "seed": 7,
+    "tools": [{"type": "function", "function": {
+        "name": "weather", "description": "today's weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+    "tool_choice": "auto", "presence_penalty": 0.1, "frequency_penalty": -0.1, "user": "u-7",
+    "response_format": {"type": "text"},
+}
+
 EXAMPLES = [
     PromptRequest(
         prompt_id="p-1",
@@ -70,6 +88,23 @@ EXAMPLES = [
         prompt_id="p-1", model_id="large", text="4", tokens_in=7, tokens_out=1, cost_usd=0.0002,
         latency_ms=300.0, router_version="v1", attempt=2,
         failed=[FailedAttempt(model_id="small", error="HTTP 503 after 4 attempts")],
+    ),
+    # a chat request with tools, its routing, and an answer that calls a tool
+    PromptRequest(prompt_id="c-1", messages=CHAT, params=PARAMS, session_id="s-1",
+                  reply_to={"topic": "gateway.replies.g1"}, stream=True, tolerance=0.2,
+                  sent_at=2.5),
+    routed(prompt_id="c-1", text=None, messages=CHAT, params=PARAMS, scored_view="last_user"),
+    ModelResponse(
+        prompt_id="c-1", model_id="small", text="", tokens_in=30, tokens_out=12, cost_usd=0.00002,
+        latency_ms=410.0, finish_reason="tool_calls",
+        message={"content": None, "tool_calls": [{"id": "call_2", "type": "function", "function": {
+            "name": "weather", "arguments": '{"city": "Oslo"}'}}]},
+        usage={"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42},
+    ),
+    ModelResponse(
+        prompt_id="c-2", model_id="small", text="", tokens_in=30, tokens_out=0, cost_usd=0.0,
+        latency_ms=90.0, error="HTTP 400: bad request", error_status=400,
+        error_type="invalid_request_error", retryable=False,
     ),
     QualityFeedback(prompt_id="p-1", model_id="small", quality=1.0, source="judge", task="math"),
     ModelUpdate(version="v2", location="/artifacts/v2", sha256="ab" * 32, models=["a", "b"]),

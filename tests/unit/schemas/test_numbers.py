@@ -27,10 +27,11 @@ def _numeric_fields(event_cls):
     return found
 
 
-NUMERIC_FIELDS = [
+NUMERIC_FIELDS = [  # the fields each example sets (a failure's error_status, say)
     (example, field, is_map, json_type)
     for example in EXAMPLES
     for field, is_map, json_type in _numeric_fields(type(example))
+    if getattr(example, field) is not None
 ]
 
 
@@ -54,7 +55,7 @@ def test_numeric_fields_are_found_in_every_event_that_has_them():
     assert {"predicted_quality", "estimated_cost_usd", "feedback_adjustment", "threshold",
             "routing_latency_ms", "routed_at"} <= by_event["RoutedPrompt"]
     assert by_event["ModelResponse"] == {"tokens_in", "tokens_out", "cost_usd", "latency_ms",
-                                         "attempt"}
+                                         "attempt", "error_status"}
     assert by_event["ModelHealth"] == {"consecutive_errors", "reported_at", "ttl_s"}
     assert by_event["DeadLetter"] == {"partition", "offset", "raw_size", "at"}
     assert by_event["QualityFeedback"] == {"quality"}

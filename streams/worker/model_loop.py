@@ -21,6 +21,7 @@ from schemas import (
     QualityFeedback,
     RoutedPrompt,
     SchemaError,
+    Usage,
     decode,
     encode,
 )
@@ -181,6 +182,13 @@ class ModelLoop:
                 "wrong_model",
             )
             return
+        asked = routed.params.requested_tokens() if routed.params is not None else None
+        if asked is not None and asked > self.settings.max_tokens_cap:
+            await self._dead_letter(
+                record, f"the request asks for {asked} output tokens; this worker's cap is "
+                f"{self.settings.max_tokens_cap} (IPR_WORKER_MAX_TOKENS_CAP)",
+                "max_tokens_above_cap")
+            return
         if self.publisher.seen(routed.prompt_id, routed.attempt):
             self._count("duplicates_skipped")
             self._count("processed")
@@ -232,6 +240,13 @@ class ModelLoop:
             cost_usd=max(0.0, float(c.cost_usd)),
             latency_ms=max(0.0, float(c.latency_ms)),
             error=c.error[: L.MAX_ERROR_CHARS] if c.error else None,
+            message=c.message,
+            finish_reason=c.finish_reason,
+            usage=Usage(prompt_tokens=c.tokens_in, completion_tokens=c.tokens_out,
+                        total_tokens=c.tokens_in + c.tokens_out) if c.usage_reported else None,
+            error_status=c.error_status,
+            error_type=c.error_type,
+            retryable=c.retryable if c.error else None,
             router_version=routed.router_version,
             tenant=routed.tenant,
             attempt=routed.attempt,

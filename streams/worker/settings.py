@@ -40,7 +40,12 @@ class WorkerSettings(KafkaSettings):
         ge=0,
         description="first retry delay, doubled each time (IPR_WORKER_BACKOFF_S)",
     )
-    max_tokens: int = Field(1024, ge=1, description="IPR_WORKER_MAX_TOKENS")
+    max_tokens: int = Field(
+        1024, ge=1, description="output tokens asked for when a request names none "
+        "(IPR_WORKER_MAX_TOKENS)")
+    max_tokens_cap: int = Field(
+        16_384, ge=1, description="the most output tokens a request may ask for: one asking for "
+        "more is dead-lettered as max_tokens_above_cap (IPR_WORKER_MAX_TOKENS_CAP)")
     concurrency: int = Field(
         16,
         ge=1,

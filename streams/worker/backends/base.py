@@ -18,8 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ipr_model.serving.costs import estimate_tokens
 from schemas import RoutedPrompt
 from schemas import limits as L
+from schemas.chat import AssistantMessage
 
 
 @dataclass
@@ -36,6 +38,11 @@ class Completion:
     task: str | None = None  # the prompt's task, when the backend knows it (replay only)
     # whether another model might answer (timeouts, 429, 5xx after the retries): failover
     retryable: bool = False
+    message: AssistantMessage | None = None  # content and tool calls, as the backend gave them
+    finish_reason: str | None = None
+    usage_reported: bool = False  # tokens_in/out are the backend's own count
+    error_status: int | None = None  # the backend's HTTP status of a failure (0: no answer)
+    error_type: str | None = None  # the backend's error type (rate_limit, timeout, ...)
 
 
 @runtime_checkable
@@ -45,6 +52,11 @@ class Backend(Protocol):
 
 def elapsed_ms(began: float) -> float:
     return max(0.0, (time.monotonic() - began) * 1000.0)
+
+
+def prompt_tokens(routed: RoutedPrompt) -> int:
+    """The request's tokens before the call, by the datasets' convention (chars / 4)."""
+    return estimate_tokens("\n".join(m.text() for m in routed.conversation()))
 
 
 def clip_error(message: str) -> str:

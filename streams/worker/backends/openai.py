@@ -7,7 +7,12 @@ httpx exceptions handled by OpenAIBackend (all under httpx.HTTPError):
     other HTTP 4xx responses, an unparsable 2xx body                             not retried
 
 A per-prompt failure is returned as a Completion with `error` set, never raised; `retryable` is set
-when the retries ran out (the worker may fail over to another model), not for a 4xx.
+when the retries ran out (the worker may fail over to another model), not for a 4xx. The
+failure's HTTP status (0 when no answer came) and error type go with it.
+
+The request is the routed prompt's conversation and its generation parameters, as they came; the
+worker's `max_tokens` is added only when the request asks for no length. The answer is the
+assistant message (content and tool calls), its finish reason and the backend's token counts.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ import time
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from ipr_model.serving.costs import Prices
-from ipr_model.training.datasets import estimate_tokens
 from schemas import RoutedPrompt
 from schemas import limits as L
-from streams.worker.backends.base import Completion, clip_error, elapsed_ms
+from schemas.chat import AssistantMessage, FinishReason
+from streams.worker.backends.base import Completion, clip_error, elapsed_ms, prompt_tokens
+
+FINISH_REASONS = set(FinishReason.__args__)
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +40,27 @@ log = logging.getLogger(__name__)
 class _Retry(Exception):
     """A retriable failure of one attempt; `delay` is the server's Retry-After, if any."""
 
-    def __init__(self, reason: str, delay: float | None = None) -> None:
+    def __init__(self, reason: str, delay: float | None = None, status: int = 0,
+                 kind: str = "server_error") -> None:
         super().__init__(reason)
         self.reason = reason
         self.delay = delay
+        self.status = status
+        self.kind = kind
 
 
 class _Fatal(Exception):
     """A failure that another attempt would not fix (a 4xx, an unparsable answer)."""
 
+    def __init__(self, reason: str, status: int, kind: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.kind = kind
+
 
 class OpenAIBackend:
-    """POST `{base_url}/chat/completions` with one user message; bounded retries with backoff.
+    """POST `{base_url}/chat/completions` with the request's messages and parameters; bounded
+    retries with backoff.
 
     Attempts = max_retries + 1. Before retry k (k = 1, 2, ...) it sleeps backoff_s * 2**(k-1), or
     the server's Retry-After when present; either capped at max_backoff_s. `timeout_s` bounds each
@@ -94,22 +110,27 @@ class OpenAIBackend:
             await self._client.aclose()
             self._client = None
 
+    def body(self, routed: RoutedPrompt) -> dict[str, Any]:
+        """The chat-completions request: the conversation and the parameters, unchanged."""
+        params = routed.params.for_backend() if routed.params is not None else {}
+        if routed.params is None or routed.params.requested_tokens() is None:
+            params["max_tokens"] = self.max_tokens
+        messages = [m.model_dump(exclude_none=True) for m in routed.conversation()]
+        return {"model": self.served_name or routed.model_id, "messages": messages, **params}
+
     async def complete(self, routed: RoutedPrompt) -> Completion:
         began = time.monotonic()
-        body = {
-            "model": self.served_name or routed.model_id,
-            "messages": [{"role": "user", "content": routed.text}],
-            "max_tokens": self.max_tokens,
-        }
+        body = self.body(routed)
         attempts = self.max_retries + 1
-        reason = "no attempt made"
+        last = _Retry("no attempt made")
         for attempt in range(1, attempts + 1):
             self.attempts += 1
             try:
                 return self._parse(routed, await self._post(body), began)
             except _Fatal as exc:
-                return self._failed(routed, str(exc), began)
+                return self._failed(routed, str(exc), began, exc.status, exc.kind)
             except _Retry as exc:
+                last = exc
                 reason, server_delay = exc.reason, exc.delay
             if attempt == attempts:
                 break
@@ -122,7 +143,8 @@ class OpenAIBackend:
             )
             await asyncio.sleep(delay)
         noun = "attempt" if attempts == 1 else "attempts"
-        return self._failed(routed, f"{reason} after {attempts} {noun}", began, retryable=True)
+        return self._failed(routed, f"{last.reason} after {attempts} {noun}", began, last.status,
+                            last.kind, retryable=True)
 
     async def _post(self, body: dict) -> Any:
         try:
@@ -130,31 +152,37 @@ class OpenAIBackend:
                 self.url, json=body, headers=self._headers, timeout=self.timeout_s
             )
         except httpx.TimeoutException as exc:
-            raise _Retry(f"timeout ({type(exc).__name__}, {self.timeout_s:g} s)") from None
+            raise _Retry(f"timeout ({type(exc).__name__}, {self.timeout_s:g} s)",
+                         kind="timeout") from None
         except httpx.TransportError as exc:
-            raise _Retry(f"connection error ({type(exc).__name__})") from None
+            raise _Retry(f"connection error ({type(exc).__name__})",
+                         kind="connection_error") from None
         status = response.status_code
         if status == 429 or status >= 500:
-            raise _Retry(f"HTTP {status}", _retry_after(response.headers.get("retry-after")))
+            raise _Retry(f"HTTP {status}", _retry_after(response.headers.get("retry-after")),
+                         status, "rate_limit" if status == 429 else _error_type(response))
         if status >= 400:
-            raise _Fatal(f"HTTP {status}: {_server_message(response)}")
+            raise _Fatal(f"HTTP {status}: {_server_message(response)}", status,
+                         _error_type(response, "invalid_request_error"))
         try:
             return response.json()
         except ValueError:
-            raise _Fatal(f"HTTP {status}: the body is not JSON") from None
+            raise _Fatal(f"HTTP {status}: the body is not JSON", status, "bad_response") from None
 
     def _parse(self, routed: RoutedPrompt, doc: Any, began: float) -> Completion:
         try:
-            message = doc["choices"][0]["message"]
-            text = message.get("content") or ""
-            if not isinstance(text, str):
-                raise TypeError("content is not a string")
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise _Fatal(
-                f"unexpected chat-completions body ({type(exc).__name__}: {exc})"
-            ) from None
+            choice = doc["choices"][0]
+            raw = choice["message"]
+            message = AssistantMessage(content=raw.get("content"),
+                                       tool_calls=raw.get("tool_calls") or None)
+        except (KeyError, IndexError, TypeError, AttributeError, ValidationError) as exc:
+            raise _Fatal(f"unexpected chat-completions body ({type(exc).__name__})", 200,
+                         "bad_response") from None
+        text = message.content or ""
+        finish = choice.get("finish_reason")
         usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else {}
-        tokens_in = _count(usage.get("prompt_tokens"), estimate_tokens(routed.text))
+        reported = _count(usage.get("prompt_tokens"), -1) >= 0
+        tokens_in = _count(usage.get("prompt_tokens"), prompt_tokens(routed))
         tokens_out = _count(usage.get("completion_tokens"), len(text) // 4)
         cost = self.prices.cost(tokens_in, tokens_out) if self.prices is not None else 0.0
         return Completion(
@@ -163,15 +191,18 @@ class OpenAIBackend:
             tokens_out=tokens_out,
             cost_usd=cost,
             latency_ms=elapsed_ms(began),
+            message=message,
+            finish_reason=finish if finish in FINISH_REASONS else None,
+            usage_reported=reported,
         )
 
-    def _failed(
-        self, routed: RoutedPrompt, error: str, began: float, retryable: bool = False
-    ) -> Completion:
+    def _failed(self, routed: RoutedPrompt, error: str, began: float, status: int, kind: str,
+                retryable: bool = False) -> Completion:
         log.warning("model %s prompt %s failed: %s", routed.model_id, routed.prompt_id, error)
         return Completion(
-            text="", tokens_in=estimate_tokens(routed.text), tokens_out=0, cost_usd=0.0,
+            text="", tokens_in=prompt_tokens(routed), tokens_out=0, cost_usd=0.0,
             latency_ms=elapsed_ms(began), error=clip_error(error), retryable=retryable,
+            error_status=status, error_type=kind[: L.MAX_LABEL_CHARS],
         )
 
 
@@ -194,6 +225,15 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _error_type(response: httpx.Response, default: str = "server_error") -> str:
+    """The `error.type` of an OpenAI-style error body, else ``default``."""
+    try:
+        kind = response.json()["error"]["type"]
+        return kind if isinstance(kind, str) and kind.strip() else default
+    except Exception:  # noqa: BLE001 - any other body
+        return default
 
 
 def _server_message(response: httpx.Response) -> str:

@@ -8,10 +8,11 @@ import time
 
 from ipr_model.serving.costs import Prices
 from ipr_model.serving.texts import text_sha256
-from ipr_model.training.datasets import Dataset, estimate_tokens
-from schemas import RoutedPrompt
+from ipr_model.serving.views import scored_text
+from ipr_model.training.datasets import Dataset
+from schemas import AssistantMessage, RoutedPrompt
 from schemas import limits as L
-from streams.worker.backends.base import Completion, elapsed_ms
+from streams.worker.backends.base import Completion, elapsed_ms, prompt_tokens
 
 REPLAY_UNKNOWN_PROMPT = "prompt_id not in replay dataset"
 
@@ -21,8 +22,9 @@ class ReplayBackend:
     """Answers from a dataset's recorded outcomes: the recorded cost and quality of that model.
 
     The prompt is found by prompt_id (the demo uses the dataset's row ids), else by the sha256 of
-    its text. tokens_in is the prompt's chars/4; tokens_out is backed out of the recorded cost
-    where the dataset has prices, else 0. `latency_s` simulates the call's duration.
+    its text (of a chat request: its newest user message, ``ipr_model.serving.views``).
+    tokens_in is the prompt's chars/4; tokens_out is backed out of the recorded cost where the
+    dataset has prices, else 0. `latency_s` simulates the call's duration.
     """
 
     def __init__(
@@ -43,13 +45,15 @@ class ReplayBackend:
 
     def row_of(self, routed: RoutedPrompt) -> int | None:
         row = self._row_by_id.get(routed.prompt_id)
-        return row if row is not None else self._row_by_text.get(text_sha256(routed.text))
+        if row is not None:
+            return row
+        return self._row_by_text.get(text_sha256(scored_text(routed.conversation())))
 
     async def complete(self, routed: RoutedPrompt) -> Completion:
         began = time.monotonic()
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
-        tokens_in = estimate_tokens(routed.text)
+        tokens_in = prompt_tokens(routed)
         row, column = self.row_of(routed), self._column.get(routed.model_id)
         error = None
         if row is None:
@@ -67,8 +71,11 @@ class ReplayBackend:
         quality = float(self.dataset.quality[row, column])
         prices = self._prices.get(routed.model_id)
         tokens_out = prices.output_tokens(cost, tokens_in) if prices is not None else 0
+        text = f"[replay] recorded answer (quality={quality:g})"
         return Completion(
-            text=f"[replay] recorded answer (quality={quality:g})",
+            text=text,
+            message=AssistantMessage(content=text),
+            finish_reason="stop",
             tokens_in=tokens_in,
             tokens_out=tokens_out,
             cost_usd=cost,

@@ -2,7 +2,7 @@
 
 from schemas.chat import AssistantMessage, ChatMessage, GenerationParams, Usage
 from schemas.codec import SchemaError, decode, encode
-from schemas.control import ModelHealth, ModelUpdate, TenantPolicy, TenantSpend
+from schemas.control import ModelHealth, ModelUpdate, TenantPolicy, TenantSpend, WorkerServing
 from schemas.events import (
     AppliedPolicy,
     DeadLetter,
@@ -27,6 +27,7 @@ EVENTS: tuple[type[Event], ...] = (
     ModelHealth,
     TenantPolicy,
     TenantSpend,
+    WorkerServing,
 )
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "SchemaError",
     "TenantPolicy",
     "TenantSpend",
+    "WorkerServing",
     "decode",
     "encode",
 ]

@@ -39,6 +39,25 @@ class ModelUpdate(Event):
     models: ModelList
 
 
+class WorkerServing(Event):
+    """What a running worker serves. Topic `router.control`, key `serving:<worker>`; a tombstone
+    when the worker stops.
+
+    A worker announces again every ``ttl_s / 3``; routers route only among the models that a
+    worker announced within its ``ttl_s`` (a worker killed without a tombstone drops out when its
+    last announcement expires).
+    """
+
+    worker: Label = Field(description="the worker process (host:pid)")
+    models: ModelList
+    announced_at: Timestamp
+    ttl_s: Annotated[Number, Field(gt=0, le=3_600)] = Field(
+        description="seconds after announced_at that the announcement holds")
+
+    def live(self, now: float) -> bool:
+        return now < self.announced_at + self.ttl_s
+
+
 class ModelHealth(Event):
     """A worker's report on its model's backend. Topic `router.control`, key `health:<model_id>`.
 

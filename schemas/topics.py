@@ -30,6 +30,7 @@ CONTROL_KEY = "artifacts"  # the key of every ModelUpdate on ROUTER_CONTROL
 HEALTH_KEY_PREFIX = "health:"  # ModelHealth on ROUTER_CONTROL: key health:<model_id>
 # On ROUTER_CONTROL: a ModelUpdate naming the version to score in shadow; a tombstone stops it.
 SHADOW_KEY = "shadow"
+SERVING_KEY_PREFIX = "serving:"  # WorkerServing on ROUTER_CONTROL: key serving:<worker>
 
 ALL_FIXED = (
     PROMPTS_IN, PROMPTS_DLQ, ROUTER_DECISIONS, RESPONSES_OUT, FEEDBACK_QUALITY, ROUTER_CONTROL,
@@ -69,6 +70,15 @@ def health_key(model_id: str) -> bytes:
 
 def is_health_key(key: bytes | None) -> bool:
     return (key or b"").startswith(HEALTH_KEY_PREFIX.encode())
+
+
+def serving_key(worker: str) -> bytes:
+    """The control-topic key of a worker's announcements of what it serves."""
+    return (SERVING_KEY_PREFIX + worker).encode()
+
+
+def is_serving_key(key: bytes | None) -> bool:
+    return (key or b"").startswith(SERVING_KEY_PREFIX.encode())
 
 
 _CHUNK_KEY = re.compile(r"([0-9a-f]{64}):(\d+)/(\d+)")

@@ -22,7 +22,7 @@ class Publisher:
         """Whether this attempt of the prompt was answered already (and mark it answered)."""
         return self.answered.check_and_add(attempt_key(prompt_id, attempt))
 
-    async def send(self, topic: str, value: bytes, key: bytes | None) -> asyncio.Future:
+    async def send(self, topic: str, value: bytes | None, key: bytes | None) -> asyncio.Future:
         """Append a record; the returned future resolves when the broker acknowledged it."""
         assert self.producer is not None, "the worker is not connected"
         return await self.producer.send(topic, value, key=key)

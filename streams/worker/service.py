@@ -53,6 +53,7 @@ from aiokafka.errors import KafkaConnectionError
 from schemas import limits as L
 from schemas.topics import model_topic
 from streams.kafka.clients import aiokafka_config
+from streams.worker.announce import Announcer
 from streams.worker.backends.base import Backend
 from streams.worker.dedupe import Answered, AnsweredLog
 from streams.worker.model_loop import ModelLoop
@@ -99,6 +100,8 @@ class Worker:
         self.publisher = Publisher(answered, self.answered_log)
         self._loops = {m: ModelLoop(settings, self.worker_id, m, backend_factory(m),
                                     self.publisher) for m in models}
+        self.announcer = Announcer(settings.control, self.worker_id, models,
+                                   settings.serving_ttl_s, self.publisher)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._started = False
@@ -149,6 +152,8 @@ class Worker:
             asyncio.create_task(loop.run(self._stopping), name=f"worker:{loop.model_id}")
             for loop in self._loops.values()
         ]
+        self._tasks.append(asyncio.create_task(self.announcer.run(self._stopping),
+                                               name="worker:announce"))
         for loop in self._loops.values():
             log.warning("worker: consuming %s from %s as group %s", loop.topic,
                         self.settings.kafka_bootstrap, loop.group)
@@ -175,6 +180,8 @@ class Worker:
         self._stopping.set()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.publisher.producer is not None:
+            await self.announcer.withdraw()
         await self._close()
         self._started = False
         for r in results:

@@ -91,6 +91,12 @@ class WorkerSettings(KafkaSettings):
         description="report a model unhealthy on the control topic after this many error "
         "responses in a row; 0: never (IPR_WORKER_UNHEALTHY_AFTER)",
     )
+    serving_ttl_s: float = Field(
+        30.0, gt=0, le=3_600,
+        description="how long an announcement of the models this worker serves holds on the "
+        "control topic (renewed every third of it); routers leave a model out once no live "
+        "worker announces it (IPR_WORKER_SERVING_TTL_S)",
+    )
     health_ttl_s: float = Field(
         60.0, gt=0, le=86_400,
         description="how long routers leave an unhealthy model out, unless it is reported again "

@@ -13,6 +13,7 @@ from schemas import (
     RoutedPrompt,
     TenantPolicy,
     TenantSpend,
+    WorkerServing,
 )
 
 
@@ -108,6 +109,7 @@ EXAMPLES = [
     ),
     QualityFeedback(prompt_id="p-1", model_id="small", quality=1.0, source="judge", task="math"),
     ModelUpdate(version="v2", location="/artifacts/v2", sha256="ab" * 32, models=["a", "b"]),
+    WorkerServing(worker="host:12", models=["small", "large"], announced_at=3.0, ttl_s=30.0),
     ModelHealth(model_id="small", healthy=False, worker="host:12", consecutive_errors=5,
                 error="HTTP 503 after 4 attempts", reported_at=3.0, ttl_s=60.0),
     TenantPolicy(tenant="acme", tolerance=0.3, allowed_models=["a", "b"], budget_usd=0.05,

@@ -279,7 +279,7 @@ def run_soak(artifacts: Path, dataset: Path, minutes: int = 10, rate: float | No
                 s.stop()
     report = _report(tracker, t0, minutes, drain, rate, measured, alive, groups)
     report.update(dataset=data.name, models=len(manifest.models), run=run, cpus=os.cpu_count(),
-                  broker=os.environ.get("IPR_KAFKA_BOOTSTRAP") and "IPR_KAFKA_BOOTSTRAP" or "local",
+                  broker="IPR_KAFKA_BOOTSTRAP" if settings.given_bootstrap else "local",
                   steal_percent=steal, load_at_start=[round(x, 2) for x in load_start])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")

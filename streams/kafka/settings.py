@@ -131,6 +131,13 @@ class KafkaSettings(BaseSettings):
         description="the tenants' spend per period, compacted (IPR_SPEND)",
     )
 
+    @property
+    def given_bootstrap(self) -> str | None:
+        """The bootstrap servers when given (IPR_KAFKA_BOOTSTRAP, non-empty, or by code): an
+        existing cluster; None when the default stands (the lab starts a local broker then)."""
+        given = "kafka_bootstrap" in self.model_fields_set
+        return self.kafka_bootstrap if given and self.kafka_bootstrap else None
+
     @model_validator(mode="after")
     def _credentials_fit_the_protocol(self) -> Self:
         sasl = self.kafka_security_protocol.startswith("SASL_")

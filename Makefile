@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ipr-installed
 DATA ?= data
 ARTIFACTS ?= artifacts/zeroeval
 
-.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift learn band winback onboard soak artifacts schemas clean
+.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift learn band winback onboard soak artifacts schemas config-doc clean
 
 setup: $(STAMP)
 
@@ -107,6 +107,12 @@ soak: $(STAMP) $(ARTIFACTS)/manifest.json
 
 schemas: $(STAMP)
 	$(PY) -m schemas.generate
+
+# docs/configuration.md from the settings classes (tests/unit/test_configuration.py checks it).
+config-doc: $(STAMP)
+	@mkdir -p build
+	$(PY) -m streams.cli.config_reference > build/configuration.md
+	mv build/configuration.md docs/configuration.md
 
 clean:
 	rm -rf build artifacts .pytest_cache

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ipr-installed
 DATA ?= data
 ARTIFACTS ?= artifacts/zeroeval
 
-.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift learn band winback onboard soak artifacts schemas clean
+.PHONY: setup demo demo-offline evaluate test test-unit lint bench drift learn band winback onboard soak artifacts schemas config-doc clean
 
 setup: $(STAMP)
 
@@ -58,16 +58,16 @@ test-unit: $(STAMP)
 # the encoder's profile and how scoring grows with models and memory, then how long a router
 # takes to route after a start, a SIGTERM restart and a SIGKILL restart (build/startup.json).
 bench: $(STAMP) $(ARTIFACTS)/manifest.json
-	$(PY) -m benchmarks.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench.json
-	$(PY) -m benchmarks.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --exactly-once \
+	$(PY) -m benchmarks bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench.json
+	$(PY) -m benchmarks bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --exactly-once \
 		--rounds 3 --json build/bench-exactly-once.json
-	$(PY) -m benchmarks.bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --routers 2 \
+	$(PY) -m benchmarks bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --routers 2 \
 		--rounds 3 --json build/bench-2-routers.json
-	$(PY) -m benchmarks.model_bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train --recalibrate \
+	$(PY) -m benchmarks model-bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train --recalibrate \
 		--json build/bench-model.json
-	$(PY) -m benchmarks.scaling --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/scaling.json \
+	$(PY) -m benchmarks scaling --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/scaling.json \
 		--plot build/scaling.png
-	$(PY) -m benchmarks.startup --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/startup.json
+	$(PY) -m benchmarks startup --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/startup.json
 
 # The feedback loop on a real drift (build/drift.json, build/drift.png); about 8 minutes.
 drift: $(STAMP) $(ARTIFACTS)/manifest.json
@@ -84,11 +84,11 @@ learn: $(STAMP) artifacts/$(DATASET)/manifest.json
 
 # A drift that ends: labels and exploration until the model wins its traffic back (build/winback.json).
 winback: $(STAMP) $(ARTIFACTS)/manifest.json
-	$(PY) -m benchmarks.winback --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval
+	$(PY) -m benchmarks winback --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval
 
 # The correction band on stationary traffic and on a drift, offline (build/band-<dataset>.json).
 band: $(STAMP) artifacts/$(DATASET)/manifest.json
-	$(PY) -m benchmarks.band --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET)
+	$(PY) -m benchmarks band --artifacts artifacts/$(DATASET) --dataset $(DATA)/$(DATASET)
 
 # A prices-only model onboarded from explored traffic, offline (benchmarks/onboard.py): labels,
 # exploration spend and test-split ARQGC vs the offline artifact per refit (build/onboard.json);
@@ -107,6 +107,12 @@ soak: $(STAMP) $(ARTIFACTS)/manifest.json
 
 schemas: $(STAMP)
 	$(PY) -m schemas.generate
+
+# docs/configuration.md from the settings classes (tests/unit/test_configuration.py checks it).
+config-doc: $(STAMP)
+	@mkdir -p build
+	$(PY) -m streams.cli.config_reference > build/configuration.md
+	mv build/configuration.md docs/configuration.md
 
 clean:
 	rm -rf build artifacts .pytest_cache

@@ -1,4 +1,4 @@
-"""The correction band, measured offline (``python -m benchmarks.band``; ``make band``).
+"""The correction band, measured offline (``python -m benchmarks band``; ``make band``).
 
 A feedback correction must move a model that changed and leave alone one that did not. Both, for
 each band (ipr_model/serving/corrections.py) on a dataset with a train and a test split:
@@ -17,7 +17,6 @@ Writes ``build/band-<dataset>.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ from benchmarks.drift import pick_target, shares
 from ipr_model.evaluation import bootstrap
 from ipr_model.evaluation import quality_cost as metrics
 from ipr_model.serving.scorer import Scorer, predict
-from ipr_model.training.datasets import default_data_dir, load_dataset
+from ipr_model.training.datasets import load_dataset
 from ipr_model.training.refit import RecalConfig, candidate_card, recalibrate
 from ipr_model.training.train import embed
 
@@ -98,19 +97,3 @@ def run(artifacts: Path, dataset: Path, bands=BANDS) -> dict:
         print(json.dumps(rows[-1]), flush=True)
     return {"dataset": data.name, "drift_model": model, "drift_task": task,
             "drift_share_before": round(before, 3), "bands": rows}
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--artifacts", type=Path, default=Path("artifacts/zeroeval"))
-    ap.add_argument("--dataset", type=Path, default=default_data_dir() / "zeroeval")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
-    report = run(args.artifacts, args.dataset)
-    out = args.json or Path("build") / f"band-{report['dataset']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-
-
-if __name__ == "__main__":
-    main()

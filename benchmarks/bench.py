@@ -15,7 +15,6 @@ mean of the limits measured just before and after it, and the median round is re
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import json
@@ -32,7 +31,6 @@ from benchmarks.cpu import CpuUse, Steal
 from benchmarks.processes import Service, router_env
 from benchmarks.traffic import collect, produce, prompt_events, restamp, wait_until_routing
 from ipr_model.evaluation.stats import percentiles
-from ipr_model.training.datasets import default_data_dir
 from schemas.topics import model_topic
 from streams.kafka.admin import create_topics, group_state
 from streams.kafka.local import kafka_bootstrap
@@ -332,30 +330,3 @@ def _latency(lat_got, e2e_rate: float, lat_steal: float) -> dict:
         "latency_breakdown_ms": {name: percentiles(v) for name, v in parts.items()},
         "latency_routed": len(lat_got.routed),
     }
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--artifacts", type=Path, default=Path("artifacts/zeroeval"))
-    ap.add_argument("--dataset", type=Path, default=default_data_dir() / "zeroeval")
-    ap.add_argument("--prompts", type=int, default=559)
-    ap.add_argument("--batch-size", type=int, default=None,
-                    help="the router's micro-batch (default: IPR_ROUTER_BATCH_SIZE or its default)")
-    ap.add_argument("--rounds", type=int, default=5,
-                    help="end-to-end runs, each between two limit runs (the median is reported)")
-    ap.add_argument("--exactly-once", action="store_true",
-                    help="the router in exactly-once mode (IPR_ROUTER_EXACTLY_ONCE)")
-    ap.add_argument("--routers", type=int, default=1,
-                    help="router processes in one group, the cores shared among them")
-    ap.add_argument("--json", type=Path, default=Path("build/bench.json"))
-    args = ap.parse_args()
-    from benchmarks.processes import stop_on_sigterm
-
-    stop_on_sigterm()
-    report = run_bench(args.artifacts, args.dataset, args.prompts, args.batch_size, args.rounds,
-                       args.json, args.exactly_once, args.routers)
-    print(json.dumps(report, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,7 @@
-"""The lab's commands: ``python -m benchmarks demo | drift | learn | onboard | soak`` (the
-``make`` targets of the same names run them). Not part of the ``ipr`` command or the wheel: they
-need the datasets of ``data/`` and a checkout.
+"""The lab's commands: ``python -m benchmarks demo | drift | learn | onboard | soak`` and the
+benchmarks of :mod:`benchmarks.commands` (``bench``, ``model-bench``, ``scaling``, ``startup``,
+``shadow-bench``, ``band``, ``winback``); the ``make`` targets run them. Not part of the ``ipr``
+command or the wheel: they need the datasets of ``data/`` and a checkout.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from typing import Annotated
 
 import typer
 
+from benchmarks.commands import BENCHMARKS, DataOpt
+from benchmarks.commands import dataset_or_default as _dataset
 from streams.cli.console import DEFAULT_ARTIFACTS, ArtifactsOpt, command, configure
-
-DataOpt = Annotated[Path | None, typer.Option(
-    "--dataset", "-d", help="dataset folder (default: $IPR_DATA_DIR/zeroeval, else data/zeroeval)")]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="The lab: the demo, the scenarios and the benchmarks.")
@@ -120,6 +120,8 @@ def soak(
     minutes: Annotated[int, typer.Option(min=1, help="minutes of traffic")] = 10,
     rate: Annotated[float | None, typer.Option(
         help="prompts per second (default: half the end-to-end limit, measured)")] = None,
+    min_labels: Annotated[int | None, typer.Option(
+        help="the feedback service's labels per recalibration (default: its own)")] = None,
     json_out: Annotated[Path, typer.Option("--json", help="report (and its .png)")] = Path(
         "build/soak.json"),
 ) -> None:
@@ -129,19 +131,13 @@ per minute (build/soak.json); exit 1 when the bar fails."""
     from benchmarks.soak import run_soak
 
     stop_on_sigterm()
-    r = run_soak(artifacts, _dataset(dataset), minutes, rate, out=json_out)
+    r = run_soak(artifacts, _dataset(dataset), minutes, rate, min_labels, json_out)
     keys = ("rate_per_s", "rate_source", "sent", "lost", "versions_published", "latency_ms",
             "steal_percent", "load1_mean", "passed")
     typer.echo(json.dumps({**{k: r[k] for k in keys}, "checks": r["bar"]["checks"],
                            "rss": r["bar"]["rss"], "report": str(json_out)}, indent=1))
     if not r["passed"]:
         raise typer.Exit(1)
-
-
-def _dataset(folder: Path | None) -> Path:
-    from ipr_model.training.datasets import default_data_dir
-
-    return folder or default_data_dir() / "zeroeval"
 
 
 @app.command()
@@ -181,3 +177,8 @@ and test-split ARQGC vs the offline artifact after each refit (build/onboard.jso
             graduate, model)
     typer.echo(json.dumps({k: r[k] for k in ("model", "offline_arqgc", "reached", "stays")},
                           indent=1))
+
+
+# The benchmarks, after the demo and the scenarios in the command list.
+for _benchmark in BENCHMARKS:
+    app.command()(command(_benchmark))

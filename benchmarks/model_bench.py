@@ -1,4 +1,4 @@
-"""Model speed benchmarks (not tests): ``python -m benchmarks.model_bench`` prints and writes JSON.
+"""Model speed benchmarks (not tests): ``python -m benchmarks model-bench`` prints and writes JSON.
 
 - single-prompt scoring, warm: encoder + every adapter + the rule, in-process, for prompts of at
   most 64 tokens (p50, p90, p99 ms over the dataset's shortest real prompts);
@@ -9,8 +9,7 @@
 
 from __future__ import annotations
 
-import argparse
-import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -103,26 +102,13 @@ def recalibration(artifacts: Path, dataset: Path, n: int = 1000) -> dict:
             "published": bool(res.version), "excludes_encoding": True}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--artifacts", type=Path, required=True)
-    ap.add_argument("--dataset", type=Path, required=True)
-    ap.add_argument("--json", type=Path, default=Path("build/bench-model.json"))
-    ap.add_argument("--train", action="store_true", help="also time ipr train and ipr add-model")
-    ap.add_argument(
-        "--recalibrate", action="store_true", help="also time a 1,000-label recalibration"
-    )
-    args = ap.parse_args()
-    out = {"scoring": scoring(args.artifacts, args.dataset)}
-    if args.train:
-        out["training"] = training(args.dataset)
-    if args.recalibrate:
-        out["recalibration"] = recalibration(args.artifacts, args.dataset)
-    out["machine"] = {"cpus": __import__("os").cpu_count()}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+def run(artifacts: Path, dataset: Path, train: bool = False, recal: bool = False) -> dict:
+    """The scoring figures; with ``train``, the training times; with ``recal``, a 1,000-label
+    recalibration's."""
+    out = {"scoring": scoring(artifacts, dataset)}
+    if train:
+        out["training"] = training(dataset)
+    if recal:
+        out["recalibration"] = recalibration(artifacts, dataset)
+    out["machine"] = {"cpus": os.cpu_count()}
+    return out

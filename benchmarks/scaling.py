@@ -1,4 +1,4 @@
-"""What the machine allows, and how scoring cost grows (``python -m benchmarks.scaling``;
+"""What the machine allows, and how scoring cost grows (``python -m benchmarks scaling``;
 benchmarks, not tests; ``make bench`` writes ``build/scaling.json`` and ``build/scaling.png``).
 
 - The physical limit: the encoder's FLOPs as a function of a prompt's tokens, counted from its
@@ -12,7 +12,6 @@ benchmarks, not tests; ``make bench`` writes ``build/scaling.json`` and ``build/
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -222,26 +221,13 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--artifacts", type=Path, required=True)
-    ap.add_argument("--dataset", type=Path, required=True)
-    ap.add_argument("--json", type=Path, default=Path("build/scaling.json"))
-    ap.add_argument("--plot", type=Path, default=Path("build/scaling.png"))
-    args = ap.parse_args()
+def run(artifacts: Path, dataset: Path) -> dict:
+    """The physical limit, the encoder's profile and the growth, on the dataset's test prompts."""
     from ipr_model.training.datasets import load_dataset
 
-    data = load_dataset(args.dataset)
+    data = load_dataset(dataset)
     texts = (data.split("test") if data.has_split("test") else data).prompts
-    out = {"limit": physical_limit(args.artifacts, texts),
-           "profile": op_profile(args.artifacts, texts[:200]),
-           "growth": growth(args.artifacts, texts),
-           "machine": {"cpus": os.cpu_count()}}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=1) + "\n")
-    plot(out, args.plot)
-    print(json.dumps(out, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    return {"limit": physical_limit(artifacts, texts),
+            "profile": op_profile(artifacts, texts[:200]),
+            "growth": growth(artifacts, texts),
+            "machine": {"cpus": os.cpu_count()}}

@@ -1,5 +1,5 @@
 """What a version in shadow costs the router per batch, in process (no Kafka):
-``python -m benchmarks.shadow_bench --artifacts A --dataset D``.
+``python -m benchmarks shadow-bench --artifacts A --dataset D``.
 
 The live path (:func:`streams.router.routing.route_records`) on batches of the router's size,
 alone and followed by the shadow's (:func:`streams.router.shadow.shadow_decisions`), for a
@@ -10,8 +10,6 @@ milliseconds of each are reported, to cancel a shared machine's drift.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -67,24 +65,3 @@ def run(artifacts: Path, dataset: Path, n: int, batch: int, rounds: int) -> dict
             len(live.model_ids), "ms_per_batch": {k: round(v, 2) for k, v in med.items()},
             "overhead": {k: round(med[k] / med["live_only"] - 1, 3) for k in med
                          if k != "live_only"}}
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--artifacts", type=Path, required=True)
-    p.add_argument("--dataset", type=Path, required=True)
-    p.add_argument("--prompts", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=4)  # the router's default
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--json", type=Path)
-    a = p.parse_args()
-    r = run(a.artifacts, a.dataset, a.prompts, a.batch_size, a.rounds)
-    text = json.dumps(r, indent=1)
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(text + "\n")
-    print(text)
-
-
-if __name__ == "__main__":
-    main()

@@ -24,7 +24,6 @@ dead-lettered, every routed one answered); every service still running. Exit 1 w
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -42,7 +41,6 @@ from benchmarks.processes import Service, router_env
 from benchmarks.soak_report import MINUTE, Tracker, minute_rows, plot, soak_bar
 from benchmarks.traffic import produce, wait_until_routing
 from ipr_model.evaluation.stats import percentiles
-from ipr_model.training.datasets import default_data_dir
 from schemas.topics import ROUTED_PREFIX, model_topic
 from streams.kafka.admin import create_topics
 from streams.kafka.clients import aiokafka_config
@@ -281,7 +279,7 @@ def run_soak(artifacts: Path, dataset: Path, minutes: int = 10, rate: float | No
                 s.stop()
     report = _report(tracker, t0, minutes, drain, rate, measured, alive, groups)
     report.update(dataset=data.name, models=len(manifest.models), run=run, cpus=os.cpu_count(),
-                  broker=os.environ.get("IPR_KAFKA_BOOTSTRAP") and "IPR_KAFKA_BOOTSTRAP" or "local",
+                  broker="IPR_KAFKA_BOOTSTRAP" if settings.given_bootstrap else "local",
                   steal_percent=steal, load_at_start=[round(x, 2) for x in load_start])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
@@ -318,27 +316,3 @@ def _report(tracker: Tracker, t0: float, minutes: int, drain: dict, rate: float,
         "bar": bar,
         "passed": bar["passed"],
     }
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--artifacts", type=Path, default=Path("artifacts/zeroeval"))
-    ap.add_argument("--dataset", type=Path, default=default_data_dir() / "zeroeval")
-    ap.add_argument("--minutes", type=int, default=10)
-    ap.add_argument("--rate", type=float, default=None,
-                    help="prompts per second (default: half the end-to-end limit, measured)")
-    ap.add_argument("--min-labels", type=int, default=None,
-                    help="the feedback service's labels per recalibration (default: its own)")
-    ap.add_argument("--json", type=Path, default=Path("build/soak.json"))
-    args = ap.parse_args()
-    from benchmarks.processes import stop_on_sigterm
-
-    stop_on_sigterm()
-    r = run_soak(args.artifacts, args.dataset, args.minutes, args.rate, args.min_labels,
-                 args.json)
-    print(json.dumps({k: v for k, v in r.items() if k != "per_minute"}, indent=1))
-    raise SystemExit(0 if r["passed"] else 1)
-
-
-if __name__ == "__main__":
-    main()

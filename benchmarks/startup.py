@@ -1,5 +1,5 @@
 """How long a router takes to route, started fresh and started again after a SIGTERM or a
-SIGKILL while prompts flow (``python -m benchmarks.startup``; ``build/startup.json``).
+SIGKILL while prompts flow (``python -m benchmarks startup``; ``build/startup.json``).
 
 Prompts go to ``prompts.in`` at a steady rate the whole time. Ready = from the moment the
 process is spawned to the first prompt it puts on a model topic (the broker's append time;
@@ -10,10 +10,8 @@ leaves the group as it goes.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
-import json
 import time
 import uuid
 from pathlib import Path
@@ -114,21 +112,3 @@ async def _wait_routed(live: dict, since: float, timeout: float = 300.0) -> None
             return
         await asyncio.sleep(0.2)
     raise TimeoutError(f"no prompt routed within {timeout:.0f} s of the router's start")
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--artifacts", type=Path, default=Path("artifacts/zeroeval"))
-    p.add_argument("--dataset", type=Path, default=Path("data/zeroeval"))
-    p.add_argument("--rate", type=float, default=10.0)
-    p.add_argument("--restarts", type=int, default=2, help="rounds of (SIGTERM, SIGKILL)")
-    p.add_argument("--json", type=Path, default=Path("build/startup.json"))
-    a = p.parse_args()
-    report = measure(a.artifacts, a.dataset, a.rate, a.restarts)
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""Winning traffic back after a drift ends, measured offline (``python -m benchmarks.winback``;
+"""Winning traffic back after a drift ends, measured offline (``python -m benchmarks winback``;
 ``make winback``).
 
 `make drift`'s failure, then its end: the model the router sends most of the largest task to
@@ -19,7 +19,6 @@ Writes ``build/winback.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 
 from benchmarks.drift import pick_target, shares
 from ipr_model.serving.scorer import Scorer
-from ipr_model.training.datasets import default_data_dir, load_dataset
+from ipr_model.training.datasets import load_dataset
 from ipr_model.training.refit import RecalConfig, recalibrate
 from ipr_model.training.train import embed
 
@@ -98,22 +97,3 @@ def run(artifacts: Path, dataset: Path, share: float = 0.1, every: int = 20, fai
     report["won_back"] = bool(report["steps"]) and \
         report["steps"][-1]["share"] >= report["share_before"] - within
     return report
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--artifacts", type=Path, default=Path("artifacts/zeroeval"))
-    ap.add_argument("--dataset", type=Path, default=default_data_dir() / "zeroeval")
-    ap.add_argument("--share", type=float, default=0.1, help="exploration share")
-    ap.add_argument("--json", type=Path, default=Path("build/winback.json"))
-    args = ap.parse_args()
-    # The failure just before the recovery (the worst case), one and two label half-lives before.
-    runs = [run(args.artifacts, args.dataset, args.share, gap=g) for g in (0.0, 1.0, 2.0)]
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(runs, indent=1) + "\n")
-    for r in runs:
-        print(json.dumps({k: v for k, v in r.items() if k != "steps"}))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,14 +1,14 @@
 """Where the project keeps what it can make again: ``$IPR_CACHE_DIR``, else
-``~/.cache/ipr-router``. Embeddings (``embeddings/``), exported encoders (``encoders/``) and the
-local broker's jars (``kafka-<version>/``) each have a folder in it."""
+``~/.cache/ipr-router`` (:class:`ipr_model.settings.FolderSettings`). Embeddings
+(``embeddings/``), exported encoders (``encoders/``) and the local broker's jars
+(``kafka-<version>/``) each have a folder in it."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-ENV_CACHE_DIR = "IPR_CACHE_DIR"
+from ipr_model.settings import FolderSettings
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "ipr-router")
+    return FolderSettings().cache_dir or Path.home() / ".cache" / "ipr-router"

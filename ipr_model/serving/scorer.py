@@ -79,7 +79,7 @@ def serial_blas() -> None:
     The adapters' matmuls are small; multi-threaded OpenBLAS gains nothing on them, and its
     worker threads keep spinning after each call, taking the cores onnxruntime's encoder (and a
     router's Kafka consumer) need next: on 2 cores, single-prompt scoring went from 32 to 13 ms
-    p50 with this (``python -m benchmarks.model_bench``).
+    p50 with this (``python -m benchmarks model-bench``).
     """
     threadpool_limits(limits=1, user_api="blas")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,17 +20,16 @@ import numpy as np
 
 from ipr_model.errors import DatasetError
 from ipr_model.serving.costs import ModelInfo, estimate_tokens  # noqa: F401 - re-exported
+from ipr_model.settings import FolderSettings
 
 SPLITS = ("train", "test")
 PROMPT_FILES = ("prompts.jsonl", "prompts.jsonl.gz")  # read in this order: the first one present
-DATA_DIR_ENV = "IPR_DATA_DIR"
 
 
 def default_data_dir() -> Path:
     """The folder of dataset folders: ``$IPR_DATA_DIR`` when set, else ``data`` (relative to the
     working directory, like the default ``artifacts/zeroeval``)."""
-    env = os.environ.get(DATA_DIR_ENV)
-    return Path(env) if env else Path("data")
+    return FolderSettings().data_dir
 
 
 def prompts_file(folder: str | Path) -> Path:

@@ -80,8 +80,10 @@ class FeedbackSettings(KafkaSettings):
     metrics_port: int | None = Field(
         None, description="serve Prometheus /metrics on this port (IPR_FEEDBACK_METRICS_PORT)"
     )
-    metrics_bind: str = Field("127.0.0.1", description="IPR_FEEDBACK_METRICS_BIND")
-    data_dir: Path = Field(Path("build/faust-feedback"), description="IPR_FEEDBACK_DATA_DIR")
+    metrics_bind: str = Field(
+        "127.0.0.1", description="the address /metrics is served on (IPR_FEEDBACK_METRICS_BIND)")
+    data_dir: Path = Field(Path("build/faust-feedback"),
+                           description="Faust state dir (IPR_FEEDBACK_DATA_DIR)")
     artifacts_topic: str = Field(
         ARTIFACT_FILES, validation_alias=AliasChoices("IPR_ARTIFACTS_TOPIC"),
         description="the compacted topic each new version's changed files are published on, "

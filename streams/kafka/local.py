@@ -34,6 +34,7 @@ from typing import TypeVar
 
 from streams.kafka.admin import broker_count, run_sync
 from streams.kafka.jars import ENV_BOOTSTRAP, BrokerError, ensure_jars
+from streams.kafka.settings import KafkaSettings
 from streams.kafka.tls import BrokerSecurity, listener_properties, make_security, scram_format_args
 
 log = logging.getLogger(__name__)
@@ -327,7 +328,7 @@ def _port_open(port: int) -> bool:
 @contextlib.contextmanager
 def kafka_bootstrap(partitions: int = 4) -> Iterator[str]:
     """`IPR_KAFKA_BOOTSTRAP` if set (an existing cluster), else a LocalKafka for the block."""
-    existing = os.environ.get(ENV_BOOTSTRAP)
+    existing = KafkaSettings().given_bootstrap
     if existing:
         yield existing
         return

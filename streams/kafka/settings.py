@@ -88,32 +88,32 @@ class KafkaSettings(BaseSettings):
     prompts_in: str = Field(
         PROMPTS_IN,
         validation_alias=_env("prompts_in"),
-        description="IPR_PROMPTS_IN",
+        description="the prompts to route (IPR_PROMPTS_IN)",
     )
     prompts_dlq: str = Field(
         PROMPTS_DLQ,
         validation_alias=_env("prompts_dlq"),
-        description="IPR_PROMPTS_DLQ",
+        description="prompts that could not be routed, with the reason (IPR_PROMPTS_DLQ)",
     )
     decisions: str = Field(
         ROUTER_DECISIONS,
         validation_alias=_env("decisions"),
-        description="IPR_DECISIONS",
+        description="the routing decisions, for audit and feedback (IPR_DECISIONS)",
     )
     responses: str = Field(
         RESPONSES_OUT,
         validation_alias=_env("responses"),
-        description="IPR_RESPONSES",
+        description="the models' answers (IPR_RESPONSES)",
     )
     feedback: str = Field(
         FEEDBACK_QUALITY,
         validation_alias=_env("feedback"),
-        description="IPR_FEEDBACK",
+        description="quality labels (IPR_FEEDBACK)",
     )
     control: str = Field(
         ROUTER_CONTROL,
         validation_alias=_env("control"),
-        description="IPR_CONTROL",
+        description="model updates and model health (IPR_CONTROL)",
     )
     shadow: str = Field(
         ROUTER_SHADOW,
@@ -130,6 +130,13 @@ class KafkaSettings(BaseSettings):
         validation_alias=_env("spend"),
         description="the tenants' spend per period, compacted (IPR_SPEND)",
     )
+
+    @property
+    def given_bootstrap(self) -> str | None:
+        """The bootstrap servers when given (IPR_KAFKA_BOOTSTRAP, non-empty, or by code): an
+        existing cluster; None when the default stands (the lab starts a local broker then)."""
+        given = "kafka_bootstrap" in self.model_fields_set
+        return self.kafka_bootstrap if given and self.kafka_bootstrap else None
 
     @model_validator(mode="after")
     def _credentials_fit_the_protocol(self) -> Self:

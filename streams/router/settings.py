@@ -19,12 +19,16 @@ class RouterSettings(KafkaSettings):
         env_prefix="IPR_ROUTER_", extra="ignore", populate_by_name=True
     )
 
-    artifacts: Path = Field(Path("artifacts/zeroeval"), description="IPR_ROUTER_ARTIFACTS")
+    artifacts: Path = Field(Path("artifacts/zeroeval"),
+                             description="the version served at start (--artifacts; "
+                             "IPR_ROUTER_ARTIFACTS)")
     app_id: str = Field(
         "ipr-router",
         description="Faust app id = consumer group (IPR_ROUTER_APP_ID)",
     )
-    default_tolerance: float = Field(0.2, ge=0, le=1, description="IPR_ROUTER_DEFAULT_TOLERANCE")
+    default_tolerance: float = Field(
+        0.2, ge=0, le=1,
+        description="tau of requests without one (--tolerance; IPR_ROUTER_DEFAULT_TOLERANCE)")
     variant: Literal["ipr", "range", "dynamic_max"] = Field(
         "ipr", description="the rule (docs/design.md): ipr, range or dynamic_max "
         "(IPR_ROUTER_VARIANT)")
@@ -51,11 +55,12 @@ class RouterSettings(KafkaSettings):
     )
     web_port: int = Field(6066, description="Faust web port, serves /metrics (IPR_ROUTER_WEB_PORT)")
     web_bind: str = Field("127.0.0.1", description="Faust web bind address (IPR_ROUTER_WEB_BIND)")
-    web_enabled: bool = Field(True, description="IPR_ROUTER_WEB_ENABLED")
+    web_enabled: bool = Field(True, description="serve /metrics (IPR_ROUTER_WEB_ENABLED)")
     data_dir: Path = Field(Path("build/faust"), description="Faust state dir (IPR_ROUTER_DATA_DIR)")
     encoder_threads: int | None = Field(
         None,
-        description="onnxruntime threads (IPR_ROUTER_ENCODER_THREADS)",
+        description="onnxruntime threads; unset: every core (a batch's texts run side by side, one "
+        "core each) (IPR_ROUTER_ENCODER_THREADS)",
     )
     versions_from: Literal["auto", "filesystem", "kafka"] = Field(
         "auto",

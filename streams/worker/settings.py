@@ -22,19 +22,24 @@ class WorkerSettings(KafkaSettings):
         "ipr-worker",
         description="consumer group = prefix.<model> (IPR_WORKER_GROUP_PREFIX)",
     )
-    backend: Literal["openai", "replay"] = Field("openai", description="IPR_WORKER_BACKEND")
+    backend: Literal["openai", "replay"] = Field(
+        "openai", description="openai: an OpenAI-compatible endpoint; replay: a dataset's "
+        "recorded outcomes (--backend; IPR_WORKER_BACKEND)")
     known_models: list[str] | None = Field(
         None,
         description="the model ids an openai worker may serve when it is given no artifacts "
-        "(JSON list; IPR_WORKER_KNOWN_MODELS)",
+        "(JSON list; their cost is then 0; IPR_WORKER_KNOWN_MODELS)",
     )
     openai_base_url: str = Field(
         "http://127.0.0.1:8000/v1",
-        description="IPR_WORKER_OPENAI_BASE_URL",
+        description="the openai backend's endpoint (IPR_WORKER_OPENAI_BASE_URL)",
     )
-    openai_api_key: SecretStr = Field(SecretStr(""), description="IPR_WORKER_OPENAI_API_KEY")
+    openai_api_key: SecretStr = Field(
+        SecretStr(""), description="the openai backend's key (IPR_WORKER_OPENAI_API_KEY)")
     timeout_s: float = Field(60.0, gt=0, description="per-request timeout (IPR_WORKER_TIMEOUT_S)")
-    max_retries: int = Field(3, ge=0, description="IPR_WORKER_MAX_RETRIES")
+    max_retries: int = Field(
+        3, ge=0,
+        description="retries of a call after 429, 5xx and network errors (IPR_WORKER_MAX_RETRIES)")
     backoff_s: float = Field(
         0.5,
         ge=0,

@@ -155,6 +155,8 @@ def test_shipped_datasets_load(name, n, m):
 def test_default_data_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("IPR_DATA_DIR", raising=False)
     assert default_data_dir() == Path("data")
+    monkeypatch.setenv("IPR_DATA_DIR", "")  # empty: unset
+    assert default_data_dir() == Path("data")
     monkeypatch.setenv("IPR_DATA_DIR", str(tmp_path))
     assert default_data_dir() == tmp_path
 

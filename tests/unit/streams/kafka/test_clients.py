@@ -70,6 +70,16 @@ def test_unprefixed_variables_are_not_read(monkeypatch):
     assert KafkaSettings().control == "mine"
 
 
+def test_a_bootstrap_is_given_only_when_set_and_not_empty(monkeypatch):
+    """What makes the lab use an existing cluster instead of starting a local broker."""
+    monkeypatch.delenv("IPR_KAFKA_BOOTSTRAP", raising=False)
+    assert KafkaSettings().given_bootstrap is None
+    monkeypatch.setenv("IPR_KAFKA_BOOTSTRAP", "")
+    assert KafkaSettings().given_bootstrap is None
+    monkeypatch.setenv("IPR_KAFKA_BOOTSTRAP", "127.0.0.1:9092")  # the default, but given
+    assert KafkaSettings().given_bootstrap == "127.0.0.1:9092"
+
+
 class _Consumer:
     """Starts only once ``unknown_for`` consumers have failed: a broker not yet listing a topic."""
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.kafka.clients import aiokafka_config, start_reader
+from streams.kafka.clients import start_topic_reader
 from streams.kafka.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def latest_per_key(messages: Iterable[Any]) -> list[Any]:
 async def read_control(settings: KafkaSettings, follow: bool = True) -> AsyncIterator[Any]:
     """Yield the latest of each key in the control topic's history, then (``follow``) every new
     message."""
-    consumer = await _reader(settings, settings.control)
+    consumer = await start_topic_reader(settings, settings.control)
     try:
         partitions = await _assigned(consumer, settings.control)
         for msg in latest_per_key(await _read_to_end(consumer, partitions)):
@@ -55,19 +55,12 @@ async def control_history(settings: KafkaSettings) -> list[Any]:
 async def topic_history(settings: KafkaSettings, topic: str) -> list[Any]:
     """Every message of ``topic`` from its start to its end offsets when read, by partition and
     offset (what ``ipr shadow`` reads its topics with)."""
-    consumer = await _reader(settings, topic)
+    consumer = await start_topic_reader(settings, topic)
     try:
         messages = await _read_to_end(consumer, await _assigned(consumer, topic))
     finally:
         await consumer.stop()
     return sorted(messages, key=lambda m: (m.partition, m.offset))
-
-
-async def _reader(settings: KafkaSettings, topic: str) -> AIOKafkaConsumer:
-    """A started group-less consumer of every partition of ``topic``, from its start."""
-    return await start_reader(lambda: AIOKafkaConsumer(
-        topic, **aiokafka_config(settings), group_id=None,
-        auto_offset_reset="earliest", enable_auto_commit=False))
 
 
 async def _assigned(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

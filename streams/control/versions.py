@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from ipr_model.artifacts.chunks import Record, assemble, materialise
 from ipr_model.artifacts.manifest import MANIFEST, read_manifest
@@ -26,7 +26,7 @@ from ipr_model.errors import ArtifactError
 from schemas import ModelUpdate
 from schemas.topics import safe_name
 from streams.kafka.admin import create_topics
-from streams.kafka.clients import aiokafka_config, start_reader
+from streams.kafka.clients import aiokafka_config, start_topic_reader
 from streams.kafka.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,7 @@ async def send_records(settings: KafkaSettings, topic: str, records: list[Record
 
 async def read_records(settings: KafkaSettings, topic: str, wait_s: float = 10.0) -> list[Record]:
     """Every (key, value) of ``topic`` from its start to its current end, in offset order."""
-    consumer = await start_reader(lambda: AIOKafkaConsumer(
-        topic, **aiokafka_config(settings), group_id=None,
-        enable_auto_commit=False, auto_offset_reset="earliest"))
+    consumer = await start_topic_reader(settings, topic)
     try:
         deadline = time.monotonic() + wait_s
         while not consumer.assignment():  # no group: every partition, once metadata is known

@@ -100,3 +100,13 @@ async def start_reader(make: Callable[[], Any], timeout: float = 60.0) -> Any:
                     f"topics {sorted(consumer.subscription())} not in the cluster's metadata "
                     f"after {timeout:.0f} s") from e
             await asyncio.sleep(0.5)
+
+
+async def start_topic_reader(kafka: Kafka, topic: str) -> Any:
+    """A started group-less consumer of every partition of ``topic``, from its start, committing
+    nothing (what the compacted topics are read whole, then followed, with)."""
+    from aiokafka import AIOKafkaConsumer
+
+    return await start_reader(lambda: AIOKafkaConsumer(
+        topic, **aiokafka_config(kafka), group_id=None,
+        auto_offset_reset="earliest", enable_auto_commit=False))

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import SchemaError, TenantPolicy, TenantSpend, decode
 from streams.kafka.admin import KafkaAdminError, create_topics
-from streams.kafka.clients import aiokafka_config, start_reader
+from streams.kafka.clients import start_topic_reader
 from streams.kafka.settings import KafkaSettings
 from streams.router.policy import PERIODS, oldest_kept, period_start
 
@@ -155,9 +155,7 @@ class TopicFollower:
             await create_topics(self.settings, [self.topic], partitions=1, configs=self.configs)
         except KafkaAdminError as e:  # it may exist already, created with other settings
             log.warning("could not create topic %s: %s", self.topic, e)
-        consumer = await start_reader(lambda: AIOKafkaConsumer(
-            self.topic, **aiokafka_config(self.settings), group_id=None,
-            auto_offset_reset="earliest", enable_auto_commit=False))
+        consumer = await start_topic_reader(self.settings, self.topic)
         try:
             while not consumer.assignment():  # no group: every partition, once known
                 await asyncio.sleep(_POLL_S)

@@ -7,13 +7,12 @@ A plain ``"host:port"`` string stands for a PLAINTEXT connection (the local dev 
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-import time
 from collections.abc import Callable
 from typing import Any
 
 from streams.kafka.settings import KafkaSettings
+from streams.retry import Backoff, retry
 
 Kafka = KafkaSettings | str
 
@@ -84,22 +83,28 @@ async def start_reader(make: Callable[[], Any], timeout: float = 60.0) -> Any:
 
     In a cluster, brokers learn of a topic just created at different moments: aiokafka's start
     fails with UnknownTopicOrPartitionError when the broker it asks last does not list it yet.
-    That is retried with a new consumer until ``timeout``; then the error says which topics."""
+    That is retried with a new consumer every 0.5 s until ``timeout``; then the error says which
+    topics."""
     from aiokafka.errors import UnknownTopicOrPartitionError
 
-    deadline = time.monotonic() + timeout
-    while True:
+    topics: list[str] = []
+
+    async def start() -> Any:
         consumer = make()
         try:
             await consumer.start()
-            return consumer
-        except UnknownTopicOrPartitionError as e:
+        except UnknownTopicOrPartitionError:
             await consumer.stop()
-            if time.monotonic() > deadline:
-                raise UnknownTopicOrPartitionError(
-                    f"topics {sorted(consumer.subscription())} not in the cluster's metadata "
-                    f"after {timeout:.0f} s") from e
-            await asyncio.sleep(0.5)
+            topics[:] = sorted(consumer.subscription())
+            raise
+        return consumer
+
+    try:
+        return await retry(start, retry_on=UnknownTopicOrPartitionError,
+                           backoff=Backoff(first_s=0.5, max_s=0.5), deadline_s=timeout)
+    except UnknownTopicOrPartitionError as e:
+        raise UnknownTopicOrPartitionError(
+            f"topics {topics} not in the cluster's metadata after {timeout:.0f} s") from e
 
 
 async def start_topic_reader(kafka: Kafka, topic: str) -> Any:

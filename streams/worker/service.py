@@ -43,7 +43,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 
@@ -53,6 +52,7 @@ from aiokafka.errors import KafkaConnectionError
 from schemas import limits as L
 from schemas.topics import model_topic
 from streams.kafka.clients import aiokafka_config
+from streams.retry import Backoff, retry
 from streams.worker.announce import Announcer
 from streams.worker.backends.base import Backend
 from streams.worker.dedupe import Answered, AnsweredLog
@@ -64,6 +64,7 @@ from streams.worker.stats import WorkerStats, counters
 log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[str], Backend]
+_CONNECT_BACKOFF = Backoff(first_s=1.0, max_s=10.0)  # 1, 2, 4, 8, 10, 10, ... s
 
 
 class WorkerConfigError(ValueError):
@@ -129,25 +130,25 @@ class Worker:
             return
         self._started = True
         self._stopping = asyncio.Event()
-        deadline, delay = time.monotonic() + self.settings.start_timeout_s, 1.0
-        while True:
+
+        async def connect() -> None:
             try:
                 await self._connect()
-                break
-            except KafkaConnectionError as exc:
+            except KafkaConnectionError:
                 await self._disconnect()
-                if time.monotonic() + delay > deadline:
-                    await self._close()
-                    self._started = False
-                    raise
-                log.warning("worker: the broker did not answer while starting (%s); retrying "
-                            "in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 10.0)
-            except BaseException:
-                await self._close()
-                self._started = False
                 raise
+
+        def retrying(exc: BaseException, _attempt: int, delay: float) -> None:
+            log.warning("worker: the broker did not answer while starting (%s); retrying "
+                        "in %.0f s", exc, delay)
+
+        try:
+            await retry(connect, retry_on=KafkaConnectionError, backoff=_CONNECT_BACKOFF,
+                        deadline_s=self.settings.start_timeout_s, on_retry=retrying)
+        except BaseException:
+            await self._close()
+            self._started = False
+            raise
         self._tasks = [
             asyncio.create_task(loop.run(self._stopping), name=f"worker:{loop.model_id}")
             for loop in self._loops.values()

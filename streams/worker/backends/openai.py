@@ -17,7 +17,6 @@ assistant message (content and tool calls), its finish reason and the backend's 
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
 import time
@@ -30,6 +29,7 @@ from ipr_model.serving.costs import Prices
 from schemas import RoutedPrompt
 from schemas import limits as L
 from schemas.chat import AssistantMessage, FinishReason
+from streams.retry import Backoff, retry
 from streams.worker.backends.base import Completion, clip_error, elapsed_ms, prompt_tokens
 
 FINISH_REASONS = set(FinishReason.__args__)
@@ -122,29 +122,32 @@ class OpenAIBackend:
         began = time.monotonic()
         body = self.body(routed)
         attempts = self.max_retries + 1
-        last = _Retry("no attempt made")
-        for attempt in range(1, attempts + 1):
+
+        async def attempt() -> Completion:
             self.attempts += 1
-            try:
-                return self._parse(routed, await self._post(body), began)
-            except _Fatal as exc:
-                return self._failed(routed, str(exc), began, exc.status, exc.kind)
-            except _Retry as exc:
-                last = exc
-                reason, server_delay = exc.reason, exc.delay
-            if attempt == attempts:
-                break
-            delay = self.backoff_s * 2 ** (attempt - 1) if server_delay is None else server_delay
-            self.server_delays += server_delay is not None
-            delay = min(max(0.0, delay), self.max_backoff_s)
+            return self._parse(routed, await self._post(body), began)
+
+        def retrying(exc: BaseException, n: int, delay: float) -> None:
+            assert isinstance(exc, _Retry)
+            self.server_delays += exc.delay is not None
             log.info(
                 "model %s prompt %s: %s (attempt %d/%d); retrying in %.2f s",
-                routed.model_id, routed.prompt_id, reason, attempt, attempts, delay,
+                routed.model_id, routed.prompt_id, exc.reason, n, attempts, delay,
             )
-            await asyncio.sleep(delay)
-        noun = "attempt" if attempts == 1 else "attempts"
-        return self._failed(routed, f"{last.reason} after {attempts} {noun}", began, last.status,
-                            last.kind, retryable=True)
+
+        try:
+            return await retry(
+                attempt, retry_on=_Retry, attempts=attempts,
+                backoff=Backoff(self.backoff_s, self.max_backoff_s),
+                asked_delay=lambda exc: exc.delay if isinstance(exc, _Retry) else None,
+                on_retry=retrying,
+            )
+        except _Fatal as exc:
+            return self._failed(routed, str(exc), began, exc.status, exc.kind)
+        except _Retry as exc:
+            noun = "attempt" if attempts == 1 else "attempts"
+            return self._failed(routed, f"{exc.reason} after {attempts} {noun}", began,
+                                exc.status, exc.kind, retryable=True)
 
     async def _post(self, body: dict) -> Any:
         try:

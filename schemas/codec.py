@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from schemas.chat import UNSUPPORTED
+from schemas.errors import IprError
 from schemas.limits import MAX_EVENT_BYTES, MAX_JSON_DEPTH
 
 E = TypeVar("E", bound=BaseModel)
@@ -42,7 +43,7 @@ _LONE_SURROGATE = "a lone UTF-16 surrogate escape (\\uD800-\\uDFFF outside a hig
 _TYPE_ERRORS = {"float_type", "int_type", "bool_type", "string_type", "list_type", "dict_type"}
 
 
-class SchemaError(ValueError):
+class SchemaError(IprError, ValueError):
     """A payload could not be decoded into the expected event."""
 
     def __init__(self, message: str, kind: str) -> None:

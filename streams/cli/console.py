@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+from schemas.errors import IprError
+
 STATE = {"debug": False}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DEFAULT_ARTIFACTS = Path("artifacts/zeroeval")
@@ -23,16 +25,16 @@ DatasetOpt = Annotated[Path, typer.Option(
     "--dataset", "-d", help="dataset folder (models.json, prompts.jsonl or prompts.jsonl.gz)")]
 
 
-class UserError(Exception):
-    """A mistake in what the user asked for: reported in one line."""
+class UserError(IprError):
+    """A mistake in what the user asked for: reported in one line (as every IprError is)."""
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a user can cause: the project's own errors (every one an IprError, UserError too),
+    invalid settings or input, a file that is not there."""
     from pydantic import ValidationError
 
-    from ipr_model.errors import IprError
-
-    return (IprError, UserError, ValidationError, FileNotFoundError)
+    return (IprError, ValidationError, FileNotFoundError)
 
 
 def _one_line(e: Exception) -> str:

@@ -4,9 +4,10 @@ describe them (leaders, replicas, in-sync replicas, configs) for the tests and t
 Works against any Kafka (a company's cluster, MSK, Confluent, the local dev broker of
 ``streams.kafka.local``).
 
-KafkaAdminError (RuntimeError)       a topic could not be created or described, or has no leader
-                                     in time.
-  KafkaConnectError                 the cluster cannot be reached (address, credentials, TLS).
+KafkaAdminError (IprError, RuntimeError)   a topic could not be created or described, or has
+                                           no leader in time.
+  KafkaConnectError                        the cluster cannot be reached (address, credentials,
+                                           TLS).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from typing import Any, TypeVar
 
 from aiokafka.errors import KafkaError
 
+from schemas.errors import IprError
 from streams.kafka.clients import Kafka, aiokafka_config, bootstrap_of
 
 T = TypeVar("T")
 
 
-class KafkaAdminError(RuntimeError):
+class KafkaAdminError(IprError, RuntimeError):
     """A topic could not be created or did not get a leader in time."""
 
 

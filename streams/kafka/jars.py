@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ipr_model.artifacts.cache import cache_dir as ipr_cache_dir
+from schemas.errors import IprError
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ ENV_BOOTSTRAP = "IPR_KAFKA_BOOTSTRAP"
 _MARKER = ".complete"
 
 
-class BrokerError(RuntimeError):
+class BrokerError(IprError, RuntimeError):
     """The local broker could not be provisioned, started or reached."""
 
 

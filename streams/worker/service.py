@@ -50,6 +50,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
 from schemas import limits as L
+from schemas.errors import IprError
 from schemas.topics import model_topic
 from streams.kafka.clients import aiokafka_config
 from streams.retry import Backoff, retry
@@ -67,7 +68,7 @@ BackendFactory = Callable[[str], Backend]
 _CONNECT_BACKOFF = Backoff(first_s=1.0, max_s=10.0)  # 1, 2, 4, 8, 10, 10, ... s
 
 
-class WorkerConfigError(ValueError):
+class WorkerConfigError(IprError, ValueError):
     """A user mistake in the worker's configuration (models, backend, dataset, artifacts)."""
 
 

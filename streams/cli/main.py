@@ -64,7 +64,6 @@ def broker_start(
 ) -> None:
     """Run a local Kafka in the foreground until Ctrl-C (writes its bootstrap to the state file)."""
     from streams.kafka.foreground import run_forever
-    from streams.kafka.jars import BrokerError
 
     def ready(kafka) -> None:
         typer.echo(f"kafka ready at {kafka.bootstrap}")
@@ -79,11 +78,8 @@ def broker_start(
         raise UserError(f"--sasl-ssl runs on one broker; expected no --sasl-ssl with --brokers "
                         f"{brokers}")
     state.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        run_forever(state, partitions=partitions, sasl_ssl=sasl_ssl, port=port,
-                    data_dir=data_dir, on_ready=ready, brokers=brokers)
-    except BrokerError as e:
-        raise UserError(str(e)) from None
+    run_forever(state, partitions=partitions, sasl_ssl=sasl_ssl, port=port,
+                data_dir=data_dir, on_ready=ready, brokers=brokers)
 
 
 @broker_app.command("stop")
@@ -110,9 +106,7 @@ def worker(
 ) -> None:
     """LLM worker: consume prompts.routed.<model>, call the backend, publish responses.out.
     Settings: IPR_WORKER_*, IPR_KAFKA_*."""
-    from streams.kafka.admin import KafkaAdminError
     from streams.worker.run import run_worker
-    from streams.worker.service import WorkerConfigError
     from streams.worker.settings import WorkerSettings
 
     settings = WorkerSettings()
@@ -121,10 +115,7 @@ def worker(
         raise UserError(f"--backend must be openai or replay, got {backend!r}")
     if backend == "openai" and artifacts is None and settings.known_models is None:
         artifacts = DEFAULT_ARTIFACTS
-    try:
-        run_worker(settings, list(model or []), backend, dataset, artifacts)
-    except (WorkerConfigError, KafkaAdminError) as e:
-        raise UserError(str(e)) from None
+    run_worker(settings, list(model or []), backend, dataset, artifacts)
 
 
 @app.command()
@@ -189,17 +180,14 @@ def _run_faust(faust_app, settings, topics: list[str], compacted: list[str] = ()
     its worker."""
     from faust import Worker
 
-    from streams.kafka.admin import KafkaAdminError, check_connection, create_topics_sync
+    from streams.kafka.admin import check_connection, create_topics_sync
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        check_connection(settings)  # one line now, rather than Faust retrying forever
-        create_topics_sync(settings, topics, settings.topic_partitions)
-        if compacted:
-            create_topics_sync(settings, compacted, settings.topic_partitions,
-                               configs={"cleanup.policy": "compact"})
-    except KafkaAdminError as e:
-        raise UserError(str(e)) from None
+    check_connection(settings)  # one line now, rather than Faust retrying forever
+    create_topics_sync(settings, topics, settings.topic_partitions)
+    if compacted:
+        create_topics_sync(settings, compacted, settings.topic_partitions,
+                           configs={"cleanup.policy": "compact"})
     if before is not None:
         before()
     # redirect_stdouts off: Faust would log whatever is printed (a traceback) a character a line

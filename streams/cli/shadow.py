@@ -25,14 +25,11 @@ shadow_app = typer.Typer(
 
 def _settings():
     """The routers' settings (topics, Kafka), once the cluster answers (else one line)."""
-    from streams.kafka.admin import KafkaAdminError, check_connection
+    from streams.kafka.admin import check_connection
     from streams.router.settings import RouterSettings
 
     s = RouterSettings()
-    try:
-        check_connection(s)
-    except KafkaAdminError as e:
-        raise UserError(str(e)) from None
+    check_connection(s)
     return s
 
 

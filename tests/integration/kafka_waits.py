@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from benchmarks.traffic import Collected, collect, take
 from schemas import PromptRequest, encode
@@ -129,28 +130,35 @@ async def committed_to_end(kafka: Kafka, group: str, topic: str, timeout: float 
         end = await consumer.end_offsets(tps)
     finally:
         await consumer.stop()
-    lag: dict[str, int] = {}
+    lag: dict[str, object] = {}
 
     async def caught_up() -> bool:
         admin = AIOKafkaAdminClient(**aiokafka_config(kafka))
         await admin.start()
         try:
             committed = await admin.list_consumer_group_offsets(group)
+        except KafkaError as e:  # e.g. the group's coordinator is not known yet
+            lag["error"] = repr(e)
+            return False
         finally:
             await admin.close()
-        lag["n"] = sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+        lag["n"] = sum(end[tp] - max(committed[tp].offset if tp in committed else 0, 0)
+                       for tp in tps)
         return lag["n"] <= 0
 
     await eventually(caught_up, timeout, interval=0.5,
-                     why=lambda: f"{lag.get('n')} records of {topic} not committed by {group}")
+                     why=lambda: f"{topic} not committed to its end by {group}: {lag}")
 
 
 async def group_members(kafka: Kafka, group: str, n: int, timeout: float = WAIT_S) -> None:
     """Until ``group`` is stable with ``n`` members: a rebalance has given each its partitions."""
-    last: list[tuple[str, int]] = []
+    last: list[object] = []
 
     async def stable() -> bool:
-        last[:] = [await group_state(kafka, group)]
+        try:
+            last[:] = [await group_state(kafka, group)]
+        except KafkaError as e:  # e.g. the group's coordinator is not known yet
+            last[:] = [repr(e)]
         return last[0] == ("Stable", n)
 
     await eventually(stable, timeout, interval=0.5,

@@ -36,6 +36,8 @@ async def read_to_end(kafka: Kafka, topics: list[str], isolation_level: str = "r
 
     async def read() -> list:
         tps = await _partitions(kafka, topics)
+        if not tps:
+            return []
         consumer = AIOKafkaConsumer(**aiokafka_config(kafka), enable_auto_commit=False,
                                     isolation_level=isolation_level)
         await consumer.start()

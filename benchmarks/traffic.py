@@ -53,42 +53,46 @@ async def collect(
         enable_auto_commit=False, isolation_level=isolation_level,
     )
     await consumer.start()
-    prefix = f"{run}:"
     deadline = time.monotonic() + timeout
     try:
         while not done(out) and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200, max_records=1000)
             now = time.time()
-            for tp, msgs in batch.items():
+            for msgs in batch.values():
                 for msg in msgs:
-                    key = (msg.key or b"").decode(errors="replace")
-                    if not key.startswith(prefix):
-                        continue
-                    v = orjson.loads(msg.value)
-                    if tp.topic == settings.responses:
-                        if key in out.responses:
-                            out.response_dupes += 1
-                        out.responses[key] = ModelResponse.model_validate(v)
-                    elif tp.topic == settings.prompts_dlq:
-                        dead = DeadLetter.model_validate(v)
-                        if dead.source_topic == settings.prompts_in:
-                            out.dead[key] = dead
-                        else:
-                            out.other_dead += 1
-                    elif tp.topic == settings.feedback:
-                        out.feedback[key] = QualityFeedback.model_validate(v)
-                    else:
-                        if key in out.routed:
-                            out.routed_dupes += 1
-                        elif msg.timestamp_type == LOG_APPEND_TIME:
-                            out.arrival[key] = msg.timestamp / 1000.0
-                            out.broker_stamped += 1
-                        else:
-                            out.arrival[key] = now
-                        out.routed[key] = RoutedPrompt.model_validate(v)
+                    take(out, msg, run, settings, now)
     finally:
         await consumer.stop()
     return out
+
+
+def take(out: Collected, msg, run: str, settings: KafkaSettings, now: float) -> None:
+    """Count one record read from an output topic in ``out``, if it is ``run``'s."""
+    key = (msg.key or b"").decode(errors="replace")
+    if not key.startswith(f"{run}:"):
+        return
+    v = orjson.loads(msg.value)
+    if msg.topic == settings.responses:
+        if key in out.responses:
+            out.response_dupes += 1
+        out.responses[key] = ModelResponse.model_validate(v)
+    elif msg.topic == settings.prompts_dlq:
+        dead = DeadLetter.model_validate(v)
+        if dead.source_topic == settings.prompts_in:
+            out.dead[key] = dead
+        else:
+            out.other_dead += 1
+    elif msg.topic == settings.feedback:
+        out.feedback[key] = QualityFeedback.model_validate(v)
+    else:
+        if key in out.routed:
+            out.routed_dupes += 1
+        elif msg.timestamp_type == LOG_APPEND_TIME:
+            out.arrival[key] = msg.timestamp / 1000.0
+            out.broker_stamped += 1
+        else:
+            out.arrival[key] = now
+        out.routed[key] = RoutedPrompt.model_validate(v)
 
 
 async def produce(

@@ -5,7 +5,7 @@ the labels and publishing a version where it is a normal model, which the router
 from __future__ import annotations
 
 import asyncio
-import time
+import re
 import uuid
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from ipr_model.serving.scorer import Scorer
 from schemas.topics import model_topic
 from streams.kafka.admin import create_topics
 from streams.kafka.settings import KafkaSettings
+from tests.waits import eventually, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +64,10 @@ def test_an_onboarding_model_gets_explored_traffic_and_graduates(
         got = asyncio.run(stream(settings, outputs, run, prompt_events(part, run), 15.0,
                                  settings, timeout=120.0))
         versions = Path("build") / "onboard-versions" / run
-        assert asyncio.run(_graduated(settings, versions, 60.0)), "no version graduated it"
-        time.sleep(3.0)  # the router swaps between batches once it reads the announcement
+        asyncio.run(eventually(lambda: _graduated(settings, versions), interval=1.0,
+                               why=lambda: "no version graduated it"))
+        # the router swaps between batches once it reads the announcement
+        wait_until(lambda: _adopted_graduated(services[0], versions), why=services[0].log_tail)
         later = asyncio.run(stream(settings, outputs, f"{run}b",
                                    prompt_events(test.subset(list(range(PROMPTS, PROMPTS + 10))),
                                                  f"{run}b"), 15.0, settings, timeout=60.0))
@@ -98,12 +101,12 @@ def _onboarding(versions: Path, version: str) -> frozenset[str] | None:
     return None
 
 
-async def _graduated(settings, versions: Path, timeout: float) -> bool:
-    """Wait up to ``timeout`` for a version announced where no model is onboarding."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(_onboarding(versions, v) == frozenset()
-               for v in await announced_versions(settings)):
-            return True
-        await asyncio.sleep(1.0)
-    return False
+async def _graduated(settings, versions: Path) -> bool:
+    """Whether a version where no model is onboarding has been announced."""
+    return any(_onboarding(versions, v) == frozenset() for v in await announced_versions(settings))
+
+
+def _adopted_graduated(router, versions: Path) -> bool:
+    """Whether the version the router swapped to last has no onboarding model."""
+    swaps = re.findall(r"swapped artifacts \S+ -> (\S+)", router.log_tail(10**8))
+    return bool(swaps) and _onboarding(versions, swaps[-1]) == frozenset()

@@ -19,8 +19,8 @@ from tests.integration.streams.router.test_router import (
     prepare_with_control,
     start_router,
     stream_and_collect,
-    wait_for_log,
 )
+from tests.waits import wait_for_log
 
 N = 120
 

@@ -16,6 +16,8 @@ from benchmarks.traffic import produce
 from ipr_model.serving.scorer import Scorer
 from schemas import ModelUpdate, QualityFeedback, RoutingDecision, encode
 from schemas.vectors import pack
+from tests.integration.kafka_waits import read_to_end, send_sentinels
+from tests.waits import WAIT_S, eventually, wait_for_log
 
 MODEL = "gpt-4o-2024-08-06"
 
@@ -55,11 +57,44 @@ def feedback_env(bootstrap: str, unique: str, tmp_path) -> tuple[dict, dict]:
     return topics, env
 
 
-async def stored_labels(bootstrap: str, unique: str, at_least: int, timeout: float) -> set:
-    """The keys of the labels table's changelog (``model|prompt_id``)."""
-    return set(await read_all(bootstrap, f"fb-{unique}-labels-changelog",
+async def table_keys(bootstrap: str, unique: str, table: str, at_least: int,
+                     timeout: float) -> set:
+    """The keys of a table's changelog, read until there are ``at_least`` or the timeout."""
+    return set(await read_all(bootstrap, f"fb-{unique}-{table}-changelog",
                               lambda o: len(set(o)) >= at_least, timeout,
                               pick=lambda m: orjson.loads(m.key)))
+
+
+async def stored_labels(bootstrap: str, unique: str, at_least: int, timeout: float) -> set:
+    """The keys of the labels table's changelog (``model|prompt_id``)."""
+    return await table_keys(bootstrap, unique, "labels", at_least, timeout)
+
+
+async def decisions_read(bootstrap: str, unique: str, decisions: list[tuple[bytes, bytes]],
+                         service: Service) -> None:
+    """Until the service has read ``decisions``: it has joined its group, and their prompt ids
+    are in its decision log (its changelog)."""
+    want = {k.decode() for k, _ in decisions}
+    got = await table_keys(bootstrap, unique, "decision-log", len(want), WAIT_S)
+    assert want <= got, f"{len(want - got)} decisions not read: {service.log_tail()}"
+
+
+async def dead_letters_past(bootstrap: str, topics: dict, unique: str) -> list[dict]:
+    """The dead letters of every label sent so far: a sentinel (bad bytes, dead-lettered at once)
+    goes to each partition of the feedback topic, and once each is dead-lettered, every label
+    before it has been judged. Returns the dead letters other than the sentinels'."""
+    keys = {k.decode() for k in await send_sentinels(
+        bootstrap, topics["IPR_FEEDBACK"], lambda p: (f"{unique}-sentinel:{p}".encode(), b"{"))}
+    dlq = topics["IPR_PROMPTS_DLQ"]
+
+    async def letters() -> list[dict]:
+        return [orjson.loads(r.value) for r in await read_to_end(bootstrap, [dlq])]
+
+    async def sentinels_judged() -> bool:
+        return keys <= {d["key"] for d in await letters()}
+
+    await eventually(sentinels_judged, why=lambda: f"the sentinels {keys} not on {dlq}")
+    return [d for d in await letters() if d["key"] not in keys]
 
 
 def test_labels_recalibrate_and_bad_labels_are_dead_lettered(
@@ -107,19 +142,18 @@ def test_labels_recalibrate_and_bad_labels_are_dead_lettered(
     try:
         async def scenario():
             await produce(kafka_bootstrap, topics["IPR_DECISIONS"], decisions, 0)
-            await asyncio.sleep(8)  # the service joins the group and reads the decisions
+            await decisions_read(kafka_bootstrap, unique, decisions, service)
             await produce(kafka_bootstrap, topics["IPR_FEEDBACK"],
                           [(b"bad", v) for v in bad.values()] + good, 0)
+            # No marker shows a label waiting for its decision: a short window, so that the
+            # late labels are read before their decisions exist (the test holds either way).
             await asyncio.sleep(1)
             await produce(kafka_bootstrap, topics["IPR_DECISIONS"], late, 0)
             updates = await read_all(
                 kafka_bootstrap, topics["IPR_CONTROL"], lambda o: len(o) >= 1, 120
             )
             stored = await stored_labels(kafka_bootstrap, unique, 45, 60)
-            await asyncio.sleep(6)  # past the label wait: anything still unjoined is dead by now
-            dead = await read_all(
-                kafka_bootstrap, topics["IPR_PROMPTS_DLQ"], lambda o: len(o) > 5, 5
-            )
+            dead = await dead_letters_past(kafka_bootstrap, topics, unique)
             return dead, updates, stored
 
         dead, updates, stored = asyncio.run(scenario())
@@ -141,10 +175,7 @@ def assert_restart_resumes_from(version: str, artifacts, env: dict, tmp_path) ->
     """A restarted service resumes from the version it announced, not from --artifacts."""
     again = Service("feedback-again", ["feedback", "--artifacts", str(artifacts)], env, tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while "feedback: consuming" not in again.log_tail():
-            assert again.alive() and time.monotonic() < deadline, again.log_tail()
-            time.sleep(0.3)
+        wait_for_log(again, "feedback: consuming")
     finally:
         again.stop()
     assert f"; artifacts {version} (" in again.log_tail()
@@ -175,12 +206,9 @@ def test_a_failed_recalibration_is_logged_counted_and_the_service_goes_on(
     try:
         async def scenario():
             await produce(kafka_bootstrap, topics["IPR_DECISIONS"], decisions, 0)
-            await asyncio.sleep(8)
+            await decisions_read(kafka_bootstrap, unique, decisions, service)
             await produce(kafka_bootstrap, topics["IPR_FEEDBACK"], labels, 0)
-            deadline = time.monotonic() + 120
-            while "recalibration of" not in service.log_tail(20000):
-                assert service.alive() and time.monotonic() < deadline, service.log_tail()
-                await asyncio.sleep(0.5)
+            await asyncio.to_thread(wait_for_log, service, "recalibration of")
             await produce(kafka_bootstrap, topics["IPR_FEEDBACK"], later, 0)
             dead = await read_all(
                 kafka_bootstrap, topics["IPR_PROMPTS_DLQ"], lambda o: len(o) >= 1, 60

@@ -8,12 +8,15 @@ import asyncio
 import time
 
 import numpy as np
+import orjson
 
 from benchmarks.processes import Service
 from benchmarks.traffic import produce
 from schemas import QualityFeedback, RoutingDecision, encode
 from schemas.vectors import pack
-from tests.integration.streams.feedback.test_app import MODEL, feedback_env, read_all, stored_labels
+from tests.integration.kafka_waits import read_to_end
+from tests.integration.streams.feedback.test_app import MODEL, feedback_env, stored_labels
+from tests.waits import eventually
 
 BACKLOG = 6000  # decisions produced at once; the service reads them for seconds
 AGO_S = 60.0  # the labels were produced this long ago: their own wait is long over
@@ -54,17 +57,22 @@ def test_a_label_behind_a_backlog_of_decisions_waits_for_its_decision(
                                    "--min-labels", "100"], env, tmp_path)
 
     async def scenario():
-        deadline = time.monotonic() + 90
-        while "feedback: consuming" not in service.log_tail():
-            assert service.alive() and time.monotonic() < deadline, service.log_tail()
-            await asyncio.sleep(0.3)
-        await asyncio.sleep(6)  # the group is joined; the service's own start-up grace is over
+        # A label that never has a decision is dead-lettered once the service's own start-up
+        # grace is over (and its group joined): only then come the decisions and the labels.
+        probe = f"{unique}:probe"
+        await produce_old(kafka_bootstrap, topics["IPR_FEEDBACK"], [(probe.encode(), encode(
+            QualityFeedback(prompt_id=probe, model_id=MODEL, quality=1.0, source="test")))])
+        await eventually(lambda: dead_letters(1), why=service.log_tail)
         await produce(kafka_bootstrap, topics["IPR_DECISIONS"], decisions, 0)
         await produce_old(kafka_bootstrap, topics["IPR_FEEDBACK"], labels)
         stored = await stored_labels(kafka_bootstrap, unique, len(last), 120)
-        dead = await read_all(kafka_bootstrap, topics["IPR_PROMPTS_DLQ"], lambda o: len(o) >= 1,
-                              60)
-        return stored, dead
+        await eventually(lambda: dead_letters(2), why=service.log_tail)
+        return stored, await dead_letters(2)
+
+    async def dead_letters(n: int) -> list[dict]:
+        assert service.alive(), service.log_tail()
+        dead = await read_to_end(kafka_bootstrap, [topics["IPR_PROMPTS_DLQ"]])
+        return [orjson.loads(r.value) for r in dead] if len(dead) >= n else []
 
     try:
         stored, dead = asyncio.run(scenario())
@@ -72,4 +80,5 @@ def test_a_label_behind_a_backlog_of_decisions_waits_for_its_decision(
     finally:
         service.stop()
     assert {f"{MODEL}|{pid}" for pid in last} <= stored, service.log_tail()
-    assert [(d["key"], d["error_kind"]) for d in dead] == [(f"{unique}:never", "unknown_prompt")]
+    assert sorted((d["key"], d["error_kind"]) for d in dead) == [
+        (f"{unique}:never", "unknown_prompt"), (f"{unique}:probe", "unknown_prompt")]

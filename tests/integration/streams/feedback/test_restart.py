@@ -13,7 +13,14 @@ from benchmarks.traffic import produce
 from ipr_model.serving.scorer import Scorer
 from schemas import QualityFeedback, RoutingDecision, encode
 from schemas.vectors import pack
-from tests.integration.streams.feedback.test_app import MODEL, feedback_env, read_all, stored_labels
+from tests.integration.kafka_waits import committed_to_end
+from tests.integration.streams.feedback.test_app import (
+    MODEL,
+    dead_letters_past,
+    feedback_env,
+    read_all,
+    stored_labels,
+)
 
 BEFORE, AFTER = 30, 20  # labels before and after the kill; together they make it due
 
@@ -43,12 +50,13 @@ def test_a_killed_feedback_service_recovers_its_labels_and_decisions(
         await produce(kafka_bootstrap, topics["IPR_DECISIONS"], decisions, 0)
         await produce(kafka_bootstrap, topics["IPR_FEEDBACK"], labels[:BEFORE], 0)
         stored = await stored_labels(kafka_bootstrap, unique, BEFORE, 90)
-        await asyncio.sleep(4)  # past a commit: the decisions are not read again after the kill
+        # the decisions are committed: the restarted service does not read them again
+        await committed_to_end(kafka_bootstrap, f"fb-{unique}", topics["IPR_DECISIONS"])
         await asyncio.to_thread(first.kill)
         services.append(Service("feedback", args, env, tmp_path / "second"))
         await produce(kafka_bootstrap, topics["IPR_FEEDBACK"], labels[BEFORE:], 0)
         updates = await read_all(kafka_bootstrap, topics["IPR_CONTROL"], lambda o: o, 150)
-        dead = await read_all(kafka_bootstrap, topics["IPR_PROMPTS_DLQ"], lambda o: o, 3)
+        dead = await dead_letters_past(kafka_bootstrap, topics, unique)
         return stored, updates, dead
 
     try:

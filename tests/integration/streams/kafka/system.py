@@ -4,7 +4,6 @@ that change the broker under it; settings come from the environment the test set
 from __future__ import annotations
 
 import asyncio
-import time
 
 from benchmarks.processes import Service
 from ipr_model.artifacts.manifest import read_manifest
@@ -12,6 +11,7 @@ from schemas import PromptRequest, encode
 from schemas.topics import model_topic
 from streams.kafka.admin import create_topics
 from streams.kafka.settings import KafkaSettings
+from tests.waits import wait_for_log
 
 
 def prepare(settings: KafkaSettings, artifacts) -> tuple[list[str], list[str]]:
@@ -39,11 +39,7 @@ def start(artifacts, dataset, models: list[str], tmp_path) -> list[Service]:
     ]
 
 
-def wait_until_up(services: list[Service], models: list[str], timeout: float = 180.0) -> None:
+def wait_until_up(services: list[Service], models: list[str]) -> None:
     """Until each service logged its start-up line (the worker one per model it serves)."""
-    deadline = time.monotonic() + timeout
     for s in services:
-        expect = len(models) if s.name == "worker" else 1
-        while s.log_tail(1_000_000).count(f"{s.name}: consuming") < expect:
-            assert s.alive() and time.monotonic() < deadline, s.log_tail()
-            time.sleep(0.3)
+        wait_for_log(s, f"{s.name}: consuming", count=len(models) if s.name == "worker" else 1)

@@ -13,6 +13,7 @@ import pytest
 from benchmarks.traffic import collect, count_records, produce, wait_until_routing
 from streams.kafka.local import LocalKafka, _free_port
 from streams.kafka.settings import KafkaSettings
+from tests.integration.kafka_waits import seen
 from tests.integration.streams.kafka import system
 
 N = 300
@@ -45,7 +46,8 @@ def test_a_broker_restart_mid_stream_loses_nothing(
     outputs = [settings.responses, settings.prompts_dlq, *model_topics]
 
     async def restart_mid_stream() -> float:
-        await asyncio.sleep(N / RATE / 3)
+        await seen(settings, model_topics, unique, settings, lambda c: len(c.routed) >= N // 5,
+                   "prompts routed before the restart")
         began = time.monotonic()
         await asyncio.to_thread(kafka.kill if how == "sigkill" else kafka.stop)
         await asyncio.to_thread(kafka.start)

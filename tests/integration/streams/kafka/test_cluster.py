@@ -17,11 +17,12 @@ from benchmarks.traffic import collect, count_records, produce, wait_until_routi
 from streams.kafka.admin import describe_partitions, topic_config
 from streams.kafka.cluster import LocalCluster
 from streams.kafka.settings import KafkaSettings
+from tests.integration.kafka_waits import seen
 from tests.integration.streams.kafka import system
+from tests.waits import eventually
 
 N = 300
 RATE = 20.0
-DOWN_S = 8.0  # the killed node stays down past its session timeout: its partitions move
 
 
 @pytest.fixture
@@ -38,17 +39,37 @@ async def leading_node(cluster: LocalCluster, settings: KafkaSettings) -> tuple[
     return cluster.node_index(leader), sorted(n for n, p in parts.items() if p.leader == leader)
 
 
-async def wait_fully_replicated(settings: KafkaSettings, timeout: float = 60.0) -> dict:
+async def wait_fully_replicated(settings: KafkaSettings) -> dict:
     """Every topic's partitions, once each has its 3 replicas in sync (the node caught up)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        topics = await describe_partitions(settings)
-        lagging = [f"{t}/{n}" for t, parts in topics.items() for n, p in parts.items()
-                   if len(p.isr) < 3]
-        if not lagging or time.monotonic() > deadline:
-            assert not lagging, f"expected 3 in-sync replicas within {timeout:.0f} s: {lagging}"
-            return topics
-        await asyncio.sleep(0.5)
+    last: dict = {}
+
+    async def in_sync() -> bool:
+        last["topics"] = await describe_partitions(settings)
+        return not lagging(last["topics"], lambda p: len(p.isr) < 3)
+
+    await eventually(in_sync, interval=0.5, why=lambda: f"not 3 in-sync replicas: "
+                     f"{lagging(last['topics'], lambda p: len(p.isr) < 3)}")
+    return last["topics"]
+
+
+async def wait_led_elsewhere(settings: KafkaSettings, node_id: int) -> None:
+    """Until no partition of prompts.in is led by ``node_id`` (or has no leader): the cluster
+    has noticed that the node is gone, and its partitions have moved."""
+    last: dict = {}
+
+    def stuck(p) -> bool:
+        return p.leader in (node_id, -1)
+
+    async def moved() -> bool:
+        last["topics"] = await describe_partitions(settings, [settings.prompts_in])
+        return not lagging(last["topics"], stuck)
+
+    await eventually(moved, interval=0.5,
+                     why=lambda: f"still led by node {node_id}: {lagging(last['topics'], stuck)}")
+
+
+def lagging(topics: dict, bad) -> list[str]:
+    return [f"{t}/{n}" for t, parts in topics.items() for n, p in parts.items() if bad(p)]
 
 
 def test_killing_the_leader_of_prompts_in_mid_stream_loses_nothing(
@@ -70,12 +91,13 @@ def test_killing_the_leader_of_prompts_in_mid_stream_loses_nothing(
     fault: dict[str, object] = {}
 
     async def kill_the_leader_mid_stream() -> None:
-        await asyncio.sleep(N / RATE / 3)
+        await seen(settings, model_topics, unique, settings, lambda c: len(c.routed) >= N // 5,
+                   "prompts routed before the fault")
         index, partitions = await leading_node(cluster, settings)
         fault.update(node=cluster.nodes[index].node_id, partitions=partitions)
         began = time.monotonic()
         cluster.kill(index)
-        await asyncio.sleep(DOWN_S)
+        await wait_led_elsewhere(settings, cluster.nodes[index].node_id)  # it is fenced
         await asyncio.to_thread(cluster.start_node, index)
         fault["down_s"] = time.monotonic() - began
 

@@ -61,7 +61,6 @@ def test_router_worker_and_feedback_route_and_answer_over_sasl_ssl(
         async def scenario():
             outputs = [settings.responses, settings.prompts_dlq, settings.feedback, *model_topics]
             collector = asyncio.create_task(collect(settings, outputs, unique, done, 240, settings))
-            await asyncio.sleep(1)
             await produce(settings, settings.prompts_in, events, 0)
             return await collector
 

@@ -9,8 +9,9 @@ import asyncio
 import pytest
 
 from benchmarks.processes import Service
-from benchmarks.traffic import Collected, collect, produce, wait_until_routing
+from benchmarks.traffic import Collected, produce, wait_until_routing
 from streams.kafka.settings import KafkaSettings
+from tests.integration.kafka_waits import collected_to_end, routed_past, seen
 from tests.integration.streams.kafka import system
 
 N, RATE = 240, 40.0
@@ -32,20 +33,19 @@ def test_a_router_killed_mid_stream_routes_each_prompt_once_read_committed(
     args = ["router", "--artifacts", str(small_artifacts)]
     routers = [Service("router", args, {}, tmp_path / "a")]
 
-    async def read(isolation: str, done, timeout: float) -> Collected:
-        return await collect(settings, model_topics, unique, done, timeout, settings, isolation)
-
     async def scenario() -> tuple[Collected, Collected]:
         await wait_until_routing(settings, settings, unique, model_topics)
         sending = asyncio.create_task(produce(settings, settings.prompts_in, events, RATE))
-        await asyncio.sleep(N / RATE / 3)
+        await seen(settings, model_topics, unique, settings, lambda c: len(c.routed) >= N // 6,
+                   f"{N // 6} prompts routed before the kill")
         await asyncio.to_thread(routers[0].kill)
         routers.append(Service("router", args, {}, tmp_path / "b"))
         await sending
-        await read("read_committed", lambda c: len(c.routed) >= N, 180)
-        # then whatever else is there: a duplicate comes before the last prompt or after it
-        return (await read("read_committed", lambda c: False, 8),
-                await read("read_uncommitted", lambda c: False, 8))
+        # Once a sentinel sent after the stream is routed (and committed) on each partition, so
+        # is every duplicate the restart made: then read all there is.
+        await routed_past(settings, model_topics, unique, "read_committed")
+        return (await collected_to_end(settings, model_topics, unique, settings, "read_committed"),
+                await collected_to_end(settings, model_topics, unique, settings))
 
     try:
         committed, uncommitted = asyncio.run(scenario())

@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from benchmarks.traffic import collect, produce
+from benchmarks.traffic import collect, produce, wait_until_routing
 from ipr_model.artifacts.manifest import read_manifest, write_manifest
 from schemas import ModelUpdate, encode
+from tests.integration.kafka_waits import seen
 from tests.integration.streams.router.test_router import (
     good_events,
     prepare_with_control,
     start_router,
-    wait_for_log,
 )
+from tests.waits import wait_for_log
 
 
 def new_version(src, dst):
@@ -50,10 +51,12 @@ def test_swap_under_load_refuses_corrupt_and_loses_nothing(
         collector = asyncio.create_task(
             collect(kafka_bootstrap, outputs, run, lambda c: len(c.routed) >= n, 300, settings)
         )
+        await wait_until_routing(kafka_bootstrap, settings, run, model_topics)  # then the load
         streaming = asyncio.create_task(produce(kafka_bootstrap, settings.prompts_in, events, 60))
-        await asyncio.sleep(4)
+        await seen(kafka_bootstrap, model_topics, run, settings, lambda c: len(c.routed) >= 100,
+                   "100 prompts routed on the first version")
         await announce(corrupt)
-        await asyncio.sleep(3)
+        await asyncio.to_thread(wait_for_log, router, "refused artifact version")
         await announce(v2)
         await streaming
         return await asyncio.wait_for(collector, 330)

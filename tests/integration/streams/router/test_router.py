@@ -8,7 +8,6 @@ prompt-id prefix.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from schemas import PromptRequest, encode
 from schemas.topics import model_topic
 from streams.kafka.admin import create_topics
 from streams.kafka.settings import KafkaSettings
+from tests.integration.kafka_waits import committed_to_end, group_members
 
 TEXT_CHARS = 240  # real prompts, cut short so a thousand of them route in seconds
 
@@ -100,35 +100,8 @@ async def stream_and_collect(bootstrap, settings, run, events, model_topics, exp
     outputs = [settings.prompts_dlq, *model_topics]
     done = lambda c: len(c.routed) + len(c.dead) >= expect  # noqa: E731
     collector = asyncio.create_task(collect(bootstrap, outputs, run, done, timeout, settings))
-    await asyncio.sleep(0.5)
     await produce(bootstrap, settings.prompts_in, events, 0)
     return await asyncio.wait_for(collector, timeout + 30)
-
-
-async def uncommitted(
-    bootstrap: str, group: str, topic: str, partitions: int, wait_s: float = 20.0
-) -> int:
-    """Records of ``topic`` past the group's committed offsets, polled until 0 or ``wait_s``."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await admin.start()
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        end = await consumer.end_offsets(tps)
-        deadline = time.monotonic() + wait_s
-        while True:
-            committed = await admin.list_consumer_group_offsets(group)
-            lag = sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
-            if lag == 0 or time.monotonic() > deadline:
-                return lag
-            await asyncio.sleep(0.5)
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
 def prepare(bootstrap, unique, artifacts):
@@ -154,13 +127,6 @@ def prepare_with_control(bootstrap, unique, artifacts, monkeypatch):
     return control, settings, model_topics
 
 
-def wait_for_log(service, text: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in service.log_tail(50_000):
-        assert service.alive() and time.monotonic() < deadline, service.log_tail()
-        time.sleep(0.2)
-
-
 def test_every_valid_prompt_routed_every_bad_one_dead_lettered(
     kafka_bootstrap, unique, small_artifacts, texts, tmp_path
 ):
@@ -175,9 +141,7 @@ def test_every_valid_prompt_routed_every_bad_one_dead_lettered(
         ))
         assert router.alive(), router.log_tail()
         # Every batch is acknowledged once delivered, so the group's commits reach the end.
-        lag = asyncio.run(uncommitted(kafka_bootstrap, f"router-{unique}", settings.prompts_in,
-                                      settings.topic_partitions))
-        assert lag == 0, router.log_tail()
+        asyncio.run(committed_to_end(kafka_bootstrap, f"router-{unique}", settings.prompts_in))
     finally:
         router.stop()
 
@@ -270,7 +234,8 @@ def test_two_routers_one_stopped_mid_stream_loses_nothing(
         collector = asyncio.create_task(
             collect(kafka_bootstrap, outputs, run, lambda c: len(c.routed) >= 800, 300, settings)
         )
-        await asyncio.sleep(15)  # both join the group before the stream starts
+        # both have joined the group, and a rebalance has shared its partitions, before the stream
+        await group_members(kafka_bootstrap, f"router-{unique}", 2)
         await produce(kafka_bootstrap, settings.prompts_in, good, 0)
         probe = await collect(
             kafka_bootstrap, model_topics, run, lambda c: len(c.routed) >= 200, 120, settings

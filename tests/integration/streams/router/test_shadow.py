@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -22,12 +21,13 @@ from schemas import PromptRequest, QualityFeedback, RoutingDecision, decode, enc
 from streams.control.topic import topic_history
 from streams.kafka.admin import create_topics
 from streams.router.routing import Record, route_records
+from tests.integration.kafka_waits import seen
 from tests.integration.streams.router.test_router import (
     good_events,
     prepare_with_control,
     start_router,
-    wait_for_log,
 )
+from tests.waits import eventually, wait_for_log
 
 TOLERANCE = 0.3  # start_router's --tolerance
 
@@ -60,24 +60,19 @@ def candidate(live: Scorer, texts: list[str], events, out):
     return read_manifest(out), model
 
 
-async def read_until(settings, topic: str, run: str, n: int, timeout: float = 180.0):
+async def read_until(settings, topic: str, run: str, n: int) -> dict[str, RoutingDecision]:
     """The decisions of this run on ``topic`` (last per prompt id), once there are ``n``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = {}
+    got: dict[str, RoutingDecision] = {}
+
+    async def enough() -> bool:
+        got.clear()
         for m in await topic_history(settings, topic):
             if (m.key or b"").decode().startswith(f"{run}:"):
                 got[m.key.decode()] = decode(RoutingDecision, m.value)
-        if len(got) >= n or time.monotonic() > deadline:
-            return got
-        await asyncio.sleep(1.0)
+        return len(got) >= n
 
-
-def count_in_log(router, text: str, n: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while router.log_tail(1_000_000).count(text) < n:
-        assert router.alive() and time.monotonic() < deadline, router.log_tail()
-        time.sleep(0.2)
+    await eventually(enough, interval=1.0, why=lambda: f"{len(got)} of {n} on {topic}")
+    return got
 
 
 def labels_for(run: str, first: int, pairs: dict[str, tuple[str, str]]):
@@ -132,8 +127,9 @@ def test_a_version_in_shadow_routes_nothing_is_reported_and_is_promoted_between_
                 settings))
             streaming = asyncio.create_task(produce(kafka_bootstrap, settings.prompts_in,
                                                     batch, rate))
-            if during is not None:
-                await asyncio.sleep(3)
+            if during is not None:  # mid-stream: once part of the batch is routed
+                await seen(kafka_bootstrap, model_topics, run, settings,
+                           lambda c: len(want & set(c.routed)) >= 50, "50 prompts routed")
                 await asyncio.get_running_loop().run_in_executor(None, during)
             await streaming
             return await asyncio.wait_for(collector, 270)
@@ -145,7 +141,7 @@ def test_a_version_in_shadow_routes_nothing_is_reported_and_is_promoted_between_
         wait_for_log(router, "shadow stopped", 60)
         asyncio.run(stream(phase_off, 0))
         ipr("shadow", "start", str(v2.root))  # on the running router, then promoted mid-stream
-        count_in_log(router, swapped_in, 2)
+        wait_for_log(router, swapped_in, count=2)
         got_b = asyncio.run(stream(phase_b, 25, during=lambda: ipr("shadow", "promote")))
         wait_for_log(router, f"swapped artifacts {v1.version} -> {v2.version}", 60)
         assert router.alive(), router.log_tail()

@@ -14,7 +14,6 @@ import asyncio
 import re
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -39,8 +38,8 @@ from streams.kafka.settings import KafkaSettings
 from streams.worker.backends.base import Completion
 from streams.worker.service import Worker
 from streams.worker.settings import WorkerSettings
-from tests.integration.streams.router.test_router import wait_for_log
 from tests.integration.streams.worker.helpers import read_all
+from tests.waits import eventually, wait_for_log
 
 # a dear, a middle and a cheap model (zeroeval prices: 3.5, 0.88, 0.08 USD per million tokens)
 MODELS = ["Llama-3.1-405B-Inst@sambanova", "Meta-Llama-3.1-70B-Instruct",
@@ -113,16 +112,17 @@ async def costs(settings: KafkaSettings, run: str) -> dict[str, ModelResponse]:
 async def spend_matches(settings: KafkaSettings, run: str) -> dict[str, float]:
     """Each tenant's cost on responses.out, once the spend topic holds the same (polled: the
     counter writes right after each batch it reads)."""
-    deadline = time.monotonic() + 60
-    while True:
+    last: dict[str, dict[str, float]] = {}
+
+    async def matching() -> dict[str, float] | None:
         mine = await costs(settings, run)
         cost = {t: sum(r.cost_usd for r in mine.values() if r.tenant == t)
                 for t in ("thrifty", "steady")}
         recorded = {t: await recorded_spend(settings, t) for t in cost}
-        if all(recorded[t] == pytest.approx(cost[t], rel=1e-9) for t in cost):
-            return cost
-        assert time.monotonic() < deadline, f"recorded spend {recorded}, costs {cost}"
-        await asyncio.sleep(0.5)
+        last.update(recorded=recorded, cost=cost)
+        return cost if all(recorded[t] == pytest.approx(cost[t], rel=1e-9) for t in cost) else None
+
+    return await eventually(matching, interval=0.5, why=lambda: f"recorded spend {last}")
 
 
 async def recorded_spend(settings: KafkaSettings, tenant: str) -> float:

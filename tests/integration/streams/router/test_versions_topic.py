@@ -17,14 +17,19 @@ from ipr_model.serving.scorer import Scorer
 from schemas import ModelUpdate, QualityFeedback, RoutingDecision, encode
 from schemas.topics import parse_file_chunk_key
 from schemas.vectors import pack
-from tests.integration.streams.feedback.test_app import MODEL, feedback_env, read_all
+from tests.integration.streams.feedback.test_app import (
+    MODEL,
+    decisions_read,
+    feedback_env,
+    read_all,
+)
 from tests.integration.streams.router.test_hot_swap import new_version
 from tests.integration.streams.router.test_router import (
     good_events,
     prepare_with_control,
     start_router,
-    wait_for_log,
 )
+from tests.waits import wait_for_log
 
 
 def labelled(scorer: Scorer, zeroeval, run: str, n: int = 45):
@@ -86,7 +91,7 @@ def test_a_router_on_another_host_adopts_versions_from_kafka_and_refuses_a_tampe
 
     async def recalibrated() -> ModelUpdate:
         await produce(kafka_bootstrap, fb_topics["IPR_DECISIONS"], decisions, 0)
-        await asyncio.sleep(8)  # the service joins its group and reads the decisions
+        await decisions_read(kafka_bootstrap, unique, decisions, feedback)
         await produce(kafka_bootstrap, fb_topics["IPR_FEEDBACK"], labels, 0)
         updates = await read_all(kafka_bootstrap, control, lambda o: len(o) >= 1, 180)
         assert updates, feedback.log_tail()

@@ -1,15 +1,12 @@
 """Kafka helpers of the worker integration tests: produce records, read a topic back, look up
-end and committed offsets, and wait for a condition."""
+end and committed offsets."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-
-WAIT_S = 90.0
 
 
 async def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
@@ -73,11 +70,3 @@ async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
         return {tp: meta.offset for tp, meta in offsets.items()}
     finally:
         await admin.close()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(poll(), timeout)

@@ -30,9 +30,9 @@ from tests.integration.streams.worker.helpers import (
     end_offsets,
     partitions,
     read_all,
-    wait_until,
 )
 from tests.integration.streams.worker.litellm_server import install, model_entry, serve
+from tests.waits import eventually
 
 N = 60  # prompts any model may answer (tolerance 1: every model feasible)
 ONLY = 4  # prompts allowed only the failing model: nothing to fail over to
@@ -97,7 +97,7 @@ def answer_all(ws: WorkerSettings, ids: list[str], failing: str, expect: int, tm
                 backends = {m: OpenAIBackend(url, key, client=client, max_retries=1,
                                              backoff_s=0.01, timeout_s=30.0) for m in ids}
                 async with Worker(ws, ids, backends.__getitem__) as worker:
-                    await wait_until(lambda: sum(
+                    await eventually(lambda: sum(
                         s.responses + s.dead_lettered for s in worker.stats.values()
                     ) >= expect, timeout=180)
                 return worker

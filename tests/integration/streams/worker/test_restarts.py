@@ -6,23 +6,36 @@ starts while the broker is down waits for it."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
 from benchmarks.processes import Service
-from benchmarks.traffic import Collected, collect, produce, wait_until_routing
+from benchmarks.traffic import Collected, produce, wait_until_routing
 from schemas import encode
-from schemas.topics import model_topic
+from schemas.topics import ROUTED_PREFIX, model_topic
 from streams.kafka.admin import create_topics
 from streams.kafka.local import LocalKafka, _free_port
 from streams.kafka.settings import KafkaSettings
 from streams.worker.service import Worker
+from tests.integration.kafka_waits import (
+    collected_to_end,
+    committed_to_end,
+    read_to_end,
+    routed_past,
+    seen,
+)
 from tests.integration.streams.kafka import system
 from tests.integration.streams.worker.helpers import read_all
 from tests.integration.streams.worker.test_worker import FakeBackend, routed, worker_settings
+from tests.waits import eventually, wait_for_log
 
 RATE = 40.0
+RETRYING = "the broker did not answer while starting"  # the worker's log, each time it retries
+
+
+def ids_on(records: list, run: str) -> set[str]:
+    """The prompt ids of ``run`` that ``records`` (read from a topic) are keyed by."""
+    return {k for r in records if (k := (r.key or b"").decode()).startswith(f"{run}:")}
 
 
 @pytest.fixture
@@ -43,10 +56,17 @@ def worker(dataset, models, log_dir) -> Service:
                               *sum((["-m", m] for m in models), [])], {}, log_dir)
 
 
-async def everything(settings, outputs, unique, n) -> Collected:
-    """All the run's outputs: until every prompt is answered, then what is left to read."""
-    await collect(settings, outputs, unique, lambda c: len(c.responses) >= n, 240, settings)
-    return await collect(settings, outputs, unique, lambda c: False, 8, settings)
+async def everything(settings, outputs, model_topics, unique, n) -> Collected:
+    """All the run's outputs, once nothing more is to come: every prompt answered; a sentinel
+    routed on each partition of prompts.in (every prompt a router restart routed again is
+    routed); then the workers' groups committed to the end of each model topic (every routed
+    prompt answered or skipped, its response delivered)."""
+    await seen(settings, outputs, unique, settings, lambda c: len(c.responses) >= n,
+               "every prompt answered", timeout=240)
+    await routed_past(settings, model_topics, unique)
+    for topic in model_topics:
+        await committed_to_end(settings, f"worker-{unique}.{topic[len(ROUTED_PREFIX):]}", topic)
+    return await collected_to_end(settings, outputs, unique, settings)
 
 
 def test_a_worker_killed_mid_stream_and_restarted_answers_every_prompt_once(
@@ -62,12 +82,16 @@ def test_a_worker_killed_mid_stream_and_restarted_answers_every_prompt_once(
     async def scenario() -> Collected:
         await wait_until_routing(env, env, unique, model_topics)
         sending = asyncio.create_task(produce(env, env.prompts_in, events, RATE))
-        await asyncio.sleep(n / RATE / 3)
+        await seen(env, [env.responses], unique, env, lambda c: len(c.responses) >= n // 6,
+                   "prompts answered before the kill")
         await asyncio.to_thread(services[1].kill)
-        await asyncio.sleep(2.0)
+        # no worker runs: wait until prompts it never answered are routed (a backlog)
+        answered = len(ids_on(await read_to_end(env, [env.responses]), unique))
+        await seen(env, model_topics, unique, env, lambda c: len(c.routed) >= answered + 20,
+                   "20 prompts routed while no worker ran")
         services.append(worker(data_dir / "zeroeval", models, tmp_path / "b"))
         await sending
-        return await everything(env, outputs, unique, n)
+        return await everything(env, outputs, model_topics, unique, n)
 
     try:
         system.wait_until_up(services, models)
@@ -102,18 +126,15 @@ def test_prompts_re_routed_by_a_router_restart_are_not_answered_again_by_a_new_w
         await wait_until_routing(env, env, unique, model_topics)
         await produce(env, env.prompts_in, events[: n // 2], RATE)
         await asyncio.to_thread(services[0].kill)  # its offsets are uncommitted
-        routed = await collect(env, outputs, unique, lambda c: False, 3, env)
-        await collect(env, outputs, unique,
-                      lambda c: set(routed.routed) <= set(c.responses), 60, env)
+        routed = ids_on(await read_to_end(env, model_topics), unique)
+        await seen(env, outputs, unique, env, lambda c: routed <= set(c.responses),
+                   "every prompt routed before the router's kill answered")
         await asyncio.to_thread(services[1].kill)
         services.append(router(small_artifacts, tmp_path / "b"))
-        deadline = time.monotonic() + 120
-        while not services[2].log_tail(10**6).count("router: consuming"):
-            assert services[2].alive() and time.monotonic() < deadline, services[2].log_tail()
-            await asyncio.sleep(0.3)
+        await asyncio.to_thread(wait_for_log, services[2], "router: consuming")
         await produce(env, env.prompts_in, events[n // 2:], RATE)
         services.append(worker(data_dir / "zeroeval", models, tmp_path / "b"))
-        return await everything(env, outputs, unique, n)
+        return await everything(env, outputs, model_topics, unique, n)
 
     try:
         system.wait_until_up(services, models)
@@ -128,7 +149,7 @@ def test_prompts_re_routed_by_a_router_restart_are_not_answered_again_by_a_new_w
           f"{got.response_dupes} answered twice")
 
 
-def test_a_worker_that_starts_while_the_broker_is_down_waits_for_it(unique, tmp_path):
+def test_a_worker_that_starts_while_the_broker_is_down_waits_for_it(unique, tmp_path, caplog):
     """The broker goes down as the worker starts: the worker retries until it is back, then
     answers (it used to exit)."""
     model = "m-1"
@@ -142,18 +163,15 @@ def test_a_worker_that_starts_while_the_broker_is_down_waits_for_it(unique, tmp_
 
         async def scenario() -> list:
             starting = asyncio.create_task(worker.start())
-            await asyncio.sleep(4)
+            await eventually(lambda: caplog.text.count(RETRYING) >= 2 or starting.done())
             assert not starting.done()  # still retrying, not exited
             await asyncio.to_thread(kafka.start)
             await asyncio.wait_for(starting, 120)
             try:
                 await produce(settings, model_topic(model), [(b"p1", encode(routed(
                     "p1", model, "hello")))], 0)
-                deadline = time.monotonic() + 60
-                while not (out := await read_all(settings.kafka_bootstrap, settings.responses)):
-                    assert time.monotonic() < deadline
-                    await asyncio.sleep(0.5)
-                return out
+                return await eventually(
+                    lambda: read_all(settings.kafka_bootstrap, settings.responses), interval=0.5)
             finally:
                 await worker.stop()
 

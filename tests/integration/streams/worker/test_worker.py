@@ -30,15 +30,9 @@ from streams.worker.backends.replay import ReplayBackend
 from streams.worker.run import serve
 from streams.worker.service import Worker
 from streams.worker.settings import WorkerSettings
-from tests.integration.streams.worker.helpers import (
-    WAIT_S,
-    committed,
-    end_offsets,
-    produce,
-    read_all,
-    wait_until,
-)
+from tests.integration.streams.worker.helpers import committed, end_offsets, produce, read_all
 from tests.unit.streams.worker.test_backends import ChatServer, chat_error, chat_ok
+from tests.waits import eventually
 
 
 def routed(prompt_id: str, model_id: str, text: str, others: tuple[str, ...] = ()) -> RoutedPrompt:
@@ -111,7 +105,7 @@ def test_worker_answers_each_prompt_once_dead_letters_garbage_and_commits(
         stop = asyncio.Event()
         running = asyncio.create_task(worker.run(stop))
         try:
-            await wait_until(lambda: processed(worker) == len(records))
+            await eventually(lambda: processed(worker) == len(records))
         finally:
             stop.set()
             await asyncio.wait_for(running, 60)
@@ -178,7 +172,7 @@ def test_replay_worker_publishes_recorded_cost_and_quality(
         await produce(kafka_bootstrap, records)
         backend = ReplayBackend(data)
         async with Worker(settings, models, lambda _m: backend) as worker:
-            await wait_until(lambda: processed(worker) == len(records))
+            await eventually(lambda: processed(worker) == len(records))
 
         responses = [decode(ModelResponse, r.value) for r in
                      await read_all(kafka_bootstrap, settings.responses)]
@@ -229,13 +223,12 @@ def test_openai_worker_end_to_end_publishes_an_error_response_not_a_lost_prompt(
             serving = asyncio.create_task(serve(settings, [model], "openai", stop_event=stop))
 
             async def five_responses() -> list:
-                while len(found := await read_all(kafka_bootstrap, settings.responses)) < 5:
-                    assert not serving.done(), serving
-                    await asyncio.sleep(0.2)
-                return found
+                assert not serving.done(), serving
+                found = await read_all(kafka_bootstrap, settings.responses)
+                return found if len(found) >= 5 else []
 
             try:
-                records = await asyncio.wait_for(five_responses(), WAIT_S)
+                records = await eventually(five_responses)
             finally:
                 stop.set()
                 stats = await asyncio.wait_for(serving, 60)
@@ -281,16 +274,15 @@ def test_a_failing_backend_is_reported_unhealthy_then_healthy_on_the_control_top
             serving = asyncio.create_task(serve(settings, [model], "openai", stop_event=stop))
 
             async def reports(n: int) -> list:
-                while len(found := await read_all(kafka_bootstrap, settings.control)) < n:
-                    assert not serving.done(), serving
-                    await asyncio.sleep(0.2)
-                return found
+                assert not serving.done(), serving
+                found = await read_all(kafka_bootstrap, settings.control)
+                return found if len(found) >= n else []
 
             try:
-                await asyncio.wait_for(reports(1), WAIT_S)
+                await eventually(lambda: reports(1))
                 await produce(kafka_bootstrap, [(model_topic(model), recovered.prompt_id.encode(),
                                                  encode(recovered))])
-                found = await asyncio.wait_for(reports(2), WAIT_S)
+                found = await eventually(lambda: reports(2))
             finally:
                 stop.set()
                 await asyncio.wait_for(serving, 60)

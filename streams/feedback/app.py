@@ -7,9 +7,9 @@
   independently, so a label may be read before its decision: it then waits (its offset held
   uncommitted) for the decision to be read, and is given up only once ``label_wait_s`` has passed
   since it was produced (or since the service started, for a backlog) *and* the decisions have
-  been read up to where their partitions ended at that moment: a broker outage or a slow
-  decisions consumer delays a label, it does not dead-letter it (at most
-  ``CATCH_UP_WAIT_S`` more). A label it cannot use
+  been read up to where their partitions ended at that moment
+  (:mod:`streams.feedback.waiting`): a broker outage or a slow decisions consumer delays a
+  label, it does not dead-letter it (at most ``CATCH_UP_WAIT_S`` more). A label it cannot use
   (:func:`streams.feedback.labels.judge`, or bad bytes) goes to the dead-letter topic with the
   reason. Usable labels are kept per model in the table ``labels`` (at most ``max_labels`` per
   model).
@@ -59,13 +59,12 @@ from schemas.vectors import unpack
 from streams.control import read_control
 from streams.feedback.labels import due, judge, versions_to_remove
 from streams.feedback.settings import FeedbackSettings
+from streams.feedback.waiting import wait_for_decision
 from streams.kafka.admin import KafkaAdminError
 from streams.kafka.clients import faust_config
 from streams.versions import ensure_topic, send_records
 
 log = logging.getLogger(__name__)
-
-CATCH_UP_WAIT_S = 120.0  # longest a label waits past label_wait_s for the decisions to catch up
 
 RECALIBRATIONS = Counter("ipr_feedback_recalibrations_total",
                          "recalibrations run, by result (published, kept, failed)", ["result"])
@@ -201,22 +200,13 @@ class Feedback:
                           fb.model_id, type(e).__name__, e)
 
     async def decision_for(self, prompt_id: str, deadline: float) -> dict | None:
-        """The decision of ``prompt_id``; while it is unknown, poll for ``remember_decisions`` to
-        read it until ``deadline`` (epoch s) has passed and the decisions have been read up to
-        where their partitions ended then, or ``CATCH_UP_WAIT_S`` after ``deadline``. Labels of
-        prompts that never had a decision so delay the labels behind them by about
-        ``label_wait_s`` while the decisions are read in time."""
-        ends: dict[int, int] | None = None
-        while (decision := self.decision_log.get(prompt_id)) is None:
-            now = time.time()
-            if now >= deadline + CATCH_UP_WAIT_S:
-                break
-            if now >= deadline:
-                ends = ends or await self.decision_ends()
-                if ends is not None and await self.decisions_caught_up(ends):
-                    break
-            await asyncio.sleep(0.05)
-        return decision
+        """The decision of ``prompt_id``, waited for until ``deadline`` (epoch s) has passed and
+        the decisions have been read up to where their partitions ended then
+        (:func:`streams.feedback.waiting.wait_for_decision`). Labels of prompts that never had a
+        decision so delay the labels behind them by about ``label_wait_s`` while the decisions
+        are read in time."""
+        return await wait_for_decision(lambda: self.decision_log.get(prompt_id), deadline,
+                                       self.decision_ends, self.decisions_caught_up)
 
     async def decision_ends(self) -> dict[int, int] | None:
         """Where each assigned partition of the decisions topic ends now (None: unknown)."""

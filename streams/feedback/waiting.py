@@ -4,6 +4,11 @@ The decisions and the labels are two topics read independently: a label may be r
 decision. It waits until its deadline (``label_wait_s`` after it was produced, or after the
 service started for a backlog) has passed *and* the decisions have been processed up to where
 their partitions ended then (asked of the broker), at most :data:`CATCH_UP_WAIT_S` more.
+
+"Processed" means stored in the decision log by ``remember_decisions``, never merely fetched: the
+consumer's position runs ahead of the agent by whatever Faust holds in its buffers, so a
+partition is counted by the next offset after the last decision the agent handled, or, when it
+has handled none of it since the service started, by where the service began reading it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,20 @@ from collections.abc import Awaitable, Callable
 
 CATCH_UP_WAIT_S = 120.0  # longest a label waits past label_wait_s for the decisions to catch up
 POLL_S = 0.05
+
+
+def caught_up(ends: dict[int, int], read: dict[int, int], starts: dict[int, int]) -> bool:
+    """Whether every decisions partition was processed up to its end in ``ends``: by ``read``
+    (partition -> next offset after the last decision processed) or, for a partition with none
+    processed, by ``starts`` (partition -> where reading it began: nothing before it is
+    pending). No partition (none assigned yet) or an unknown start: not caught up."""
+    if not ends:
+        return False
+    for p, end in ends.items():
+        at = read.get(p, starts.get(p))
+        if at is None or at < end:
+            return False
+    return True
 
 
 async def wait_for_decision(

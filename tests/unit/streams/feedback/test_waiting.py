@@ -7,10 +7,28 @@ import asyncio
 
 import pytest
 
-from streams.feedback.waiting import CATCH_UP_WAIT_S, wait_for_decision
+from streams.feedback.waiting import CATCH_UP_WAIT_S, caught_up, wait_for_decision
 
 DECISION = {"model": "m1", "embedding": "e", "at": 0.0}
 NOW = 1_000.0
+
+
+def test_a_partition_counts_by_the_decisions_processed_not_by_those_fetched() -> None:
+    ends = {0: 1500, 1: 1500}
+    # partition 1's backlog is fetched (its consumer position is 1500) but none of it processed
+    assert not caught_up(ends, read={0: 1500}, starts={1: 0})
+    assert not caught_up(ends, read={0: 1500, 1: 1499}, starts={})
+    assert caught_up(ends, read={0: 1500, 1: 1500}, starts={})
+
+
+def test_a_partition_with_nothing_processed_counts_from_where_its_reading_began() -> None:
+    # after a restart, an idle partition begins at the offset committed before: nothing pending
+    assert caught_up({0: 10, 1: 7}, read={0: 10}, starts={1: 7})
+    assert not caught_up({0: 10, 1: 7}, read={0: 10}, starts={})  # not asked yet: unknown
+
+
+def test_no_partition_assigned_is_not_caught_up() -> None:
+    assert not caught_up({}, read={0: 5}, starts={})
 
 
 def run(coro):

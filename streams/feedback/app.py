@@ -143,8 +143,8 @@ class Feedback:
             try:
                 d = decode(RoutingDecision, event.value)
             except SchemaError:
-                continue  # the router wrote it; nothing a label could join anyway
-            if d.embedding:
+                d = None  # the router wrote it; nothing a label could join anyway
+            if d is not None and d.embedding:
                 self.decision_log[d.prompt_id] = {"model": d.model_id, "embedding": d.embedding,
                                                   "at": d.routed_at}
             # after the decision is stored, with no await between: read up to here means stored

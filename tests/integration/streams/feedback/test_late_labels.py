@@ -89,8 +89,9 @@ def test_a_label_behind_a_backlog_of_decisions_waits_for_its_decision(
 def test_partitions_that_never_had_a_decision_do_not_hold_a_label_past_its_wait(
     kafka_bootstrap, unique, small_artifacts, tmp_path
 ):
-    # Every decision in partition 0: the others are counted from where their reading began (the
-    # log's start, no offset committed yet), not left unknown until CATCH_UP_WAIT_S.
+    # Every decision in partition 0, the last record there unreadable: the others are counted
+    # from where their reading began (the log's start, no offset committed yet), and the
+    # unreadable one as read, not left unknown until CATCH_UP_WAIT_S.
     topics, env = feedback_env(kafka_bootstrap, unique, tmp_path)
     known, never = f"{unique}:known", f"{unique}:never"
     service = Service("feedback", ["feedback", "--artifacts", str(small_artifacts),
@@ -99,7 +100,8 @@ def test_partitions_that_never_had_a_decision_do_not_hold_a_label_past_its_wait(
     async def scenario():
         await wait_consuming(service)
         await produce_old(kafka_bootstrap, topics["IPR_DECISIONS"],
-                          [(known.encode(), decision(known))], partition=0)
+                          [(known.encode(), decision(known)), (b"junk", b"not json")],
+                          partition=0)
         await produce_old(kafka_bootstrap, topics["IPR_FEEDBACK"],
                           [(pid.encode(), label(pid)) for pid in (never, known)], partition=0)
         # well before the label's wait (5 s) + CATCH_UP_WAIT_S (120 s) is over

@@ -76,7 +76,8 @@ def drift(
     r = run_drift(artifacts, _dataset(dataset), rounds=rounds, min_labels=min_labels)
     keys = ("degraded_model", "task", "quality_before", "quality_degraded_no_loop",
             "quality_degraded_with_loop", "share_to_degraded_before", "share_to_degraded_after",
-            "labels_to_recover", "versions_published", "lost_prompts", "router_restarted")
+            "labels_to_recover", "versions_published", "lost_prompts", "rounds_cut_short",
+            "router_restarted")
     typer.echo(json.dumps({k: r[k] for k in keys}, indent=1))
 
 

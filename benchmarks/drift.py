@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.loop import start_services, stream, versions_dir
+from benchmarks.loop import all_back, lost, start_services, stream, versions_dir
 from benchmarks.traffic import prompt_events, wait_until_routing
 from ipr_model.training.datasets import load_dataset
 from schemas.topics import model_topic
@@ -136,7 +136,9 @@ def run_scenario(artifacts, dataset, part, model, task, loop, rounds, rate, tole
                     "routed": len(got.routed),
                     "dead_lettered": len(got.dead),
                     "responses": len(got.responses),
-                    "lost": len(events) - len(got.dead) - len(got.responses),
+                    "lost": lost(got, events),
+                    # False: the round was cut by the collector's deadline, not all came back
+                    "all_back": all_back(got, len(events)),
                     "labels_dead_lettered": got.other_dead,
                     "quality": float(np.mean([f.quality for f in got.feedback.values()])),
                     "share_to_degraded": len(to_model) / max(1, len(got.routed)),
@@ -193,6 +195,8 @@ def run_drift(artifacts: Path, dataset: Path, rounds: int = 4, rate: float = 15.
         "recovered_in_round": first,
         "versions_published": len({v for r in on for v, _ in r["versions"]}) - 1,
         "lost_prompts": sum(r["lost"] for r in on + off),
+        # rounds the collector's deadline ended before all came back: their lost ones may be late
+        "rounds_cut_short": sum(not r["all_back"] for r in on + off),
         "router_restarted": restarted_on or restarted_off,
         "share_to_degraded_other_tasks": other_tasks_share(
             artifacts, latest_version(versions_dir("drift", run_on), artifacts), test, task, model,

@@ -1,7 +1,8 @@
 """The feedback loop as real processes, for ``make drift`` and ``make learn``: the router, the
 replay workers and, with the loop on, the feedback service on a broker; a stream of prompts
 through them, collected until every one is routed or dead-lettered and every routed one has its
-label; and what the feedback service did (the versions it announced, its recalibrations).
+response and label; and what the feedback service did (the versions it announced, its
+recalibrations).
 """
 
 from __future__ import annotations
@@ -93,15 +94,34 @@ def versions_dir(harness: str, run: str) -> Path:
     return Path("build") / f"{harness}-versions" / run
 
 
+def all_back(c: Collected, sent: int) -> bool:
+    """Whether every one of ``sent`` prompts is dead-lettered by the router or routed, and every
+    routed one has its response and, unless that response is an error, its label (a worker sends
+    a label with each answer that is not an error, on another topic than the response: the one
+    may be read before the other)."""
+    if len(c.routed) + len(c.dead) < sent:
+        return False
+    for key in c.routed:
+        response = c.responses.get(key)
+        if response is None or (response.error is None and key not in c.feedback):
+            return False
+    return True
+
+
+def lost(c: Collected, events: list[tuple[bytes, bytes]]) -> int:
+    """The prompts of ``events`` that neither came back answered nor were dead-lettered by the
+    router (by prompt id: a prompt answered twice, say after a failover, counts once)."""
+    back = c.responses.keys() | c.dead.keys()
+    return sum(1 for key in {k.decode() for k, _ in events} if key not in back)
+
+
 async def stream(bootstrap: str, outputs: list[str], tag: str, events: list[tuple[bytes, bytes]],
                  rate: float, settings: KafkaSettings, timeout: float = 300.0) -> Collected:
-    """Send ``events`` at ``rate`` and collect what comes back (tagged ``tag``) until every one
-    is routed or dead-lettered and every routed one has its feedback, or ``timeout``."""
-
-    def done(c) -> bool:
-        return len(c.routed) + len(c.dead) >= len(events) and len(c.feedback) >= len(c.routed)
-
-    collector = asyncio.create_task(collect(bootstrap, outputs, tag, done, timeout, settings))
+    """Send ``events`` at ``rate`` and collect what comes back (tagged ``tag``) until
+    :func:`all_back`, or ``timeout``."""
+    collector = asyncio.create_task(collect(bootstrap, outputs, tag,
+                                            lambda c: all_back(c, len(events)), timeout,
+                                            settings))
     await asyncio.sleep(0.5)
     await produce(bootstrap, settings.prompts_in, restamp(events), rate)
     return await collector

@@ -7,9 +7,9 @@
   independently, so a label may be read before its decision: it then waits (its offset held
   uncommitted) for the decision to be read, and is given up only once ``label_wait_s`` has passed
   since it was produced (or since the service started, for a backlog) *and* the decisions have
-  been read up to where their partitions ended at that moment: a broker outage or a slow
-  decisions consumer delays a label, it does not dead-letter it (at most
-  ``CATCH_UP_WAIT_S`` more). A label it cannot use
+  been processed up to where their partitions ended at that moment
+  (:mod:`streams.feedback.waiting`): a broker outage or a slow decisions consumer delays a
+  label, it does not dead-letter it (at most ``CATCH_UP_WAIT_S`` more). A label it cannot use
   (:func:`streams.feedback.labels.judge`, or bad bytes) goes to the dead-letter topic with the
   reason. Usable labels are kept per model in the table ``labels`` (at most ``max_labels`` per
   model).
@@ -60,12 +60,11 @@ from streams.control.topic import read_control
 from streams.control.versions import ensure_topic, send_records
 from streams.feedback.labels import due, judge, versions_to_remove
 from streams.feedback.settings import FeedbackSettings
-from streams.kafka.admin import KafkaAdminError
+from streams.feedback.waiting import caught_up, wait_for_decision
+from streams.kafka.admin import KafkaAdminError, committed_offsets
 from streams.kafka.clients import faust_config
 
 log = logging.getLogger(__name__)
-
-CATCH_UP_WAIT_S = 120.0  # longest a label waits past label_wait_s for the decisions to catch up
 
 RECALIBRATIONS = Counter("ipr_feedback_recalibrations_total",
                          "recalibrations run, by result (published, kept, failed)", ["result"])
@@ -94,7 +93,8 @@ class Feedback:
         self.last_recal: dict[str, float] = {}  # model -> monotonic time of its last one
         self.last_publish = float("-inf")  # monotonic time of the last published version
         self.started = time.time()  # when labels began to be read (after table recovery)
-        self.decisions_read: dict[int, int] = {}  # partition -> next offset of decisions to read
+        self.decisions_read: dict[int, int] = {}  # partition -> next offset after those processed
+        self.decisions_start: dict[int, int] = {}  # partition -> where reading it began
 
     def _raw_topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -143,10 +143,11 @@ class Feedback:
             try:
                 d = decode(RoutingDecision, event.value)
             except SchemaError:
-                continue  # the router wrote it; nothing a label could join anyway
-            if d.embedding:
+                d = None  # the router wrote it; nothing a label could join anyway
+            if d is not None and d.embedding:
                 self.decision_log[d.prompt_id] = {"model": d.model_id, "embedding": d.embedding,
                                                   "at": d.routed_at}
+            # after the decision is stored, with no await between: read up to here means stored
             self.decisions_read[event.message.partition] = event.message.offset + 1
             seen += 1
             if seen % 1000 == 0:
@@ -201,27 +202,22 @@ class Feedback:
                           fb.model_id, type(e).__name__, e)
 
     async def decision_for(self, prompt_id: str, deadline: float) -> dict | None:
-        """The decision of ``prompt_id``; while it is unknown, poll for ``remember_decisions`` to
-        read it until ``deadline`` (epoch s) has passed and the decisions have been read up to
-        where their partitions ended then, or ``CATCH_UP_WAIT_S`` after ``deadline``. Labels of
-        prompts that never had a decision so delay the labels behind them by about
-        ``label_wait_s`` while the decisions are read in time."""
-        ends: dict[int, int] | None = None
-        while (decision := self.decision_log.get(prompt_id)) is None:
-            now = time.time()
-            if now >= deadline + CATCH_UP_WAIT_S:
-                break
-            if now >= deadline:
-                ends = ends or await self.decision_ends()
-                if ends is not None and await self.decisions_caught_up(ends):
-                    break
-            await asyncio.sleep(0.05)
-        return decision
+        """The decision of ``prompt_id``, waited for until ``deadline`` (epoch s) has passed and
+        the decisions have been processed up to where their partitions ended then
+        (:func:`streams.feedback.waiting.wait_for_decision`). Labels of prompts that never had a
+        decision so delay the labels behind them by about ``label_wait_s`` while the decisions
+        are read in time."""
+        return await wait_for_decision(lambda: self.decision_log.get(prompt_id), deadline,
+                                       self.decision_ends, self.decisions_caught_up)
 
     async def decision_ends(self) -> dict[int, int] | None:
-        """Where each assigned partition of the decisions topic ends now (None: unknown)."""
+        """Where each assigned partition of the decisions topic ends now, asked of the broker
+        (Faust's ``highwaters`` is a ListOffsets request, out of a transaction); None: unknown,
+        or no partition assigned yet."""
         consumer = self.app.consumer
         tps = [tp for tp in consumer.assignment() if tp.topic == self.settings.decisions]
+        if not tps:
+            return None
         try:
             ends = await asyncio.wait_for(consumer.highwaters(*tps), 5)
         except Exception as e:  # noqa: BLE001 - the broker may be away; asked again later
@@ -231,19 +227,30 @@ class Feedback:
         return {tp.partition: int(end) for tp, end in ends.items()}
 
     async def decisions_caught_up(self, ends: dict[int, int]) -> bool:
-        """Whether every decisions partition has been read up to ``ends``. A partition with no
-        decision read since the start counts by the consumer's position."""
-        for p, end in ends.items():
-            read = self.decisions_read.get(p)
-            if read is None:
-                try:
-                    read = await asyncio.wait_for(
-                        self.app.consumer.position(TP(self.settings.decisions, p)), 5)
-                except Exception:  # noqa: BLE001 - not assigned, or no position yet
-                    read = None
-            if read is None or read < end:
+        """Whether every decisions partition has been processed up to ``ends``
+        (:func:`streams.feedback.waiting.caught_up`). A partition with no decision processed
+        since the start counts from where its reading began, asked of the broker once."""
+        unknown = [p for p in ends if p not in self.decisions_read and p not in
+                   self.decisions_start]
+        if unknown:
+            try:
+                self.decisions_start.update(await asyncio.wait_for(self.start_offsets(unknown), 5))
+            except Exception as e:  # noqa: BLE001 - the broker may be away; asked again later
+                log.info("where the decisions' partitions began is unknown for now (%s)",
+                         type(e).__name__)
+                await asyncio.sleep(1)
                 return False
-        return True
+        return caught_up(ends, self.decisions_read, self.decisions_start)
+
+    async def start_offsets(self, partitions: list[int]) -> dict[int, int]:
+        """Where the service began reading these decisions partitions: the group's committed
+        offset, or the log's start when none is committed (or it has been deleted since). Not
+        the consumer's position, which is past whatever Faust fetched and has yet to process."""
+        s = self.settings
+        tps = [TP(s.decisions, p) for p in partitions]
+        committed = await committed_offsets(s, s.app_id, tps)
+        earliest = await self.app.consumer.earliest_offsets(*tps)
+        return {tp.partition: max(committed.get(tp, -1), int(earliest[tp])) for tp in tps}
 
     def model_labels(self, model_id: str) -> list[dict]:
         """The model's most recent ``max_labels`` labels, oldest first; older ones are deleted."""

@@ -1,5 +1,6 @@
-"""Kafka administration the services use in production: create the topics they need; and
-describe them (leaders, replicas, in-sync replicas, configs) for the tests and the tools.
+"""Kafka administration the services use in production: create the topics they need; read a
+consumer group's committed offsets; and describe topics (leaders, replicas, in-sync replicas,
+configs) for the tests and the tools.
 
 Works against any Kafka (a company's cluster, MSK, Confluent, the local dev broker of
 ``streams.kafka.local``).
@@ -128,6 +129,24 @@ async def group_state(kafka: Kafka, group: str) -> tuple[str, int]:
         await admin.close()
     _error, _id, state, _ptype, _protocol, members, *_ = response.groups[0]
     return state, len(members)
+
+
+async def committed_offsets(
+    kafka: Kafka, group: str, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """The offsets consumer group ``group`` has committed for ``partitions`` (topic, partition);
+    a partition with none committed is left out."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.structs import TopicPartition
+
+    admin = AIOKafkaAdminClient(**aiokafka_config(kafka))
+    await admin.start()
+    try:
+        got = await admin.list_consumer_group_offsets(
+            group, partitions=[TopicPartition(t, p) for t, p in partitions])
+    finally:
+        await admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in got.items() if meta.offset >= 0}
 
 
 async def topic_config(kafka: Kafka, topic: str, names: Iterable[str]) -> dict[str, str]:

@@ -135,8 +135,9 @@ class Worker:
                     await self._close()
                     self._started = False
                     raise
-                log.warning("worker: the broker did not answer while starting (%s); retrying "
-                            "in %.0f s", exc, delay)
+                if delay == 1.0:  # once: the retries are not news
+                    log.warning("worker: the broker did not answer while starting (%s); "
+                                "retrying for up to %.0f s", exc, self.settings.start_timeout_s)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 10.0)
             except BaseException:

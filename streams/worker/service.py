@@ -56,6 +56,7 @@ from streams.kafka.clients import aiokafka_config
 from streams.worker.backends.base import Backend
 from streams.worker.dedupe import Answered, AnsweredLog
 from streams.worker.model_loop import ModelLoop
+from streams.worker.outage import KafkaOutage
 from streams.worker.settings import WorkerSettings
 from streams.worker.stats import WorkerStats, counters
 
@@ -99,6 +100,8 @@ class Worker:
         self._loops = {m: ModelLoop(self, m, backend_factory(m)) for m in models}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self.outage = KafkaOutage("worker", settings)  # an outage in two lines, per worker
+        self._watch: asyncio.Task[None] | None = None
         self._started = False
         counters()
 
@@ -144,6 +147,8 @@ class Worker:
                 await self._close()
                 self._started = False
                 raise
+        self.outage.install()
+        self._watch = asyncio.create_task(self.outage.watch(self._stopping), name="worker:kafka")
         self._tasks = [
             asyncio.create_task(loop.run(self._stopping), name=f"worker:{loop.model_id}")
             for loop in self._loops.values()
@@ -174,7 +179,12 @@ class Worker:
         self._stopping.set()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+            self._watch = None
         await self._close()
+        self.outage.remove()
         self._started = False
         for r in results:
             if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):

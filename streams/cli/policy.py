@@ -60,7 +60,7 @@ def policy_set(
         if unknown:
             raise UserError(f"--allow: unknown model(s) {', '.join(unknown)}; {artifacts} has "
                             f"{len(known)} models")
-    revision = asyncio.run(_write(tenant, policy.model_dump_json().encode()))
+    revision = asyncio.run(_write(_settings(), tenant, policy.model_dump_json().encode()))
     typer.echo(f"policy of tenant {tenant!r} set, revision {revision}: {describe(policy)}")
 
 
@@ -68,7 +68,7 @@ def policy_set(
 @command
 def policy_delete(tenant: Annotated[str, typer.Argument(help="the tenant")]) -> None:
     """Remove a tenant's policy (its prompts are then routed as if it had none)."""
-    asyncio.run(_write(tenant, None))
+    asyncio.run(_write(_settings(), tenant, None))
     typer.echo(f"policy of tenant {tenant!r} removed")
 
 
@@ -78,7 +78,7 @@ def policy_show(
     tenant: Annotated[str | None, typer.Argument(help="one tenant (default: all)")] = None,
 ) -> None:
     """Print each tenant's policy, revision and spend this period, one JSON object a line."""
-    rows = asyncio.run(_current(tenant))
+    rows = asyncio.run(_current(_settings(), tenant))
     if tenant is not None and not rows:
         raise UserError(f"no policy for tenant {tenant!r}")
     for row in rows:
@@ -86,34 +86,40 @@ def policy_show(
 
 
 def _settings():
+    """The Kafka settings, once the cluster answers (else one line naming the bootstrap that did
+    not, exit 2, like every other command)."""
+    from streams.kafka.admin import KafkaAdminError, check_connection
     from streams.kafka.settings import KafkaSettings
 
-    return KafkaSettings()
+    s = KafkaSettings()
+    try:
+        check_connection(s)
+    except KafkaAdminError as e:
+        raise UserError(str(e)) from None
+    return s
 
 
-async def _write(tenant: str, value: bytes | None) -> int:
+async def _write(s, tenant: str, value: bytes | None) -> int:
     from aiokafka import AIOKafkaProducer
 
     from streams.kafka.admin import create_topics
     from streams.kafka.clients import aiokafka_config
     from streams.router.tenants import POLICIES_CONFIG
 
-    s = _settings()
     await create_topics(s, [s.policies], partitions=1, configs=POLICIES_CONFIG)
     producer = AIOKafkaProducer(**aiokafka_config(s), acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
+    try:  # closed even when it cannot start
+        await producer.start()
         sent = await producer.send_and_wait(s.policies, value, key=tenant.encode())
     finally:
         await producer.stop()
     return sent.offset
 
 
-async def _current(tenant: str | None) -> list[dict[str, Any]]:
+async def _current(s, tenant: str | None) -> list[dict[str, Any]]:
     from schemas import SchemaError, TenantSpend, decode
     from streams.router.tenants import Policies, Spend
 
-    s = _settings()
     policies, spend = Policies(log_changes=False), Spend()
     for msg in await _read(s, s.policies):
         policies.apply(msg.key, msg.value, msg.offset)
@@ -144,8 +150,8 @@ async def _read(settings, topic: str, wait_s: float = 10.0) -> list:
 
     consumer = AIOKafkaConsumer(**aiokafka_config(settings), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
+    try:  # closed even when it cannot start
+        await consumer.start()
         if topic not in await consumer.topics():
             return []
         consumer.subscribe([topic])  # no group: every partition, once its metadata is known

@@ -139,14 +139,18 @@ the shadow."""
 @command
 def report(
     version: Annotated[str | None, typer.Option(
-        help="only this shadow version's decisions (default: all)")] = None,
+        help="the shadow version to report on (default: the one in shadow now, else the "
+             "latest scored)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Live against shadow on the same prompts: agreement, models, estimated cost, quality \
-where labels exist (reads the decisions, shadow and feedback topics up to their end)."""
+on the prompts labelled for both (reads the decisions, shadow and feedback topics to their end)."""
     from streams.cli.shadow_report import render, shadow_report
 
-    decisions, shadow, feedback, skipped = asyncio.run(read_report_topics(_settings()))
+    s = _settings()
+    if version is None and (now := asyncio.run(current_shadow(s))) is not None:
+        version = now.version
+    decisions, shadow, feedback, skipped = asyncio.run(read_report_topics(s))
     r = shadow_report(decisions, shadow, feedback, version)
     r["skipped_records"] = skipped
     typer.echo(json.dumps(r, indent=1) if as_json else render(r))

@@ -29,6 +29,7 @@ from schemas.errors import IprError
 from streams.kafka.clients import Kafka, aiokafka_config, bootstrap_of
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class KafkaAdminError(IprError, RuntimeError):
@@ -36,7 +37,13 @@ class KafkaAdminError(IprError, RuntimeError):
 
 
 class KafkaConnectError(KafkaAdminError):
-    """The cluster could not be reached: its address, credentials or certificates are wrong."""
+    """The cluster could not be reached: its address, credentials or certificates are wrong.
+    ``unreachable``: nothing answered (refused, timed out: a broker down or starting), as
+    opposed to a broker that answered and refused the client (TLS, SASL), which no wait mends."""
+
+    def __init__(self, message: str, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 async def create_topics(
@@ -209,32 +216,76 @@ async def broker_count(kafka: Kafka, timeout_s: float = 10.0) -> int:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(**aiokafka_config(kafka), request_timeout_ms=5000)
-    with _client_errors() as seen:
+    with _client_errors() as (seen, errors):
         try:
             await asyncio.wait_for(admin.start(), timeout_s)
             return len((await asyncio.wait_for(admin.describe_cluster(), timeout_s))["brokers"])
         except (TimeoutError, KafkaError, OSError, ssl.SSLError) as e:
-            raise KafkaConnectError(_why(kafka, e, seen)) from None
+            unreachable = all(_unanswered(x) for x in [*errors, e] if x is not None)
+            raise KafkaConnectError(_why(kafka, e, seen), unreachable) from None
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
 
 
+async def wait_for_cluster(kafka: Kafka, timeout_s: float, who: str) -> int:
+    """`broker_count`, retried while nothing answers (a broker down or still starting) for up
+    to ``timeout_s``, saying once that ``who`` waits; a client the cluster refuses (TLS, SASL)
+    fails at once. KafkaConnectError (one line: where, why, how long it waited) at the end."""
+    began = time.monotonic()
+    deadline, delay, waiting = began + timeout_s, 0.5, False
+    while True:
+        try:
+            count = await broker_count(kafka, max(1.0, min(10.0, deadline - time.monotonic())))
+        except KafkaConnectError as e:
+            left = deadline - time.monotonic()
+            if not e.unreachable or left <= 0:
+                if not waiting:
+                    raise
+                raise KafkaConnectError(f"{e}; expected an answer within {timeout_s:.0f} s, "
+                                        "none came", e.unreachable) from None
+            if not waiting:
+                log.warning("%s: %s; waiting up to %.0f s for it to answer", who, e, timeout_s)
+                waiting = True
+            await asyncio.sleep(min(delay, left))
+            delay = min(2 * delay, 5.0)
+            continue
+        if waiting:
+            log.warning("%s: Kafka at %s answered after %.1f s", who, bootstrap_of(kafka),
+                        time.monotonic() - began)
+        return count
+
+
+def _unanswered(error: BaseException) -> bool:
+    """Whether a connection error means nothing answered (as opposed to TLS or SASL refusing)."""
+    if isinstance(error, ssl.SSLError):
+        return False
+    if isinstance(error, KafkaError):  # SASL refused, or aiokafka's own wrapping of a failure
+        from aiokafka.errors import KafkaConnectionError, NodeNotReadyError, RequestTimedOutError
+
+        return isinstance(error, KafkaConnectionError | NodeNotReadyError | RequestTimedOutError)
+    return isinstance(error, OSError | TimeoutError)
+
+
 @contextlib.contextmanager
-def _client_errors() -> Iterator[list[str]]:
+def _client_errors() -> Iterator[tuple[list[str], list[BaseException | None]]]:
     """aiokafka logs why a connection failed (a refused password, an untrusted certificate) and
-    raises only "Unable to bootstrap": keep those messages for the error, off the console."""
+    raises only "Unable to bootstrap": keep those messages (and the errors they carry) for the
+    error, off the console."""
     seen: list[str] = []
+    errors: list[BaseException | None] = []
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             seen.append(record.getMessage())
+            args = record.args if isinstance(record.args, tuple) else ()
+            errors.append(args[-1] if args and isinstance(args[-1], BaseException) else None)
 
     logger, handler = logging.getLogger("aiokafka"), Keep(logging.ERROR)
     logger.addHandler(handler)
     propagate, logger.propagate = logger.propagate, False
     try:
-        yield seen
+        yield seen, errors
     finally:
         logger.removeHandler(handler)
         logger.propagate = propagate

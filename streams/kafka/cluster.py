@@ -235,13 +235,20 @@ class LocalCluster:
             log.debug("cluster not ready: %r", exc)
             return 0
 
+    def exited(self) -> list[LocalKafka]:
+        """The nodes that exited on their own (a node stopped or killed here is not one)."""
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is not None]
+
     def failure(self) -> str | None:
-        """Why the cluster is down (a node exited on its own), or None while every node runs."""
-        for node in self.nodes:
-            if node.process is not None and node.process.poll() is not None:
-                return (f"Kafka node {node.node_id} exited with code {node.process.returncode}\n"
-                        + node._log_tail())
-        return None
+        """Why the cluster is down: a majority of its nodes, the KRaft quorum, exited on their
+        own (with the last one's log tail); None while a majority runs."""
+        gone = self.exited()
+        running = len(self.nodes) - len(gone)
+        if running > len(self.nodes) // 2:
+            return None
+        return (f"expected a majority of the {len(self.nodes)} Kafka nodes running, {running} "
+                "run: " + "; ".join(f"node {n.node_id} exited with code {n.process.returncode}"
+                                    for n in gone) + "\n" + gone[-1]._log_tail())
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM to every node at once (one by one, the last would wait for a quorum that is

@@ -36,7 +36,7 @@ def run_forever(
 
     While it runs, `state_file` holds JSON {"bootstrap", "pid", "broker_pids", "workdir"} (and,
     with ``sasl_ssl``, "client_env": a client's IPR_KAFKA_* variables); it is removed on exit.
-    Raises BrokerError if a broker dies on its own.
+    Raises BrokerError if the broker, or a majority of the cluster's nodes, dies on its own.
     """
     state_file = Path(state_file)
     if brokers > 1 and sasl_ssl:
@@ -58,9 +58,7 @@ def run_forever(
         tmp.replace(state_file)
         if on_ready is not None:
             on_ready(kafka)
-        while not stop.wait(0.5):
-            if (why := _failure(kafka)) is not None:
-                raise BrokerError(why)
+        supervise(kafka, stop)
     finally:
         kafka.stop()
         with contextlib.suppress(OSError):
@@ -68,6 +66,25 @@ def run_forever(
                 state_file.unlink()
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def supervise(kafka: LocalKafka | LocalCluster, stop: threading.Event,
+              every_s: float = 0.5) -> None:
+    """Until ``stop`` is set. BrokerError when the broker exits on its own, or when a cluster
+    no longer has a majority of its nodes running; a node lost while a majority runs is logged,
+    once, and the cluster goes on (its topics are replicated)."""
+    lost: set[int] = set()
+    while not stop.wait(every_s):
+        if (why := _failure(kafka)) is not None:
+            raise BrokerError(why)
+        gone = kafka.exited() if isinstance(kafka, LocalCluster) else []
+        running = len(kafka.nodes) - len(gone) if gone else 0
+        for node in gone:
+            if node.node_id not in lost and running > len(kafka.nodes) // 2:  # else: next turn
+                lost.add(node.node_id)
+                log.warning("Kafka node %d exited with code %s; %d of %d nodes run, a majority: "
+                            "the cluster goes on (log: %s)", node.node_id,
+                            node.process.returncode, running, len(kafka.nodes), node.log_file)
 
 
 def _pids(kafka: LocalKafka | LocalCluster) -> list[int]:

@@ -8,6 +8,12 @@ encoder never waits for the broker's round trip, and at most one batch is in fli
 ``IPR_ROUTER_EXACTLY_ONCE`` a batch's outputs and input offsets are committed in one transaction
 per input partition instead (:mod:`streams.router.transactions`), then acknowledged.
 
+Which version a starting router serves: the one last announced on ``router.control`` (every
+router of the group serves one version, so a restart must not split the group), loaded before the
+first batch; its ``--artifacts`` only when nothing is announced, or when it is that version, or
+when the announced one cannot be loaded. A new directory goes live by being announced (``ipr
+shadow start DIR``, then ``ipr shadow promote``). ``load_scorer`` says in one line which and why.
+
 ``follow_control`` reads ``router.control``: new artifact versions (hot swap between batches; from
 the announced location, or rebuilt from the artifact-files topic: ``streams.control.versions``),
 model health reports (``streams.control.health``) and the version to score in shadow
@@ -24,17 +30,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import faust
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
+from ipr_model.artifacts import read_manifest
 from ipr_model.errors import ArtifactError
 from schemas import ModelHealth, ModelUpdate, SchemaError, decode, encode
-from schemas.topics import SHADOW_KEY, is_health_key
+from schemas.topics import CONTROL_KEY, SHADOW_KEY, is_health_key
 from streams.control.health import HealthBoard
-from streams.control.topic import read_control
+from streams.control.topic import control_history, read_control
 from streams.control.versions import can_read, ensure_topic, local_versions, prune_received, receive
 from streams.kafka.admin import KafkaAdminError
 from streams.router import metrics
@@ -69,6 +77,8 @@ class Router:
         self.shadow = Shadow(settings, self.scorers)  # started and stopped by follow_control
         self.tenants = Tenants(settings)  # policies and spend, followed by Tenants.follow
         self.spend_counter = SpendCounter(settings, self.tenants)
+        self.serving = asyncio.Event()  # set once the start-up version is chosen and loaded
+        self._start_announcement: tuple[int, int] | None = None  # (partition, offset) it weighed
 
     def _topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes)
@@ -88,6 +98,7 @@ class Router:
         loop = asyncio.get_running_loop()
         in_flight: asyncio.Task | None = None
         await self.tenants.ready.wait()  # every policy and the spend so far, before routing
+        await self.serving.wait()  # the announced version, not --artifacts for a first batch
         async for events in stream.noack_take(s.batch_size, within=s.batch_timeout_ms / 1000.0):
             records = [
                 Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
@@ -154,13 +165,48 @@ class Router:
             await stream.ack(event)
 
     async def load_scorer(self) -> None:
-        """Load the artifacts when the worker starts, off the event loop, before the first batch."""
-        loop = asyncio.get_running_loop()
-        scorer = await loop.run_in_executor(None, self.scorers.current)
-        s = self.settings
-        log.warning("router: consuming %s from %s as group %s; artifacts %s (%d models)",
-                    s.prompts_in, s.kafka_bootstrap, s.app_id, scorer.version,
-                    len(scorer.model_ids))
+        """When the worker starts, before the first batch: choose the version to serve (the
+        module's rule), load it off the event loop, and say in one line which and why."""
+        loop, s = asyncio.get_running_loop(), self.settings
+        try:
+            why = await self._start_version()
+            scorer = await loop.run_in_executor(None, self.scorers.current)
+        finally:
+            self.serving.set()
+        log.warning("router: consuming %s from %s as group %s; serving version %s (%d models) "
+                    "from %s (%s)", s.prompts_in, s.kafka_bootstrap, s.app_id, scorer.version,
+                    len(scorer.model_ids), self.scorers.root, why)
+
+    async def _start_version(self) -> str:
+        """Load the version last announced on ``router.control`` unless it is --artifacts' own
+        (then, or when it cannot be loaded, the caller loads --artifacts); returns why."""
+        s, loop = self.settings, asyncio.get_running_loop()
+        given = f"from --artifacts {s.artifacts}"
+        try:
+            history = await control_history(s)
+        except KafkaError as e:
+            return f"{given}; {s.control} could not be read ({type(e).__name__})"
+        announced = [m for m in history if m.key == CONTROL_KEY.encode()]
+        if not announced:
+            return f"{given}; nothing announced on {s.control}"
+        msg = announced[-1]
+        self._start_announcement = (msg.partition, msg.offset)  # follow_control: not again
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(msg.timestamp / 1000))
+        try:
+            update = decode(ModelUpdate, msg.value)
+        except SchemaError as e:
+            return f"{given}; the announcement at offset {msg.offset} of {s.control} is " \
+                   f"malformed: {e}"
+        mine = read_manifest(s.artifacts, verify=False).version
+        if mine == update.version:
+            return f"{given}, the version announced on {s.control} at {when}"
+        root = await self._version_root(update)
+        if root is None or not await loop.run_in_executor(
+                None, partial(self.scorers.swap, root, update.sha256, quiet=True)):
+            return f"{given}; version {update.version}, announced on {s.control} at {when}, " \
+                   "could not be loaded (logged)"
+        return f"announced on {s.control} at {when}, not --artifacts {s.artifacts} ({mine}): " \
+               "every router of a group serves the announced version"
 
     async def follow_control(self) -> None:
         """Every router process reads all of ``router.control`` (no consumer group: each must see
@@ -173,10 +219,13 @@ class Router:
             except KafkaAdminError as e:  # it may exist already, created by the feedback service
                 log.warning("could not create the artifact-files topic %s: %s",
                             s.artifacts_topic, e)
+        await self.serving.wait()  # the start-up version is load_scorer's to choose
         async for msg in read_control(self.settings):
             await self._apply_control(msg)
 
     async def _apply_control(self, msg) -> None:
+        if (msg.partition, msg.offset) == self._start_announcement:
+            return  # weighed (served, or refused and logged) by load_scorer
         if msg.key == SHADOW_KEY.encode():
             await self._apply_shadow(msg)
             return

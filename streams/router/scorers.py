@@ -71,8 +71,9 @@ class ScorerHolder:
         log.error("refused %s version at %s (%s); keeping %s", self._artifact(), where, reason,
                   self.current_version())
 
-    def swap(self, root: Path, expected_sha256: str | None = None) -> bool:
-        """Load ``root`` and make it current; on any failure keep the current scorer."""
+    def swap(self, root: Path, expected_sha256: str | None = None, *, quiet: bool = False) -> bool:
+        """Load ``root`` and make it current; on any failure keep the current scorer.
+        ``quiet``: the swap is logged at INFO (the router's start-up line says it)."""
         try:
             new = self._load(root)
             if expected_sha256 and new.manifest.sha256 != expected_sha256:
@@ -86,7 +87,8 @@ class ScorerHolder:
         with self._lock:
             old, self._scorer, self._root = self._scorer, new, Path(root)
         self._swaps.labels("loaded").inc()
-        log.warning("swapped %s %s -> %s", self._what, old.version if old else None, new.version)
+        (log.info if quiet else log.warning)("swapped %s %s -> %s", self._what,
+                                             old.version if old else None, new.version)
         return True
 
     def _artifact(self) -> str:

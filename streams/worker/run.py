@@ -107,13 +107,15 @@ async def serve(
     stop_event: asyncio.Event | None = None,
 ) -> dict[str, dict[str, int]]:
     """Build the backends, create missing topics (best effort) and run until `stop_event`."""
-    from streams.kafka.admin import broker_count, create_topics
+    from streams.kafka.admin import create_topics, wait_for_cluster
 
     models, factory, cleanup = build_backends(settings, models, backend, dataset, artifacts)
     stop_event = stop_event or asyncio.Event()
     try:
         worker = Worker(settings, models, factory)
-        await broker_count(settings, 20.0)  # one line now, rather than consumers retrying forever
+        # up to IPR_WORKER_START_TIMEOUT_S for a broker that is down or starting, then one line
+        # (a client the cluster refuses: at once), rather than consumers retrying forever
+        await wait_for_cluster(settings, settings.start_timeout_s, "worker")
         topics = [model_topic(m) for m in models]
         topics += [settings.responses, settings.feedback, settings.prompts_dlq]
         try:

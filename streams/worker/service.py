@@ -58,6 +58,7 @@ from streams.worker.announce import Announcer
 from streams.worker.backends.base import Backend
 from streams.worker.dedupe import Answered, AnsweredLog
 from streams.worker.model_loop import ModelLoop
+from streams.worker.outage import KafkaOutage
 from streams.worker.publisher import Publisher
 from streams.worker.settings import WorkerSettings
 from streams.worker.stats import WorkerStats, counters
@@ -106,6 +107,8 @@ class Worker:
                                    settings.serving_ttl_s, self.publisher)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self.outage = KafkaOutage("worker", settings)  # an outage in two lines, per worker
+        self._watch: asyncio.Task[None] | None = None
         self._started = False
         counters()
 
@@ -139,9 +142,10 @@ class Worker:
                 await self._disconnect()
                 raise
 
-        def retrying(exc: BaseException, _attempt: int, delay: float) -> None:
-            log.warning("worker: the broker did not answer while starting (%s); retrying "
-                        "in %.0f s", exc, delay)
+        def retrying(exc: BaseException, attempt: int, _delay: float) -> None:
+            if attempt == 1:  # once: the retries are not news
+                log.warning("worker: the broker did not answer while starting (%s); retrying "
+                            "for up to %.0f s", exc, self.settings.start_timeout_s)
 
         try:
             await retry(connect, retry_on=KafkaConnectionError, backoff=_CONNECT_BACKOFF,
@@ -150,6 +154,8 @@ class Worker:
             await self._close()
             self._started = False
             raise
+        self.outage.install()
+        self._watch = asyncio.create_task(self.outage.watch(self._stopping), name="worker:kafka")
         self._tasks = [
             asyncio.create_task(loop.run(self._stopping), name=f"worker:{loop.model_id}")
             for loop in self._loops.values()
@@ -184,7 +190,12 @@ class Worker:
         self._tasks = []
         if self.publisher.producer is not None:
             await self.announcer.withdraw()
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+            self._watch = None
         await self._close()
+        self.outage.remove()
         self._started = False
         for r in results:
             if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):

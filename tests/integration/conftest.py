@@ -1,7 +1,7 @@
 """A real Kafka for the integration tests, once per session.
 
 Order: `IPR_KAFKA_BOOTSTRAP` (an existing cluster); a testcontainers Kafka when a Docker engine
-answers; otherwise the local Apache Kafka of `streams.broker` (needs java, and mvn once).
+answers; otherwise the local Apache Kafka of `streams.kafka.local` (needs java, and mvn once).
 """
 
 from __future__ import annotations

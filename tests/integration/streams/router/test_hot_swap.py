@@ -104,11 +104,15 @@ def test_a_starting_router_applies_only_the_latest_announced_version(
                              120, settings)
 
     try:
-        wait_for_log(router, "swapped artifacts", 180)
+        wait_for_log(router, "router: consuming", 180)
         got = asyncio.run(scenario())
     finally:
         router.stop()
     log = router.log_tail(50000)
-    assert log.count("swapped artifacts") == 1 and f"-> {latest.version}" in log
+    # loaded at start, before the first batch (not --artifacts first, then a swap), in one line
+    assert "swapped artifacts" not in log
+    [line] = [ln for ln in log.splitlines() if "router: consuming" in ln]
+    assert f"serving version {latest.version} " in line and f"from {latest.root} (" in line
+    assert f"(announced on {control} at " in line and f"not --artifacts {small_artifacts}" in line
     assert "refused artifact version" not in log  # the deleted one was never tried
     assert {got.routed[f"{run}:{i}"].router_version for i in range(n)} == {latest.version}

@@ -38,3 +38,48 @@ def test_a_bad_policy_is_refused_in_one_line_naming_the_field():
         assert p.returncode == 2, p.stderr
         [line] = p.stderr.strip().splitlines()
         assert line.startswith("error: ") and field in line
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_policy_commands_without_a_broker_say_so_in_one_line_naming_the_bootstrap():
+    bootstrap = f"127.0.0.1:{_closed_port()}"
+    env = {**__import__("os").environ, "IPR_KAFKA_BOOTSTRAP": bootstrap}
+    for args in (["show"], ["show", "acme"], ["set", "acme", "--tolerance", "0.2"],
+                 ["delete", "acme"]):
+        p = ipr("policy", *args, env=env)
+        assert p.returncode == 2, (args, p.stderr)
+        [line] = p.stderr.strip().splitlines()  # no traceback, no unclosed-client warning
+        assert line.startswith(f"error: cannot reach Kafka at {bootstrap} "), line
+
+
+def test_a_policy_reader_that_cannot_start_is_closed(caplog):
+    import asyncio
+    import gc
+
+    import pytest
+    from aiokafka.errors import KafkaConnectionError
+
+    from streams.kafka.settings import KafkaSettings
+    from streams.policy_cli import _read, _write
+
+    s = KafkaSettings(kafka_bootstrap=f"127.0.0.1:{_closed_port()}")
+    with pytest.raises(KafkaConnectionError):
+        asyncio.run(_read(s, "router.policies"))
+    with pytest.raises(KafkaConnectionError):  # the producer, after the topic (mocked away)
+        asyncio.run(_write_without_admin(_write, s))
+    gc.collect()
+    assert "Unclosed" not in caplog.text
+
+
+async def _write_without_admin(write, s):
+    from unittest import mock
+
+    with mock.patch("streams.kafka.admin.create_topics", mock.AsyncMock()):
+        return await write(s, "acme", None)

@@ -78,3 +78,96 @@ def test_the_same_folder_starts_the_same_cluster_again(tmp_path) -> None:
 def test_a_broker_id_outside_the_cluster_is_refused(tmp_path) -> None:
     with pytest.raises(BrokerError, match="expected a broker id from 1 to 3, got 4"):
         LocalCluster(3, data_dir=tmp_path).node_index(4)
+
+
+class _Supervised:
+    """`supervise` on a LocalCluster whose nodes are real child processes (no JVM), in a thread."""
+
+    def __init__(self, cluster) -> None:
+        import subprocess
+        import sys
+        import threading
+
+        from streams.kafka.foreground import supervise
+
+        for node in cluster.nodes:
+            node.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        self.cluster, self.stop, self.error = cluster, threading.Event(), None
+
+        def run() -> None:
+            try:
+                supervise(cluster, self.stop, every_s=0.05)
+            except BrokerError as e:
+                self.error = e
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def crash(self, index: int) -> None:
+        """SIGKILL a node behind the cluster's back (its process object stays: it exited)."""
+        node = self.cluster.nodes[index]
+        node.process.kill()
+        node.process.wait()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        for node in self.cluster.nodes:
+            if node.process is not None and node.process.poll() is None:
+                node.process.kill()
+                node.process.wait()
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_cluster_runs_on_while_a_majority_of_its_nodes_runs(tmp_path, caplog) -> None:
+    import logging
+
+    cluster = LocalCluster(3, data_dir=tmp_path)
+    watched = _Supervised(cluster)
+    try:
+        with caplog.at_level(logging.WARNING, logger="streams.kafka.foreground"):
+            watched.crash(2)
+            _wait_for(lambda: "Kafka node 3 exited" in caplog.text)
+            assert watched.thread.is_alive() and cluster.failure() is None
+            assert [n.node_id for n in cluster.exited()] == [3]
+            lines = [r.getMessage() for r in caplog.records]
+            assert len(lines) == 1 and "2 of 3 nodes run, a majority" in lines[0]
+            assert all(n.process.poll() is None for n in cluster.nodes[:2])  # not stopped
+            watched.crash(1)  # the majority is lost: the supervisor ends with why
+            watched.thread.join(10)
+        assert not watched.thread.is_alive()
+        assert str(watched.error).startswith(
+            "expected a majority of the 3 Kafka nodes running, 1 run: node 2 exited with code "
+            "-9; node 3 exited with code -9")
+        assert len([r for r in caplog.records if "exited" in r.getMessage()]) == 1  # once each
+    finally:
+        watched.close()
+
+
+def test_a_cluster_of_two_is_down_when_either_node_exits(tmp_path) -> None:
+    cluster = LocalCluster(2, data_dir=tmp_path)
+    watched = _Supervised(cluster)
+    try:
+        watched.crash(0)
+        watched.thread.join(10)
+        assert "1 run: node 1 exited with code -9" in str(watched.error)
+    finally:
+        watched.close()
+
+
+def test_ctrl_c_ends_the_supervision_of_a_whole_cluster(tmp_path) -> None:
+    watched = _Supervised(LocalCluster(3, data_dir=tmp_path))
+    try:
+        watched.stop.set()
+        watched.thread.join(10)
+        assert not watched.thread.is_alive() and watched.error is None
+    finally:
+        watched.close()

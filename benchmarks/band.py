@@ -26,6 +26,7 @@ import numpy as np
 from benchmarks.drift import pick_target, shares
 from ipr_model.evaluation import bootstrap
 from ipr_model.evaluation import quality_cost as metrics
+from ipr_model.serving.decision import decide
 from ipr_model.serving.scorer import Scorer, predict
 from ipr_model.training.datasets import load_dataset
 from ipr_model.training.refit import RecalConfig, candidate_card, recalibrate
@@ -39,7 +40,7 @@ def stationary(scorer: Scorer, emb: np.ndarray, test, band: float, seed: int = 0
     perm = np.random.default_rng(seed).permutation(len(test))
     labelled, judged = perm[: len(test) // 2], np.sort(perm[len(test) // 2 :])
     texts = [test.prompts[i] for i in labelled]
-    chosen = scorer.decide(scorer.score_embeddings(emb[labelled], texts), [0.2] * len(labelled))
+    chosen = decide(scorer, scorer.score_embeddings(emb[labelled], texts), [0.2] * len(labelled))
     cards = list(scorer.cards)
     for m in sorted({d.model_id for d in chosen}):
         rows = [i for i, d in zip(labelled, chosen, strict=True) if d.model_id == m]
@@ -87,7 +88,7 @@ def run(artifacts: Path, dataset: Path, bands=BANDS) -> dict:
     model, task = pick_target(artifacts, data.split("test"), 0.1)
     train = data.split("train")
     idx = [i for i, t in enumerate(train.tasks) if t == task]
-    chosen = scorer.decide(scorer.score([train.prompts[i] for i in idx]), [0.1] * len(idx))
+    chosen = decide(scorer, scorer.score([train.prompts[i] for i in idx]), [0.1] * len(idx))
     routed = [i for i, d in zip(idx, chosen, strict=True) if d.model_id == model][:150]
     before = shares(artifacts, test.prompts, test.tasks, model, 0.1)[task]
     rows = []

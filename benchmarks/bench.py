@@ -41,10 +41,12 @@ LIMIT_BATCH = 32  # scoring in-process: the encoder runs per text, the adapters 
 
 
 def limit(scorer, texts: list[str], batch_size: int = LIMIT_BATCH) -> float:
+    from ipr_model.serving.decision import decide
+
     t0 = time.perf_counter()
     for i in range(0, len(texts), batch_size):
         chunk = texts[i : i + batch_size]
-        scorer.decide(scorer.score(chunk), [0.2] * len(chunk))
+        decide(scorer, scorer.score(chunk), [0.2] * len(chunk))
     return len(texts) / (time.perf_counter() - t0)
 
 

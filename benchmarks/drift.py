@@ -36,12 +36,13 @@ MARKER = "-deg"
 
 def pick_target(artifacts: Path, test, tolerance: float) -> tuple[str, str]:
     """The most frequent task of the split and the model the router sends most of it to."""
+    from ipr_model.serving.decision import decide
     from ipr_model.serving.scorer import Scorer
 
     task = Counter(test.tasks).most_common(1)[0][0]
     idx = [i for i, t in enumerate(test.tasks) if t == task]
     scorer = Scorer.load(artifacts)
-    d = scorer.decide(scorer.score([test.prompts[i] for i in idx]), [tolerance] * len(idx))
+    d = decide(scorer, scorer.score([test.prompts[i] for i in idx]), [tolerance] * len(idx))
     return Counter(x.model_id for x in d).most_common(1)[0][0], task
 
 
@@ -56,11 +57,12 @@ def latest_version(versions_dir: Path, first: Path) -> Path:
 def shares(root: Path, texts: list[str], tasks: list[str], model: str, tolerance: float) -> dict:
     """``model``'s share of each task's ``texts`` at ``tolerance`` by the artifacts at ``root``
     (offline, in-process)."""
+    from ipr_model.serving.decision import decide
     from ipr_model.serving.scorer import Scorer
 
     scorer = Scorer.load(root)
     chosen = np.array([d.model_id == model for d in
-                       scorer.decide(scorer.score(texts), [tolerance] * len(texts))])
+                       decide(scorer, scorer.score(texts), [tolerance] * len(texts))])
     t = np.array(tasks)
     return {k: float(chosen[t == k].mean()) for k in sorted(set(tasks))}
 
@@ -83,6 +85,7 @@ def held_out_recovery(artifacts: Path, data, task: str, model: str, tolerance: f
     after."""
     import tempfile
 
+    from ipr_model.serving.decision import decide
     from ipr_model.serving.scorer import Scorer
     from ipr_model.training.refit import recalibrate
     from ipr_model.training.train import embed
@@ -91,7 +94,7 @@ def held_out_recovery(artifacts: Path, data, task: str, model: str, tolerance: f
     idx = [i for i, t in enumerate(train.tasks) if t == task]
     scorer = Scorer.load(artifacts)
     scores = scorer.score([train.prompts[i] for i in idx])
-    decisions = scorer.decide(scores, [tolerance] * len(idx))
+    decisions = decide(scorer, scores, [tolerance] * len(idx))
     routed = [i for i, d in zip(idx, decisions, strict=True) if d.model_id == model][:labels]
     emb = embed(Path(artifacts) / "encoder", [train.prompts[i] for i in routed])
     with tempfile.TemporaryDirectory() as tmp:

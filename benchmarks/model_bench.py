@@ -22,6 +22,7 @@ from ipr_model.evaluation.stats import percentiles
 
 
 def scoring(artifacts: Path, dataset: Path, batch_size: int = 32) -> dict:
+    from ipr_model.serving.decision import decide
     from ipr_model.serving.scorer import Scorer
     from ipr_model.training.datasets import load_dataset
 
@@ -31,17 +32,17 @@ def scoring(artifacts: Path, dataset: Path, batch_size: int = 32) -> dict:
     # Short prompts: real ones of at most 64 tokens by the encoder's own tokenizer.
     short = [t for t in data.prompts if scorer.encoder.count_tokens(t) <= 64][:200]
     for t in short[:10]:
-        scorer.decide(scorer.score([t]), [0.2])
+        decide(scorer, scorer.score([t]), [0.2])
     single = []
     for t in short:
         t0 = time.perf_counter()
-        scorer.decide(scorer.score([t]), [0.2])
+        decide(scorer, scorer.score([t]), [0.2])
         single.append((time.perf_counter() - t0) * 1000.0)
     texts = test.prompts
     t0 = time.perf_counter()
     for i in range(0, len(texts), batch_size):
         chunk = texts[i : i + batch_size]
-        scorer.decide(scorer.score(chunk), [0.2] * len(chunk))
+        decide(scorer, scorer.score(chunk), [0.2] * len(chunk))
     seconds = time.perf_counter() - t0
     return {
         "single_prompt_ms": {**percentiles(single), "prompts": len(short), "max_tokens": 64},

@@ -8,7 +8,7 @@ What it does, on a dataset with a train and a test split (zeroeval):
    the model's card removed; the joint prompt side stays the one learned with its outcomes
    (retraining without it is the honest baseline: not done here, see docs/measurements.md);
 3. adds it prices-only (``ipr_model.training.onboard.add_prices_only``);
-4. streams the train split's prompts in order through the router's decision (``Scorer.decide``
+4. streams the train split's prompts in order through the router's decision (``decision.decide``
    with ``explore_share``: the same code the router runs, without Kafka); every prompt explored
    to the model gets its recorded outcome as a label (what the replay worker and the feedback
    service would join), and every ``--every`` labels the model's card is refitted as the
@@ -31,6 +31,7 @@ import numpy as np
 
 from ipr_model.artifacts.manifest import model_dir, read_manifest, write_manifest
 from ipr_model.evaluation import quality_cost as metrics
+from ipr_model.serving.decision import decide
 from ipr_model.serving.scorer import Scorer, predict
 from ipr_model.training.datasets import Dataset, load_dataset
 from ipr_model.training.onboard import ONBOARDING, add_prices_only, fitted_card
@@ -78,9 +79,9 @@ def run(artifacts: Path, dataset: Path, out_dir: Path, share: float, every: int,
     ref_pred, ref_cost, _ = predict(full.cards, te_emb, test.prompts)
     ref_score, _ = arqgc(ref_pred, ref_cost, test, full.model_ids)
     tr_scores = scorer.score_embeddings(tr_emb, train.prompts)
-    decisions = scorer.decide(tr_scores, [tolerance] * len(train),
-                              prompt_ids=[f"train-{i}" for i in range(len(train))],
-                              explore_share=share)
+    decisions = decide(scorer, tr_scores, [tolerance] * len(train),
+                       prompt_ids=[f"train-{i}" for i in range(len(train))],
+                       explore_share=share)
     chosen = np.array([col[d.model_id] for d in decisions])
     spent = train.cost[np.arange(len(train)), chosen]
     explored = np.array([d.rule == "explore" for d in decisions])

@@ -153,9 +153,10 @@ def op_profile(artifacts: Path, texts: list[str]) -> dict:
 def _time_scoring(scorer, emb: np.ndarray, texts: list[str], reps: int) -> dict:
     """Per-prompt ms of the scorer's path after the encoder (adapters, calibration, costs, the
     rule) for one prompt, and per prompt within a batch of 32."""
+    from ipr_model.serving.decision import decide
 
     def once(e, t):
-        scorer.decide(scorer.score_embeddings(e, t), [0.2] * len(t))
+        decide(scorer, scorer.score_embeddings(e, t), [0.2] * len(t))
 
     once(emb[:1], texts[:1])
     single = []

@@ -5,7 +5,7 @@
 (τ = 0.1) fails that task: ``fail`` of its train prompts routed to it are labelled 0 and a
 recalibration corrects it away (its share of the task's test prompts falls). Then the model
 recovers: the task's other train prompts are streamed, in a seeded order, through the router's
-decision (``Scorer.decide``, the code the router runs) with exploration at ``share``: an explored
+decision (``decision.decide``, the code the router runs) with exploration at ``share``: an explored
 prompt goes to the model the feedback lowered most (``win_back``), and every prompt that reaches
 the model, explored or routed, gets its recorded (recovered) outcome as a label. Every ``every``
 new labels the model is recalibrated on all its labels, as the feedback service does (the failed
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.drift import pick_target, shares
+from ipr_model.serving.decision import decide
 from ipr_model.serving.scorer import Scorer
 from ipr_model.training.datasets import load_dataset
 from ipr_model.training.refit import RecalConfig, recalibrate
@@ -42,7 +43,7 @@ def run(artifacts: Path, dataset: Path, share: float = 0.1, every: int = 20, fai
     base = Scorer.load(artifacts)
     j = train.model_ids.index(model)
     idx = [i for i, t in enumerate(train.tasks) if t == task]
-    chosen = base.decide(base.score([train.prompts[i] for i in idx]), [tolerance] * len(idx))
+    chosen = decide(base, base.score([train.prompts[i] for i in idx]), [tolerance] * len(idx))
     failed = [i for i, d in zip(idx, chosen, strict=True) if d.model_id == model][:fail]
     rest = np.random.default_rng(seed).permutation(sorted(set(idx) - set(failed)))
     enc = Path(artifacts) / "encoder"
@@ -67,9 +68,9 @@ def run(artifacts: Path, dataset: Path, share: float = 0.1, every: int = 20, fai
         new = 0
         scorer = Scorer.load(current, reuse=base)
         for n, i in enumerate(rest):
-            d = scorer.decide(scorer.score_embeddings(x_rest[n : n + 1], [train.prompts[i]]),
-                              [tolerance], prompt_ids=[f"winback-{seed}-{i}"],
-                              explore_share=share)[0]
+            d = decide(scorer, scorer.score_embeddings(x_rest[n : n + 1], [train.prompts[i]]),
+                       [tolerance], prompt_ids=[f"winback-{seed}-{i}"],
+                       explore_share=share)[0]
             cost = float(train.cost[i, train.model_ids.index(d.model_id)])
             total += cost
             if d.rule == "explore":

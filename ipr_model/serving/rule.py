@@ -1,6 +1,7 @@
 """The IPR routing rule: a pure function of predicted quality and estimated cost.
 
-For a prompt and its candidate models (narrowed by ``allowed``):
+For a prompt and its candidate models (``allowed``: narrowed by :mod:`ipr_model.serving.candidates`,
+the rule only chooses among them):
 
 - ``ipr`` (default): r = max q - tau * (max q - min q) among three or more candidates; between
   exactly two, r = max q - tau. The range from the best candidate down to the worst makes tau a
@@ -26,6 +27,7 @@ from typing import Literal
 import numpy as np
 
 from ipr_model.errors import RoutingInputError
+from ipr_model.serving.candidates import allowed_mask
 
 Variant = Literal["ipr", "range", "dynamic_max"]
 VARIANTS: tuple[str, ...] = ("ipr", "range", "dynamic_max")
@@ -42,21 +44,6 @@ def check_tolerance(tau: float) -> float:
     if not (0.0 <= tau <= 1.0) or np.isnan(tau):
         raise RoutingInputError(f"tolerance must be in [0, 1], got {tau}")
     return tau
-
-
-def allowed_mask(model_ids: Sequence[str], allowed: Sequence[str] | None) -> np.ndarray:
-    """Boolean mask over ``model_ids``; ``None`` or empty allows every model."""
-    if not allowed:
-        return np.ones(len(model_ids), dtype=bool)
-    known = set(model_ids)
-    unknown = sorted(set(allowed) - known)
-    if unknown:
-        raise RoutingInputError(
-            f"unknown model(s) in allowed_models: {', '.join(unknown)}; "
-            f"known: {', '.join(model_ids)}"
-        )
-    wanted = set(allowed)
-    return np.array([m in wanted for m in model_ids], dtype=bool)
 
 
 def route_batch(

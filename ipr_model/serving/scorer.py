@@ -1,12 +1,14 @@
 """Serving: load a verified artifact directory and score prompts (numpy, onnxruntime, tokenizers).
 
 ``Scorer.score(texts)`` runs the encoder once on the batch and every adapter on the embeddings, and
-returns the calibrated predicted quality and the estimated cost of every model for every prompt.
+returns the calibrated predicted quality and the estimated cost of every model for every prompt;
+it only scores: the candidates are narrowed in :mod:`ipr_model.serving.candidates`, the decisions
+made in :mod:`ipr_model.serving.decision`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,17 +21,7 @@ from ipr_model.serving.adapters import AdapterStack
 from ipr_model.serving.calibration import Calibrations
 from ipr_model.serving.cards import ModelCard, memory_loader
 from ipr_model.serving.costs import prompt_tokens
-from ipr_model.serving.explore import explore_choice, explored
 from ipr_model.serving.joint import prompt_side_loader
-from ipr_model.serving.rule import (
-    Variant,
-    allowed_mask,
-    applied_rule,
-    check_tolerance,
-    feasible_mask,
-    ranking,
-    route_batch,
-)
 
 
 @dataclass(frozen=True)
@@ -38,23 +30,6 @@ class Scores:
     cost: np.ndarray  # [n, m] estimated USD
     embeddings: np.ndarray  # [n, d]
     feedback: np.ndarray | None = None  # [n, m] what the feedback corrections added (None: none)
-
-
-@dataclass(frozen=True)
-class Decision:
-    model_id: str
-    threshold: float
-    tolerance: float
-    predicted_quality: dict[str, float]
-    estimated_cost_usd: dict[str, float]
-    feedback_adjustment: dict[str, float] | None = None  # models whose estimate feedback moved
-    unhealthy_models: list[str] | None = None  # candidates left out as unhealthy
-    # the rule this prompt got (``ipr_model.serving.rule.applied_rule``), or "explore"
-    rule: str = "ipr"
-    # why an explored prompt went where it did (ipr_model.serving.explore)
-    reason: str | None = None
-    # the failover order: the choice, then the rule's feasible candidates in the rule's order
-    ranking: list[str] | None = None
 
 
 def predict(
@@ -127,7 +102,8 @@ class Scorer:
         self.encoder = encoder
         self.cards = cards
         self.model_ids = [c.id for c in cards]
-        # Models with prices and no outcomes yet: routed to only by exploration (explore.py).
+        # Models with prices and no outcomes yet: left out of the rule's candidates, routed to only
+        # by exploration (candidates.py).
         self.onboarding = frozenset(c.id for c in cards if c.info.get("onboarding"))
 
     @property
@@ -171,94 +147,3 @@ class Scorer:
             if not t or not t.strip():
                 raise RoutingInputError(f"prompt {i} is empty: expected non-empty text")
         return self.score_embeddings(self.encoder.encode(list(texts)), texts)
-
-    def decide(
-        self,
-        scores: Scores,
-        tolerances: Sequence[float],
-        allowed: Sequence[Sequence[str] | None] | None = None,
-        variant: Variant = "ipr",
-        delta: float = 0.0,
-        unhealthy: Collection[str] = (),
-        prompt_ids: Sequence[str] | None = None,
-        explore_share: float = 0.0,
-    ) -> list[Decision]:
-        """Apply the rule per prompt (each with its own tolerance and allowed models). Models in
-        ``unhealthy`` are left out of a prompt's candidates, unless that would leave none: then
-        it is routed among its unhealthy candidates (their worker answers with an error, and the
-        prompt is not lost). Onboarding models are left out of the rule's candidates likewise;
-        with ``prompt_ids``, the ``explore_share`` of them explores
-        (:mod:`ipr_model.serving.explore`)."""
-        n = len(tolerances)
-        taus = np.array([check_tolerance(t) for t in tolerances])
-        masks = np.stack(
-            [allowed_mask(self.model_ids, (allowed[i] if allowed else None)) for i in range(n)]
-        )
-        healthy = np.array([m not in unhealthy for m in self.model_ids])
-        left_out = masks & ~healthy
-        left_out[~(masks & healthy).any(axis=1)] = False
-        candidates = masks & ~left_out
-        ruled = candidates & ~np.array([m in self.onboarding for m in self.model_ids])
-        ruled[~ruled.any(axis=1)] = candidates[~ruled.any(axis=1)]
-        chosen, thr = route_batch(
-            scores.quality, scores.cost, taus, self.model_ids, ruled, variant, delta
-        )
-        rules = applied_rule(ruled, variant).astype(object)
-        feasible = feasible_mask(scores.quality, thr, ruled)
-        reasons = self._explore(scores, candidates, chosen, rules, prompt_ids, explore_share)
-        out = []
-        for i in range(n):
-            ids = [m for m, ok in zip(self.model_ids, masks[i], strict=True) if ok]
-            out.append(
-                Decision(
-                    model_id=self.model_ids[chosen[i]],
-                    threshold=float(thr[i]),
-                    tolerance=float(taus[i]),
-                    predicted_quality={
-                        m: float(scores.quality[i, j])
-                        for j, m in enumerate(self.model_ids)
-                        if m in ids
-                    },
-                    estimated_cost_usd={
-                        m: float(scores.cost[i, j])
-                        for j, m in enumerate(self.model_ids)
-                        if m in ids
-                    },
-                    feedback_adjustment=None if scores.feedback is None else {
-                        m: round(float(scores.feedback[i, j]), 6)
-                        for j, m in enumerate(self.model_ids)
-                        if m in ids and abs(scores.feedback[i, j]) >= 1e-6
-                    } or None,
-                    unhealthy_models=[
-                        m for m, out_ in zip(self.model_ids, left_out[i], strict=True) if out_
-                    ]
-                    or None,
-                    rule=str(rules[i]),
-                    reason=reasons[i],
-                    ranking=self._ranking(scores, feasible, i, self.model_ids[chosen[i]]),
-                )
-            )
-        return out
-
-    def _ranking(self, scores: Scores, feasible: np.ndarray, i: int, choice: str) -> list[str]:
-        """Prompt i's failover order: its model (an explored prompt's is outside the rule's
-        choice), then the rule's feasible models in the rule's order of preference."""
-        ranked = ranking(scores.quality[i], scores.cost[i], feasible[i], self.model_ids)
-        return [choice, *(m for m in ranked if m != choice)]
-
-    def _explore(self, scores: Scores, candidates: np.ndarray, chosen: np.ndarray,
-                 rules: np.ndarray, prompt_ids: Sequence[str] | None,
-                 share: float) -> list[str | None]:
-        """Send the explored prompts to their exploration model (``chosen`` and ``rules`` are
-        updated in place); the reason of each prompt (None: routed by the rule)."""
-        reasons: list[str | None] = [None] * len(chosen)
-        if not prompt_ids or share <= 0:
-            return reasons
-        for i, pid in enumerate(prompt_ids):
-            if not explored(pid, share):
-                continue
-            lowered = None if scores.feedback is None else scores.feedback[i]
-            pick = explore_choice(pid, self.model_ids, candidates[i], self.onboarding, lowered)
-            if pick is not None and pick[0] != chosen[i]:
-                chosen[i], rules[i], reasons[i] = pick[0], "explore", pick[1]
-        return reasons

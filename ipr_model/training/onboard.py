@@ -4,7 +4,8 @@
 (the expected answer length is the median of the other cards', until labels say otherwise), and
 its adapter holds a constant prior (the artifact's mean train quality) in the joint part, so the
 artifact format is the usual one and every reader loads it. The rule leaves onboarding models out
-(``Scorer.decide``); only exploration sends them prompts (:mod:`ipr_model.serving.explore`).
+(``ipr_model.serving.candidates``); only exploration sends them prompts
+(:mod:`ipr_model.serving.explore`).
 
 Once feedback has labels for it, ``fitted_card`` fits its ability vector against the artifact's
 frozen prompt side (the joint part, as ``ipr add-model`` does from a dataset, here from the

@@ -295,7 +295,9 @@ def route(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Route one prompt: the chosen model, every model's score and cost, and the threshold."""
-    from ipr_model.serving.rule import VARIANTS, allowed_mask, check_tolerance
+    from ipr_model.serving.candidates import allowed_mask
+    from ipr_model.serving.decision import decide
+    from ipr_model.serving.rule import VARIANTS, check_tolerance
     from ipr_model.serving.scorer import Scorer
 
     if not text.strip():
@@ -305,7 +307,8 @@ def route(
         raise UserError(f"--variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     scorer = Scorer.load(artifacts)
     allowed_mask(scorer.model_ids, allow)  # unknown ids: a clear error before any work
-    d = scorer.decide(scorer.score([text]), [tolerance], [allow], variant=variant, delta=delta)[0]
+    d = decide(scorer, scorer.score([text]), [tolerance], [allow], variant=variant,
+               delta=delta)[0]
     if as_json:
         typer.echo(json.dumps({"model_id": d.model_id, "threshold": d.threshold,
                                "tolerance": d.tolerance, "rule": d.rule,

@@ -7,7 +7,8 @@ A policy (``schemas.TenantPolicy``) is narrowed by its prompts, never widened:
   larger one is cut to the tenant's. A prompt without τ gets the tenant's, else the router's
   default.
 - allowed models: the prompt's and the policy's are intersected (models the router does not
-  know are dropped from the policy's); nothing left is dead-lettered as ``not_allowed``.
+  know are dropped from the policy's: ``ipr_model.serving.candidates.tenant_allowed``, where the
+  rest of a prompt's candidates are narrowed); nothing left is dead-lettered as ``not_allowed``.
 - the budget: once the tenant's spend in the current period (a UTC calendar hour, day or month)
   has reached ``budget_usd``, ``cheapest`` routes at τ = 1 among the allowed models (the prompt's
   own τ no longer counts), ``reject`` dead-letters as ``budget_exceeded``.
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from ipr_model.serving.candidates import tenant_allowed
 from schemas import AppliedPolicy, TenantPolicy
 
 PERIODS: tuple[str, ...] = ("hour", "day", "month")
@@ -78,7 +80,7 @@ def apply_policy(
         on_exhausted=policy.on_exhausted, exhausted=exhausted,
     )
     spend = None if budget is None else spend_usd
-    models = _narrow_models(allowed, policy.allowed_models, known)
+    models = tenant_allowed(allowed, policy.allowed_models, known)
     if models is not None and not models:
         return Verdict(tau, [], applied, spend, dead=("not_allowed", (
             f"tenant {policy.tenant!r}: no model is allowed both by the prompt's "
@@ -97,13 +99,3 @@ def _narrow_tolerance(own: float | None, tenant: float | None, default: float) -
     if own is None:
         return default if tenant is None else tenant
     return own if tenant is None else min(own, tenant)
-
-
-def _narrow_models(own: Sequence[str] | None, tenant: Sequence[str] | None,
-                   known: Sequence[str] | None) -> list[str] | None:
-    if tenant is None:
-        return None if own is None else list(own)
-    usable = set(tenant) if known is None else set(tenant) & set(known)
-    if own is None:
-        return [m for m in tenant if m in usable]
-    return [m for m in own if m in usable]

@@ -20,6 +20,8 @@ from functools import partial
 
 import numpy as np
 
+from ipr_model.serving.candidates import unknown_models
+from ipr_model.serving.decision import decide
 from ipr_model.serving.rule import Variant
 from schemas import DeadLetter, PromptRequest, RoutedPrompt, RoutingDecision, SchemaError, decode
 from schemas.topics import model_topic
@@ -116,7 +118,7 @@ def _validate(rec: Record, known: Sequence[str], dead: list[DeadLetter]):
         dead.append(_dead(rec, "the record's key is not its prompt_id (outputs are keyed by "
                                "prompt_id)", "key_mismatch"))
         return None
-    unknown = sorted(set(req.allowed_models or ()) - set(known))
+    unknown = unknown_models(known, req.allowed_models)
     if unknown:
         dead.append(_dead(
             rec,
@@ -147,7 +149,8 @@ def _under_policy(rec: Record, req: PromptRequest, tenants, default_tolerance: f
 
 def _route(valid, *, scorer, variant, delta, unhealthy, explore_share) -> list[Routed]:
     scores = scorer.score([req.text for _, req, _ in valid])
-    decisions = scorer.decide(
+    decisions = decide(
+        scorer,
         scores,
         [v.tolerance for _, _, v in valid],
         [v.allowed for _, _, v in valid],

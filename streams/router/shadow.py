@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ipr_model.serving.decision import decide
 from ipr_model.serving.rule import Variant
 from ipr_model.serving.scorer import Scorer
 from schemas import RoutingDecision
@@ -59,11 +60,10 @@ def shadow_decisions(
         scores = scorer.score_embeddings(np.stack([r.embedding for r in routed]), texts)
     else:
         scores = scorer.score(texts)
-    decided = scorer.decide(scores, [r.prompt.tolerance for r in routed],
-                            [r.prompt.allowed_models for r in routed], variant=variant,
-                            delta=delta, unhealthy=unhealthy,
-                            prompt_ids=[r.prompt.prompt_id for r in routed],
-                            explore_share=explore_share)
+    decided = decide(scorer, scores, [r.prompt.tolerance for r in routed],
+                     [r.prompt.allowed_models for r in routed], variant=variant, delta=delta,
+                     unhealthy=unhealthy, prompt_ids=[r.prompt.prompt_id for r in routed],
+                     explore_share=explore_share)
     out = []
     for r, d, emb in zip(routed, decided, scores.embeddings, strict=True):
         fields = r.decision.model_dump()

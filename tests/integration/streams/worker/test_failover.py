@@ -12,6 +12,7 @@ from collections import Counter
 import httpx
 from aiokafka import AIOKafkaConsumer
 
+from ipr_model.serving.decision import decide
 from ipr_model.serving.scorer import Scorer
 from schemas import DeadLetter, ModelHealth, ModelResponse, PromptRequest, decode, encode
 from schemas.topics import health_key, model_topic, safe_name
@@ -118,7 +119,7 @@ def test_a_failing_models_prompts_are_answered_by_the_next_model_of_their_rankin
     ids = scorer.model_ids
     sample = [t[:TEXT_CHARS] for t in texts[:N]]
     # the model tau = 1 sends most of these prompts to (the cheapest) is the one that fails
-    decided = scorer.decide(scorer.score(sample), [1.0] * N)
+    decided = decide(scorer, scorer.score(sample), [1.0] * N)
     failing = Counter(d.model_id for d in decided).most_common(1)[0][0]
     requests = [PromptRequest(prompt_id=f"{unique}:{i}", text=t, tolerance=1.0)
                 for i, t in enumerate(sample)]

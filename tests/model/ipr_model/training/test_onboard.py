@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks.onboard import pick_model, without
 from ipr_model.artifacts.manifest import read_manifest
+from ipr_model.serving.decision import decide
 from ipr_model.serving.scorer import Scorer
 from ipr_model.training.onboard import ONBOARDING
 from ipr_model.training.refit import RecalConfig, recalibrate, yardstick
@@ -32,13 +33,13 @@ def test_a_prices_only_card_loads_and_only_exploration_routes_to_it(onboarding):
     assert scorer.onboarding == {model} and scorer.model_ids[-1] == model
     scores = scorer.score(train.prompts[:40])
     ids = [f"p{i}" for i in range(40)]
-    ruled = scorer.decide(scores, [1.0] * 40, prompt_ids=ids, explore_share=0.0)
+    ruled = decide(scorer, scores, [1.0] * 40, prompt_ids=ids, explore_share=0.0)
     assert model not in {d.model_id for d in ruled}
-    explored = scorer.decide(scores, [1.0] * 40, prompt_ids=ids, explore_share=1.0)
+    explored = decide(scorer, scores, [1.0] * 40, prompt_ids=ids, explore_share=1.0)
     assert {d.model_id for d in explored} == {model}
     assert {(d.rule, d.reason) for d in explored} == {("explore", "onboarding")}
-    allowed = scorer.decide(scores, [1.0] * 40, [["gemma-2-9b-it", "Qwen2-7B-Instruct"]] * 40,
-                            prompt_ids=ids, explore_share=1.0)
+    allowed = decide(scorer, scores, [1.0] * 40, [["gemma-2-9b-it", "Qwen2-7B-Instruct"]] * 40,
+                     prompt_ids=ids, explore_share=1.0)
     assert {d.model_id for d in allowed} <= {"gemma-2-9b-it", "Qwen2-7B-Instruct"}
 
 

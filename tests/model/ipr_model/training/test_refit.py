@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ipr_model.artifacts.manifest import read_manifest
+from ipr_model.serving.decision import decide
 from ipr_model.serving.scorer import Scorer
 from ipr_model.training.refit import RecalConfig, recalibrate
 from ipr_model.training.train import embed
@@ -47,10 +48,10 @@ def test_bad_outcomes_on_a_task_lower_that_models_predictions_there_only(
     assert card.correction is not None and len(card.correction.residual) == 80
     assert card.info["feedback_labels"] == 80
     # Decisions say what feedback added: negative for this model on the degraded task.
-    moved = [d.feedback_adjustment for d in after.decide(after.score(probe[:40]), [0.1] * 40)]
+    moved = [d.feedback_adjustment for d in decide(after, after.score(probe[:40]), [0.1] * 40)]
     assert sum(1 for m in moved if m and m[MODEL] < -0.05) >= 30
     assert all(m is None or set(m) == {MODEL} for m in moved)
-    assert before.decide(before.score(probe[:1]), [0.1])[0].feedback_adjustment is None
+    assert decide(before, before.score(probe[:1]), [0.1])[0].feedback_adjustment is None
     new, old = read_manifest(res.location), read_manifest(small_artifacts)
     assert new.data["parent_version"] == old.version and new.version != old.version
     changed = {f for f in new.data["files"] if new.data["files"][f] != old.data["files"].get(f)}

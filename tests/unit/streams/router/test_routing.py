@@ -15,7 +15,7 @@ IDS = ["big", "mid", "small"]
 
 
 class TableScorer(Scorer):
-    """The real decision logic (Scorer.decide) over fixed scores: big is best and dearest."""
+    """The real decision logic (decision.decide) over fixed scores: big is best and dearest."""
 
     def __init__(self, feedback=None):
         self.model_ids = IDS

@@ -20,7 +20,7 @@ SECRET = "a user's prompt that fails the shadow"
 
 
 class Table(Scorer):
-    """The real rule (Scorer.decide) over fixed scores per model; counts what it encodes."""
+    """The real rule (decision.decide) over fixed scores per model; counts what it encodes."""
 
     def __init__(self, version: str, quality, encoder: object, fails: bool = False):
         self.model_ids, self._version, self.quality = IDS, version, np.array(quality)

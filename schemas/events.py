@@ -171,6 +171,11 @@ class _Routed(Event):
         description="candidates left out because a worker reported them unhealthy (ModelHealth; "
         "they keep their scores here); absent when none was",
     )
+    unserved_models: ModelList | None = Field(
+        default=None,
+        description="candidates left out because no live worker announced them (WorkerServing); "
+        "absent when none was",
+    )
     ranking: ModelList | None = Field(
         default=None,
         description="the feasible candidates in the rule's order of preference, the chosen model "
@@ -204,8 +209,9 @@ class _Routed(Event):
             raise ValueError(f"model_id {self.model_id!r} has no estimated_cost_usd")
         if self.allowed_models is not None and self.model_id not in self.allowed_models:
             raise ValueError(f"model_id {self.model_id!r} is not in allowed_models")
-        if self.unhealthy_models and self.model_id in self.unhealthy_models:
-            raise ValueError(f"model_id {self.model_id!r} is among the unhealthy_models left out")
+        for left_out in ("unhealthy_models", "unserved_models"):
+            if self.model_id in (getattr(self, left_out) or ()):
+                raise ValueError(f"model_id {self.model_id!r} is among the {left_out} left out")
         if self.ranking is not None:
             unscored = [m for m in self.ranking if m not in self.predicted_quality]
             if unscored or len(set(self.ranking)) < len(self.ranking):

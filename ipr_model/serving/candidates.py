@@ -8,13 +8,16 @@ A prompt's models, narrowed in this order:
    before scoring, so that a prompt left nothing is dead-lettered unscored). A model the router
    does not know is an error in the prompt's list (:func:`unknown_models`), dropped from the
    tenant's. Left out: ``not_allowed``.
-2. **health**: the unhealthy models (``streams.control.health``) are left out, unless that would
+2. **served**: the models no live worker serves (``streams.control.serving``: workers announce
+   what they serve) are left out, unless that would leave none: then the prompt waits on its
+   model's topic for a worker, as before. Left out: ``not_served``.
+3. **health**: the unhealthy models (``streams.control.health``) are left out, unless that would
    leave none: then the prompt is routed among its unhealthy candidates (their worker answers with
    an error, and the prompt is not lost). Left out: ``unhealthy``.
-3. **onboarding**: a model with prices and no outcomes yet (its card flagged ``onboarding``) is
+4. **onboarding**: a model with prices and no outcomes yet (its card flagged ``onboarding``) is
    left out of the rule's candidates, unless that would leave none; it stays a candidate for
    exploration. Left out of the rule: ``onboarding``.
-4. **exploration**: the ``explore_share`` of prompts (by a hash of the prompt id) goes to an
+5. **exploration**: the ``explore_share`` of prompts (by a hash of the prompt id) goes to an
    onboarding candidate, else to the candidate the feedback lowered most (win-back):
    :mod:`ipr_model.serving.explore`.
 
@@ -34,6 +37,7 @@ from ipr_model.errors import RoutingInputError
 from ipr_model.serving.explore import explore_choice, explored
 
 NOT_ALLOWED = "not_allowed"
+NOT_SERVED = "not_served"
 UNHEALTHY = "unhealthy"
 ONBOARDING = "onboarding"
 
@@ -77,15 +81,22 @@ class Candidates:
 
     model_ids: Sequence[str]
     allowed: np.ndarray  # what the prompt (under its tenant) allows
-    routable: np.ndarray  # allowed, without the unhealthy models (all allowed if none is healthy)
+    served: np.ndarray  # allowed, without the models no worker serves (all allowed if none is)
+    routable: np.ndarray  # served, without the unhealthy models (all served if none is healthy)
     ruled: np.ndarray  # the rule's: routable, without the onboarding models (unless none is left)
     # an explored prompt's model (index) and why (``onboarding`` or ``win_back``); None: the rule's
     explore: list[tuple[int, str] | None]
 
+    def unserved(self, i: int) -> list[str]:
+        """The models prompt i left out because no live worker serves them."""
+        return self._ids(self.allowed[i] & ~self.served[i])
+
     def unhealthy(self, i: int) -> list[str]:
         """The models prompt i's health check left out."""
-        out = self.allowed[i] & ~self.routable[i]
-        return [m for m, o in zip(self.model_ids, out, strict=True) if o]
+        return self._ids(self.served[i] & ~self.routable[i])
+
+    def _ids(self, mask: np.ndarray) -> list[str]:
+        return [m for m, o in zip(self.model_ids, mask, strict=True) if o]
 
     def left_out(self, i: int) -> dict[str, str]:
         """Every model that is not among prompt i's rule candidates, and why."""
@@ -93,6 +104,8 @@ class Candidates:
         for j, m in enumerate(self.model_ids):
             if not self.allowed[i, j]:
                 why[m] = NOT_ALLOWED
+            elif not self.served[i, j]:
+                why[m] = NOT_SERVED
             elif not self.routable[i, j]:
                 why[m] = UNHEALTHY
             elif not self.ruled[i, j]:
@@ -109,6 +122,7 @@ def narrow(
     prompt_ids: Sequence[str] | None = None,
     explore_share: float = 0.0,
     lowered: np.ndarray | None = None,
+    unserved: Collection[str] = (),
 ) -> Candidates:
     """The candidates of n prompts, each with its ``allowed`` models (None: every prompt all);
     ``lowered`` [n, m]: what the feedback corrections added to each model's predicted quality
@@ -116,7 +130,8 @@ def narrow(
     masks = np.stack(
         [allowed_mask(model_ids, (allowed[i] if allowed else None)) for i in range(n)]
     )
-    routable = _unless_none_left(masks, np.array([m not in unhealthy for m in model_ids]))
+    served = _unless_none_left(masks, np.array([m not in unserved for m in model_ids]))
+    routable = _unless_none_left(served, np.array([m not in unhealthy for m in model_ids]))
     ruled = _unless_none_left(routable, np.array([m not in onboarding for m in model_ids]))
     picks: list[tuple[int, str] | None] = [None] * n
     if prompt_ids and explore_share > 0:
@@ -124,7 +139,7 @@ def narrow(
             if explored(pid, explore_share):
                 row = None if lowered is None else lowered[i]
                 picks[i] = explore_choice(pid, model_ids, routable[i], onboarding, row)
-    return Candidates(model_ids, masks, routable, ruled, picks)
+    return Candidates(model_ids, masks, served, routable, ruled, picks)
 
 
 def _unless_none_left(candidates: np.ndarray, keep: np.ndarray) -> np.ndarray:

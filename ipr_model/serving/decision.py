@@ -34,6 +34,7 @@ class Decision:
     estimated_cost_usd: dict[str, float]
     feedback_adjustment: dict[str, float] | None = None  # models whose estimate feedback moved
     unhealthy_models: list[str] | None = None  # candidates left out as unhealthy
+    unserved_models: list[str] | None = None  # candidates left out: no live worker serves them
     # the rule this prompt got (``ipr_model.serving.rule.applied_rule``), or "explore"
     rule: str = "ipr"
     # why an explored prompt went where it did (ipr_model.serving.explore)
@@ -52,16 +53,17 @@ def decide(
     unhealthy: Collection[str] = (),
     prompt_ids: Sequence[str] | None = None,
     explore_share: float = 0.0,
+    unserved: Collection[str] = (),
 ) -> list[Decision]:
     """Decide every prompt ``scores`` holds (the ``scorer``'s), each with its own tolerance and
-    allowed models: its candidates are narrowed by ``allowed``, ``unhealthy`` and the scorer's
-    onboarding models, and with ``prompt_ids`` the ``explore_share`` of them explores
+    allowed models: its candidates are narrowed by ``allowed``, ``unserved``, ``unhealthy`` and the
+    scorer's onboarding models, and with ``prompt_ids`` the ``explore_share`` of them explores
     (:func:`ipr_model.serving.candidates.narrow`); the rule chooses among the rest."""
     n = len(tolerances)
     taus = np.array([check_tolerance(t) for t in tolerances])
     ids = scorer.model_ids
     cands = narrow(ids, n, allowed, unhealthy, scorer.onboarding, prompt_ids, explore_share,
-                   scores.feedback)
+                   scores.feedback, unserved)
     chosen, thr = route_batch(scores.quality, scores.cost, taus, ids, cands.ruled, variant, delta)
     rules = applied_rule(cands.ruled, variant).astype(object)
     feasible = feasible_mask(scores.quality, thr, cands.ruled)
@@ -97,6 +99,7 @@ def _decision(i: int, scores: Scores, cands: Candidates, choice: str, threshold:
             if mine[j] and abs(fb[i, j]) >= 1e-6
         } or None,
         unhealthy_models=cands.unhealthy(i) or None,
+        unserved_models=cands.unserved(i) or None,
         rule=rule,
         reason=reason,
         ranking=[choice, *(m for m in ranked if m != choice)],

@@ -37,11 +37,18 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from ipr_model.artifacts import read_manifest
+from ipr_model.artifacts.manifest import read_manifest
 from ipr_model.errors import ArtifactError
-from schemas import ModelHealth, ModelUpdate, SchemaError, decode, encode
-from schemas.topics import CONTROL_KEY, SHADOW_KEY, is_health_key
+from schemas import ModelHealth, ModelUpdate, SchemaError, WorkerServing, decode, encode
+from schemas.topics import (
+    CONTROL_KEY,
+    SERVING_KEY_PREFIX,
+    SHADOW_KEY,
+    is_health_key,
+    is_serving_key,
+)
 from streams.control.health import HealthBoard
+from streams.control.serving import ServingBoard
 from streams.control.topic import control_history, read_control
 from streams.control.versions import can_read, ensure_topic, local_versions, prune_received, receive
 from streams.kafka.admin import KafkaAdminError
@@ -74,6 +81,7 @@ class Router:
                                           owns=self.owns) if settings.exactly_once else None)
         self.scorers = ScorerHolder(settings.artifacts, settings.encoder_threads)
         self.health = HealthBoard()  # updated by follow_control, read between batches
+        self.workers = ServingBoard()  # what live workers serve, likewise
         self.shadow = Shadow(settings, self.scorers)  # started and stopped by follow_control
         self.tenants = Tenants(settings)  # policies and spend, followed by Tenants.follow
         self.spend_counter = SpendCounter(settings, self.tenants)
@@ -105,10 +113,12 @@ class Router:
                 for e in events
             ]
             scorer = self.scorers.current()  # a hot swap takes effect between batches
-            unhealthy = self.health.unhealthy(time.time())
+            now = time.time()
+            unhealthy = self.health.unhealthy(now)
+            unserved = self.workers.unserved(scorer.model_ids, now) if s.served_only else ()
             result = await loop.run_in_executor(
                 None, route_records, records, scorer, s.default_tolerance,
-                s.variant, s.delta, unhealthy, s.explore_share, self.tenants,
+                s.variant, s.delta, unhealthy, s.explore_share, self.tenants, unserved,
             )
             outputs = self._outputs(result)
             if self.transactions is None:  # sent now, acknowledged once delivered
@@ -122,14 +132,14 @@ class Router:
             in_flight = asyncio.ensure_future(deliver)
             _observe(result, len(records))
             if self.shadow.scorer() is not None:  # after the live outputs, never holding them
-                await self._send_shadow(result, scorer, unhealthy)
+                await self._send_shadow(result, scorer, unhealthy, unserved)
 
-    async def _send_shadow(self, result: BatchResult, live, unhealthy) -> None:
+    async def _send_shadow(self, result: BatchResult, live, unhealthy, unserved) -> None:
         """The shadow version's decisions on the batch, to ``router.shadow`` (their delivery is
         not awaited: a failure is logged and counted, and the batch is acknowledged anyway)."""
         try:
             out = await asyncio.get_running_loop().run_in_executor(
-                None, self.shadow.decisions, result.routed, live, unhealthy)
+                None, self.shadow.decisions, result.routed, live, unhealthy, unserved)
             for d in out:
                 fut = await self.topic(self.settings.shadow).send(
                     key=d.key, value=encode(d.decision), force=True)
@@ -229,6 +239,9 @@ class Router:
         if msg.key == SHADOW_KEY.encode():
             await self._apply_shadow(msg)
             return
+        if is_serving_key(msg.key):
+            self._apply_serving(msg)
+            return
         health = is_health_key(msg.key)
         try:
             update = decode(ModelHealth if health else ModelUpdate, msg.value)
@@ -279,6 +292,21 @@ class Router:
         except (ArtifactError, KafkaError, OSError) as e:
             (holder or self.scorers).refuse(f"{s.artifacts_topic} (version {update.version})", e)
             return None
+
+    def _apply_serving(self, msg) -> None:
+        worker = msg.key.decode("utf-8", "replace")[len(SERVING_KEY_PREFIX):]
+        try:
+            announcement = None if msg.value is None else decode(WorkerServing, msg.value)
+        except SchemaError as e:
+            log.error("ignored a malformed serving announcement at offset %d: %s", msg.offset, e)
+            return
+        known = self.scorers.current().model_ids
+        before = self.workers.unserved(known, time.time())
+        self.workers.apply(worker, announcement, time.time())
+        after = self.workers.unserved(known, time.time())
+        if after != before:  # a line per change, not per announcement
+            log.warning("models served by a live worker: %d of %d (left out: %s)",
+                        len(known) - len(after), len(known), ", ".join(sorted(after)) or "none")
 
     def _apply_health(self, report: ModelHealth) -> None:
         now = time.time()

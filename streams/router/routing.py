@@ -78,6 +78,7 @@ def route_records(
     unhealthy: Collection[str] = (),
     explore_share: float = 0.0,
     tenants=None,
+    unserved: Collection[str] = (),
 ) -> BatchResult:
     """Validate, score (one scorer call for the batch) and route every record, leaving the
     ``unhealthy`` models out where a prompt has other candidates (``streams.control.health``),
@@ -93,7 +94,7 @@ def route_records(
         return out
     t0 = time.perf_counter()
     route = partial(_route, scorer=scorer, variant=variant, delta=delta, unhealthy=unhealthy,
-                    explore_share=explore_share)
+                    explore_share=explore_share, unserved=unserved)
     try:
         out.routed = route(valid)
     except Exception:  # noqa: BLE001 - find the record that fails; route the others
@@ -147,7 +148,8 @@ def _under_policy(rec: Record, req: PromptRequest, tenants, default_tolerance: f
     return rec, req, verdict
 
 
-def _route(valid, *, scorer, variant, delta, unhealthy, explore_share) -> list[Routed]:
+def _route(valid, *, scorer, variant, delta, unhealthy, explore_share,
+           unserved) -> list[Routed]:
     scores = scorer.score([req.text for _, req, _ in valid])
     decisions = decide(
         scorer,
@@ -159,6 +161,7 @@ def _route(valid, *, scorer, variant, delta, unhealthy, explore_share) -> list[R
         unhealthy=unhealthy,
         prompt_ids=[req.prompt_id for _, req, _ in valid],
         explore_share=explore_share,
+        unserved=unserved,
     )
     now = time.time()
     routed = []
@@ -169,6 +172,7 @@ def _route(valid, *, scorer, variant, delta, unhealthy, explore_share) -> list[R
             threshold=d.threshold, predicted_quality=d.predicted_quality,
             estimated_cost_usd=d.estimated_cost_usd,
             feedback_adjustment=d.feedback_adjustment, unhealthy_models=d.unhealthy_models,
+            unserved_models=d.unserved_models,
             ranking=d.ranking, router_version=scorer.version,
             routing_latency_ms=max(0.0, (now - rec.received_at) * 1000.0), routed_at=now,
             text=req.text, metadata=req.metadata, policy=v.policy,

@@ -37,6 +37,10 @@ class RouterSettings(KafkaSettings):
         ge=0,
         description="margin of the dynamic_max variant (IPR_ROUTER_DELTA)",
     )
+    served_only: bool = Field(
+        True, description="route only among the models some live worker announces on the "
+        "control topic (streams.control.serving); false: among every model of the artifacts "
+        "(IPR_ROUTER_SERVED_ONLY)")
     explore_share: float = Field(
         0.0, ge=0, le=1,
         description="share of prompts (by a hash of prompt_id) sent to an onboarding model, "

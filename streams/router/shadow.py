@@ -48,6 +48,7 @@ class ShadowDecision:
 def shadow_decisions(
     routed: Sequence[Routed], scorer: Scorer, live: Scorer, variant: Variant = "ipr",
     delta: float = 0.0, unhealthy: Collection[str] = (), explore_share: float = 0.0,
+    unserved: Collection[str] = (),
 ) -> list[ShadowDecision]:
     """The ``scorer`` version's decision for every prompt the ``live`` version routed, with the
     τ and allowed models the live routing used (and its exploration: the same prompts explore);
@@ -63,7 +64,7 @@ def shadow_decisions(
     decided = decide(scorer, scores, [r.prompt.tolerance for r in routed],
                      [r.prompt.allowed_models for r in routed], variant=variant, delta=delta,
                      unhealthy=unhealthy, prompt_ids=[r.prompt.prompt_id for r in routed],
-                     explore_share=explore_share)
+                     explore_share=explore_share, unserved=unserved)
     out = []
     for r, d, emb in zip(routed, decided, scores.embeddings, strict=True):
         fields = r.decision.model_dump()
@@ -71,6 +72,7 @@ def shadow_decisions(
             model_id=d.model_id, tolerance=d.tolerance, threshold=d.threshold,
             predicted_quality=d.predicted_quality, estimated_cost_usd=d.estimated_cost_usd,
             feedback_adjustment=d.feedback_adjustment, unhealthy_models=d.unhealthy_models,
+            unserved_models=d.unserved_models,
             ranking=d.ranking, router_version=scorer.version, variant=d.rule, reason=d.reason,
             embedding=pack(emb), shadow_of=r.decision.router_version,
         )
@@ -100,7 +102,8 @@ class Shadow:
             log.warning("shadow stopped (was %s)", version)
 
     def decisions(self, routed: Sequence[Routed], live: Scorer,
-                  unhealthy: Collection[str] = ()) -> list[ShadowDecision]:
+                  unhealthy: Collection[str] = (),
+                  unserved: Collection[str] = ()) -> list[ShadowDecision]:
         """The shadow's decisions for a routed batch ([] when no shadow runs). A failure is
         logged (its kind, never a prompt's text) and counted; it is never raised."""
         scorer = self.scorer()
@@ -110,9 +113,9 @@ class Shadow:
         t0 = time.perf_counter()
         try:
             out = shadow_decisions(routed, scorer, live, s.variant, s.delta, unhealthy,
-                                   s.explore_share)
+                                   s.explore_share, unserved)
         except Exception as e:  # noqa: BLE001 - the shadow must never stop the router
-            out = self._one_by_one(routed, scorer, live, unhealthy, e)
+            out = self._one_by_one(routed, scorer, live, unhealthy, unserved, e)
         metrics.SHADOW_SECONDS.observe(time.perf_counter() - t0)
         live_choice = {r.key: r.prompt.model_id for r in routed}
         for d in out:
@@ -120,14 +123,15 @@ class Shadow:
             metrics.SHADOW_DECISIONS.labels("agree" if same else "differ").inc()
         return out
 
-    def _one_by_one(self, routed, scorer, live, unhealthy, error) -> list[ShadowDecision]:
+    def _one_by_one(self, routed, scorer, live, unhealthy, unserved,
+                    error) -> list[ShadowDecision]:
         """A batch the shadow failed on, scored prompt by prompt: only the failing ones are
         left out (logged and counted)."""
         s, out, failed = self.settings, [], 0
         for r in routed:
             try:
                 out += shadow_decisions([r], scorer, live, s.variant, s.delta, unhealthy,
-                                        s.explore_share)
+                                        s.explore_share, unserved)
             except Exception:  # noqa: BLE001 - counted below
                 failed += 1
         metrics.SHADOW_FAILURES.inc(failed)

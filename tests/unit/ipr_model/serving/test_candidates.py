@@ -9,6 +9,7 @@ import pytest
 from ipr_model.errors import RoutingInputError
 from ipr_model.serving.candidates import (
     NOT_ALLOWED,
+    NOT_SERVED,
     ONBOARDING,
     UNHEALTHY,
     allowed_mask,
@@ -63,6 +64,20 @@ def test_when_health_would_leave_none_the_prompt_keeps_its_unhealthy_candidates(
     assert c.unhealthy(1) == ["mid", "small"]
     everything = narrow(IDS, 1, unhealthy=set(IDS))
     assert rows(everything.ruled) == [IDS] and everything.unhealthy(0) == []
+
+
+def test_a_model_no_live_worker_serves_is_left_out_as_not_served():
+    c = narrow(IDS, 2, [None, ["mid", "small"]], unhealthy={"big"}, unserved={"mid", "new"})
+    assert rows(c.ruled) == [["small"], ["small"]]
+    assert c.unserved(0) == ["mid", "new"] and c.unhealthy(0) == ["big"]
+    assert c.left_out(1) == {"big": NOT_ALLOWED, "mid": NOT_SERVED, "new": NOT_ALLOWED}
+
+
+def test_when_no_candidate_is_served_the_prompt_keeps_them_all():
+    # it waits on its model's topic for a worker, as a prompt did before workers announced
+    c = narrow(IDS, 2, [["mid", "new"], None], unserved={"mid", "new"})
+    assert rows(c.ruled) == [["mid", "new"], ["big", "small"]]
+    assert c.unserved(0) == [] and c.unserved(1) == ["mid", "new"]
 
 
 def test_an_onboarding_model_is_left_out_of_the_rule_but_stays_routable():

@@ -66,8 +66,8 @@ def test_a_policy_reader_that_cannot_start_is_closed(caplog):
     import pytest
     from aiokafka.errors import KafkaConnectionError
 
+    from streams.cli.policy import _read, _write
     from streams.kafka.settings import KafkaSettings
-    from streams.policy_cli import _read, _write
 
     s = KafkaSettings(kafka_bootstrap=f"127.0.0.1:{_closed_port()}")
     with pytest.raises(KafkaConnectionError):

@@ -12,7 +12,7 @@ from unittest import mock
 
 import pytest
 
-from ipr_model.artifacts import read_manifest, write_manifest
+from ipr_model.artifacts.manifest import read_manifest, write_manifest
 from schemas import ModelHealth, ModelUpdate, encode
 from streams.router import agent
 

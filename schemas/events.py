@@ -114,8 +114,8 @@ class _Request(Event):
         return list(self.messages) if self.messages is not None else [user_message(self.text)]
 
 
-# What a decision never carries: the conversation, its parameters and where its answer goes.
-_REQUEST_ONLY = frozenset(set(_Request.model_fields) - set(Event.model_fields))
+# A request's call, never in a decision: the conversation, its parameters, where its answer goes.
+REQUEST_FIELDS = frozenset(set(_Request.model_fields) - set(Event.model_fields))
 
 
 class PromptRequest(_Request):
@@ -247,7 +247,7 @@ class RoutedPrompt(_Routed, _Request):
         embedding: str | None = None,
     ) -> RoutingDecision:
         """The audit record of this routing: everything but the text and the metadata."""
-        fields = self.model_dump(exclude=_REQUEST_ONLY | {"attempt", "failed"})
+        fields = self.model_dump(exclude=REQUEST_FIELDS | {"attempt", "failed"})
         return RoutingDecision(**fields, reason=reason, variant=variant, embedding=embedding)
 
 

@@ -25,6 +25,7 @@ ROUTER_SHADOW = "router.shadow"
 ROUTER_POLICIES = "router.policies"
 # Compacted (and deleted after two months): TenantSpend records, key = spend_key(...).
 ROUTER_SPEND = "router.spend"
+TOOL_CALLS = "router.tool_calls"  # compacted: tool call id -> the model that made the call
 
 CONTROL_KEY = "artifacts"  # the key of every ModelUpdate on ROUTER_CONTROL
 HEALTH_KEY_PREFIX = "health:"  # ModelHealth on ROUTER_CONTROL: key health:<model_id>

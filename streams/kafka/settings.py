@@ -25,6 +25,7 @@ from schemas.topics import (
     ROUTER_POLICIES,
     ROUTER_SHADOW,
     ROUTER_SPEND,
+    TOOL_CALLS,
 )
 
 
@@ -129,6 +130,12 @@ class KafkaSettings(BaseSettings):
         ROUTER_SPEND,
         validation_alias=_env("spend"),
         description="the tenants' spend per period, compacted (IPR_SPEND)",
+    )
+    tool_calls: str = Field(
+        TOOL_CALLS,
+        validation_alias=_env("tool_calls"),
+        description="which model made each tool call, compacted, a day: a tool loop stays on "
+        "that model (IPR_TOOL_CALLS)",
     )
 
     @property

@@ -59,6 +59,7 @@ from streams.router.settings import RouterSettings
 from streams.router.shadow import Shadow
 from streams.router.spend import SpendCounter
 from streams.router.tenants import Tenants
+from streams.router.tool_loop import ToolCalls, may_answer_a_call
 from streams.router.transactions import Output, Transactions, by_partition
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class Router:
         self.workers = ServingBoard()  # what live workers serve, likewise
         self.shadow = Shadow(settings, self.scorers)  # started and stopped by follow_control
         self.tenants = Tenants(settings)  # policies and spend, followed by Tenants.follow
+        self.tool_calls = ToolCalls(settings)  # which model made each tool call, followed
         self.spend_counter = SpendCounter(settings, self.tenants)
         self.serving = asyncio.Event()  # set once the start-up version is chosen and loaded
         self._start_announcement: tuple[int, int] | None = None  # (partition, offset) it weighed
@@ -116,10 +118,12 @@ class Router:
             now = time.time()
             unhealthy = self.health.unhealthy(now)
             unserved = self.workers.unserved(scorer.model_ids, now) if s.served_only else ()
-            result = await loop.run_in_executor(
-                None, route_records, records, scorer, s.default_tolerance,
-                s.variant, s.delta, unhealthy, s.explore_share, self.tenants, unserved,
-            )
+            if any(may_answer_a_call(r.value) for r in records):
+                await self.tool_calls.caught_up(s.tool_call_wait_s)
+            result = await loop.run_in_executor(None, partial(
+                route_records, records, scorer, s.default_tolerance, s.variant, s.delta,
+                unhealthy, s.explore_share, self.tenants, unserved, s.scored_view,
+                self.tool_calls))
             outputs = self._outputs(result)
             if self.transactions is None:  # sent now, acknowledged once delivered
                 sends = [await self.topic(t).send(key=k, value=v, force=True)

@@ -46,6 +46,7 @@ def create_app(settings: RouterSettings) -> tuple[faust.App, Router]:
     app.task(router.load_scorer)
     app.task(router.follow_control)
     app.task(router.tenants.follow)
+    app.task(router.tool_calls.follower.run)
     app.task(router.spend_counter.run)
     app.page("/metrics")(prometheus_metrics)
     return app, router

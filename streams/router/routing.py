@@ -23,10 +23,13 @@ import numpy as np
 from ipr_model.serving.candidates import unknown_models
 from ipr_model.serving.decision import decide
 from ipr_model.serving.rule import Variant
+from ipr_model.serving.views import DEFAULT_VIEW, View, scored_text
 from schemas import DeadLetter, PromptRequest, RoutedPrompt, RoutingDecision, SchemaError, decode
+from schemas.events import REQUEST_FIELDS
 from schemas.topics import model_topic
 from schemas.vectors import pack
 from streams.router.policy import apply_policy
+from streams.router.tool_loop import VARIANT, ToolCalls, pinned_model
 
 _MAX_REASON_CHARS = 300
 
@@ -79,12 +82,15 @@ def route_records(
     explore_share: float = 0.0,
     tenants=None,
     unserved: Collection[str] = (),
+    view: View = DEFAULT_VIEW,
+    tool_calls: ToolCalls | None = None,
 ) -> BatchResult:
-    """Validate, score (one scorer call for the batch) and route every record, leaving the
-    ``unhealthy`` models out where a prompt has other candidates (``streams.control.health``),
-    under its
-    tenant's policy and spend (``tenants``: ``streams.router.tenants.Tenants``; None: none); the
-    ``explore_share`` of prompts explores (``ipr_model.serving.explore``)."""
+    """Validate, score (one scorer call for the batch, a conversation by its ``view``) and route
+    every record, leaving the ``unserved`` and ``unhealthy`` models out where a prompt has other
+    candidates (``streams.control``), under its tenant's policy and spend (``tenants``:
+    ``streams.router.tenants.Tenants``; None: none); the ``explore_share`` of prompts explores
+    (``ipr_model.serving.explore``); a tool result goes to the model that made the call
+    (``tool_calls``: ``streams.router.tool_loop``)."""
     out = BatchResult()
     now = time.time()
     valid = [v for v in (_validate(rec, scorer.model_ids, out.dead) for rec in records) if v]
@@ -94,7 +100,8 @@ def route_records(
         return out
     t0 = time.perf_counter()
     route = partial(_route, scorer=scorer, variant=variant, delta=delta, unhealthy=unhealthy,
-                    explore_share=explore_share, unserved=unserved)
+                    explore_share=explore_share, unserved=unserved, view=view,
+                    tool_calls=tool_calls)
     try:
         out.routed = route(valid)
     except Exception:  # noqa: BLE001 - find the record that fails; route the others
@@ -148,14 +155,18 @@ def _under_policy(rec: Record, req: PromptRequest, tenants, default_tolerance: f
     return rec, req, verdict
 
 
-def _route(valid, *, scorer, variant, delta, unhealthy, explore_share,
-           unserved) -> list[Routed]:
-    scores = scorer.score([req.text for _, req, _ in valid])
+def _route(valid, *, scorer, variant, delta, unhealthy, explore_share, unserved, view,
+           tool_calls) -> list[Routed]:
+    scores = scorer.score([req.text if req.messages is None else scored_text(req.messages, view)
+                           for _, req, _ in valid])
+    pins = [pinned_model(req.messages, tool_calls, v.allowed) for _, req, v in valid]
+    pins = [(m, why) if m is None or m in scorer.model_ids else (None, why) for m, why in pins]
     decisions = decide(
         scorer,
         scores,
         [v.tolerance for _, _, v in valid],
-        [v.allowed for _, _, v in valid],
+        [[m] if m is not None else v.allowed for (_, _, v), (m, _) in zip(valid, pins,
+                                                                            strict=True)],
         variant=variant,
         delta=delta,
         unhealthy=unhealthy,
@@ -165,7 +176,8 @@ def _route(valid, *, scorer, variant, delta, unhealthy, explore_share,
     )
     now = time.time()
     routed = []
-    for (rec, req, v), d, emb in zip(valid, decisions, scores.embeddings, strict=True):
+    for (rec, req, v), d, emb, (pin, why) in zip(valid, decisions, scores.embeddings, pins,
+                                                  strict=True):
         prompt = RoutedPrompt(
             prompt_id=req.prompt_id, tenant=req.tenant, allowed_models=v.allowed,
             sent_at=req.sent_at, model_id=d.model_id, tolerance=d.tolerance,
@@ -175,15 +187,17 @@ def _route(valid, *, scorer, variant, delta, unhealthy, explore_share,
             unserved_models=d.unserved_models,
             ranking=d.ranking, router_version=scorer.version,
             routing_latency_ms=max(0.0, (now - rec.received_at) * 1000.0), routed_at=now,
-            text=req.text, metadata=req.metadata, policy=v.policy,
-            tenant_spend_usd=v.spend_usd,
+            policy=v.policy, tenant_spend_usd=v.spend_usd,
+            scored_view=None if req.messages is None else view,
+            **{k: getattr(req, k) for k in REQUEST_FIELDS},
         )
         routed.append(Routed(
             topic=model_topic(d.model_id),
             key=req.prompt_id.encode(),
             partition=rec.partition,
             prompt=prompt,
-            decision=prompt.to_decision(reason=d.reason or v.reason, variant=d.rule,
+            decision=prompt.to_decision(reason=why or d.reason or v.reason,
+                                        variant=VARIANT if pin is not None else d.rule,
                                         embedding=pack(emb)),
             embedding=emb,
         ))

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
+from ipr_model.serving.views import DEFAULT_VIEW, View
 from schemas.topics import ARTIFACT_FILES
 from streams.kafka.settings import KafkaSettings
 
@@ -41,6 +42,13 @@ class RouterSettings(KafkaSettings):
         True, description="route only among the models some live worker announces on the "
         "control topic (streams.control.serving); false: among every model of the artifacts "
         "(IPR_ROUTER_SERVED_ONLY)")
+    scored_view: View = Field(
+        DEFAULT_VIEW, description="what of a chat request the estimators score: last_user (the "
+        "newest user message: the single-turn prompts they were trained on), last_message, or "
+        "system_and_last_user (ipr_model.serving.views) (IPR_ROUTER_SCORED_VIEW)")
+    tool_call_wait_s: float = Field(
+        2.0, ge=0, description="how long a batch holding a tool result waits for the record of "
+        "its call to be read, before routing it as a new turn (IPR_ROUTER_TOOL_CALL_WAIT_S)")
     explore_share: float = Field(
         0.0, ge=0, le=1,
         description="share of prompts (by a hash of prompt_id) sent to an onboarding model, "

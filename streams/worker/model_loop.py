@@ -28,6 +28,7 @@ from schemas import (
 from schemas import limits as L
 from schemas.topics import ROUTED_PREFIX, health_key, model_topic
 from streams.control.health import ErrorStreak
+from streams.control.tool_calls import tool_call_records
 from streams.kafka.clients import aiokafka_config
 from streams.worker.backends.base import Backend, Completion
 from streams.worker.failover import next_attempt
@@ -252,6 +253,10 @@ class ModelLoop:
             attempt=routed.attempt,
             failed=routed.failed,
         )
+        if c.message is not None and c.message.tool_calls:  # known to routers before the answer
+            await asyncio.gather(*[await out.send(self.settings.tool_calls, v, k) for k, v in
+                                   tool_call_records(self.model_id,
+                                                     [t.id for t in c.message.tool_calls])])
         sent = [await out.send(self.settings.responses, encode(response), key)]
         with_feedback = c.quality is not None and c.error is None
         if with_feedback:

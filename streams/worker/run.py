@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from schemas.topics import model_topic
+from streams.control.tool_calls import TOPIC_CONFIG as TOOL_CALLS_CONFIG
 from streams.worker.dedupe import TOPIC_CONFIG, answered_topic
 from streams.worker.service import BackendFactory, Worker, WorkerConfigError
 from streams.worker.settings import WorkerSettings
@@ -125,6 +126,8 @@ async def serve(
             await asyncio.wait_for(create_topics(
                 settings, [answered_topic(settings)], settings.topic_partitions,
                 configs=TOPIC_CONFIG), 60)
+            await asyncio.wait_for(create_topics(
+                settings, [settings.tool_calls], 1, configs=TOOL_CALLS_CONFIG), 60)
         except Exception as exc:  # noqa: BLE001 - no admin rights, or the cluster makes them
             log.warning("could not create topics (%s: %s); continuing", type(exc).__name__, exc)
         await worker.run(stop_event)

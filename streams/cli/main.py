@@ -95,7 +95,8 @@ def broker_stop(state: Annotated[Path, typer.Option(help="state file")] = BROKER
 @command
 def worker(
     model: Annotated[list[str] | None, typer.Option(
-        "--model", "-m", help="model id to serve (repeat; replay: default all)")] = None,
+        "--model", "-m", help="model id to serve (repeat; '*': every model of the artifacts, or "
+                              "of the dataset for replay, its default)")] = None,
     backend: Annotated[str | None, typer.Option(
         help="openai or replay (default: IPR_WORKER_BACKEND, else openai)")] = None,
     dataset: Annotated[Path | None, typer.Option(

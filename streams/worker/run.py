@@ -17,6 +17,8 @@ from streams.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
+EVERY = "*"  # --model '*': every model of the artifacts (openai) or of the dataset (replay)
+
 
 def build_backends(
     settings: WorkerSettings,
@@ -42,7 +44,7 @@ def build_backends(
             data = load_dataset(folder)
         except DatasetError as exc:
             raise WorkerConfigError(str(exc)) from None
-        models = models or data.model_ids
+        models = data.model_ids if not models or models == [EVERY] else models
         unknown = [m for m in models if m not in data.model_ids]
         if unknown:
             raise WorkerConfigError(
@@ -74,6 +76,7 @@ def _openai(settings: WorkerSettings, models: list[str], artifacts: Path | None)
     try:
         known = (settings.known_models if artifacts is None
                  else read_manifest(artifacts, verify=False).models)
+        models = list(known) if models == [EVERY] else models
         unknown = [m for m in models if m not in known]
         if unknown:
             where = "IPR_WORKER_KNOWN_MODELS" if artifacts is None else f"artifacts {artifacts}"

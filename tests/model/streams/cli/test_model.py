@@ -161,7 +161,7 @@ def test_evaluate_reports_every_router_and_the_tau_knob(small_artifacts, data_di
     assert pair["models"] == [refs["ref_model"], refs["cheap_model"]]
     distinct = {v: len({tuple(pt[1:]) for pt in pair[v]["routers"]["ipr"]["points"]})
                 for v in ("ipr", "range")}
-    assert distinct["range"] == 2 and distinct["ipr"] > 20, distinct
+    assert distinct["range"] == 2 and distinct["ipr"] > 10, distinct  # a knob, not a switch
     assert pair["ipr"]["intervals"]["ipr"]["arqgc"]["point"] == pair["ipr"]["routers"]["ipr"][
         "arqgc"]
     assert "two models only" in p.stdout

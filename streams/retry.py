@@ -5,8 +5,8 @@ model's endpoint.
 ``retry(call, retry_on=..., backoff=Backoff(first_s, max_s))`` awaits ``call()`` until it
 returns; a failure of a ``retry_on`` type is retried after ``backoff.delay(k)`` seconds before
 retry k (``first_s * 2**(k-1)``, capped at ``max_s``), any other exception is raised at once. It
-stops, raising the last failure, after ``attempts`` calls, or when the next call would start
-after ``deadline_s`` seconds from the first.
+stops, raising the last failure, after ``attempts`` calls, or once ``deadline_s`` seconds from the
+first have passed (the last wait is cut short, so a call is made at the deadline).
 """
 
 from __future__ import annotations
@@ -57,8 +57,11 @@ async def retry(
             delay = backoff.delay(attempt, None if asked_delay is None else asked_delay(exc))
             if attempts is not None and attempt >= attempts:
                 raise
-            if deadline is not None and time.monotonic() + delay > deadline:
-                raise
+            if deadline is not None:  # the last wait is cut short: one more call at the deadline
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                delay = min(delay, left)
             if on_retry is not None:
                 on_retry(exc, attempt, delay)
         await asyncio.sleep(delay)

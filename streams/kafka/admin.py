@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 
 from schemas.errors import IprError
 from streams.kafka.clients import Kafka, aiokafka_config, bootstrap_of
+from streams.retry import Backoff, retry
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -233,27 +234,39 @@ async def wait_for_cluster(kafka: Kafka, timeout_s: float, who: str) -> int:
     to ``timeout_s``, saying once that ``who`` waits; a client the cluster refuses (TLS, SASL)
     fails at once. KafkaConnectError (one line: where, why, how long it waited) at the end."""
     began = time.monotonic()
-    deadline, delay, waiting = began + timeout_s, 0.5, False
-    while True:
+    deadline = began + timeout_s
+
+    async def ask() -> int:
         try:
-            count = await broker_count(kafka, max(1.0, min(10.0, deadline - time.monotonic())))
+            return await broker_count(kafka, max(1.0, min(10.0, deadline - time.monotonic())))
         except KafkaConnectError as e:
-            left = deadline - time.monotonic()
-            if not e.unreachable or left <= 0:
-                if not waiting:
-                    raise
-                raise KafkaConnectError(f"{e}; expected an answer within {timeout_s:.0f} s, "
-                                        "none came", e.unreachable) from None
-            if not waiting:
-                log.warning("%s: %s; waiting up to %.0f s for it to answer", who, e, timeout_s)
-                waiting = True
-            await asyncio.sleep(min(delay, left))
-            delay = min(2 * delay, 5.0)
-            continue
-        if waiting:
-            log.warning("%s: Kafka at %s answered after %.1f s", who, bootstrap_of(kafka),
-                        time.monotonic() - began)
-        return count
+            if e.unreachable:
+                raise _Unanswered(e) from None
+            raise
+
+    def waiting(exc: _Unanswered, attempt: int, _delay: float) -> None:
+        if attempt == 1:  # once: the retries are not news
+            log.warning("%s: %s; waiting up to %.0f s for it to answer", who, exc.error,
+                        timeout_s)
+
+    try:
+        count = await retry(ask, retry_on=_Unanswered, backoff=Backoff(first_s=0.5, max_s=5.0),
+                            deadline_s=timeout_s, on_retry=waiting)
+    except _Unanswered as u:
+        raise KafkaConnectError(f"{u.error}; expected an answer within {timeout_s:.0f} s, none "
+                                "came", u.error.unreachable) from None
+    if time.monotonic() - began > 1.0:
+        log.warning("%s: Kafka at %s answered after %.1f s", who, bootstrap_of(kafka),
+                    time.monotonic() - began)
+    return count
+
+
+class _Unanswered(Exception):
+    """A broker_count that nothing answered: waited for (a refusal is not)."""
+
+    def __init__(self, error: KafkaConnectError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _unanswered(error: BaseException) -> bool:

@@ -76,13 +76,13 @@ def test_attempts_bound_the_calls_and_the_last_failure_is_raised(clock):
         asyncio.run(retry(call, retry_on=ConnectionError, backoff=Backoff(1, 1), attempts=0))
 
 
-def test_it_stops_when_the_next_call_would_start_after_the_deadline(clock):
+def test_the_last_wait_is_cut_to_the_deadline_and_a_call_made_there(clock):
     call, calls = _failing(100)
-    with pytest.raises(ConnectionError, match="failure 4"):
+    with pytest.raises(ConnectionError, match="failure 5"):
         asyncio.run(retry(call, retry_on=ConnectionError, backoff=Backoff(1.0, 10.0),
                           deadline_s=10.0))
-    # waits 1, 2, 4 (7 s in all); the next, 8 s, would end at 15 s: past the deadline
-    assert clock.slept == [1.0, 2.0, 4.0] and len(calls) == 4
+    # waits 1, 2, 4 (7 s in all); the next, 8 s, is cut to the 3 s left; then the deadline
+    assert clock.slept == [1.0, 2.0, 4.0, 3.0] and len(calls) == 5
 
 
 def test_only_the_named_failures_are_retried(clock):

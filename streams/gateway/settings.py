@@ -6,8 +6,9 @@ import os
 import socket
 import uuid
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from schemas import limits as L
@@ -34,10 +35,10 @@ class GatewaySettings(KafkaSettings):
         "ipr", pattern=r"^[A-Za-z][A-Za-z0-9_.]*$",
         description="the model name that routes among all models; '<alias>-<tau>' sets the "
         "tolerance (IPR_GATEWAY_ALIAS)")
-    instance_id: str = Field(
-        default_factory=_instance, pattern=r"^[A-Za-z0-9._-]{1,100}$",
-        description="names this gateway's reply topic, gateway.replies.<instance_id> (default: "
-        "host, pid and a random suffix) (IPR_GATEWAY_INSTANCE_ID)")
+    instance_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="names this gateway's reply topic, gateway.replies.<instance_id>; unset: "
+        "the host, the pid and a random suffix (IPR_GATEWAY_INSTANCE_ID)")
     request_timeout_s: float = Field(
         120.0, gt=0, description="how long a request waits for its answer before a 504 "
         "(IPR_GATEWAY_REQUEST_TIMEOUT_S)")
@@ -56,6 +57,12 @@ class GatewaySettings(KafkaSettings):
     remember: int = Field(
         100_000, ge=1, description="answered prompts remembered, for feedback and "
         "Idempotency-Key retries (IPR_GATEWAY_REMEMBER)")
+
+    @model_validator(mode="after")
+    def _named(self) -> Self:
+        if self.instance_id is None:
+            self.instance_id = _instance()
+        return self
 
     @property
     def reply_topic(self) -> str:

@@ -145,8 +145,9 @@ async def _complete(request: Request, body: Any, tenant: str | None, channel: Re
                     settings: GatewaySettings, models: list[str],
                     metrics: GatewayMetrics) -> JSONResponse:
     """One chat request: validated, sent, its outcome awaited and answered."""
-    target = parse_model(body.get("model") if isinstance(body, dict) else None,
-                         settings.alias, models)
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object (a chat-completions request)")
+    target = parse_model(body.get("model"), settings.alias, models)
     raw_tau = request.headers.get("x-ipr-tolerance")
     header_tau = None if raw_tau is None else parse_tolerance(raw_tau, "x-ipr-tolerance")
     idempotency = request.headers.get("idempotency-key")

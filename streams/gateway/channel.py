@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 
 from schemas import DeadLetter, ModelResponse, PromptRequest, SchemaError, decode, encode
 from streams.gateway.settings import GatewaySettings
-from streams.kafka.admin import create_topics
+from streams.kafka.admin import create_topics, describe_partitions
 from streams.kafka.clients import aiokafka_config
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,7 @@ class ReplyChannel:
         self.consumer = AIOKafkaConsumer(**aiokafka_config(s), group_id=None,
                                          enable_auto_commit=False)
         await self.consumer.start()
-        await self.consumer.topics()  # the cluster's metadata, prompts.dlq's partitions in it
-        dlq = self.consumer.partitions_for_topic(s.prompts_dlq) or set()
+        dlq = (await describe_partitions(s, [s.prompts_dlq]))[s.prompts_dlq]
         tps = [TopicPartition(self.topic, 0)] + [TopicPartition(s.prompts_dlq, p) for p in dlq]
         self.consumer.assign(tps)
         await self.consumer.seek_to_end(*tps)

@@ -132,6 +132,9 @@ def test_a_tool_call_round_trip(stack):
 
 def test_models_are_the_alias_and_the_artifacts_models(stack):
     assert [m.id for m in client(stack).models.list()] == ["ipr", *stack.ids]
+    metrics = httpx.get(stack.urls["a"].removesuffix("/v1") + "/metrics", timeout=10).text
+    assert 'ipr_gateway_requests_total{route="/v1/chat/completions",status="200"}' in metrics
+    assert "ipr_gateway_request_seconds_bucket" in metrics and "ipr_gateway_in_flight" in metrics
 
 
 def test_feedback_on_an_answer_is_a_quality_label(stack):

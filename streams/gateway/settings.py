@@ -55,8 +55,8 @@ class GatewaySettings(KafkaSettings):
         3_600_000, ge=60_000, description="retention of the reply topic "
         "(IPR_GATEWAY_REPLY_RETENTION_MS)")
     remember: int = Field(
-        100_000, ge=1, description="answered prompts remembered, for feedback and "
-        "Idempotency-Key retries (IPR_GATEWAY_REMEMBER)")
+        10_000, ge=1, description="answered prompts remembered (their answers kept in memory), "
+        "for feedback and Idempotency-Key retries (IPR_GATEWAY_REMEMBER)")
 
     @model_validator(mode="after")
     def _named(self) -> Self:

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings
 
 from ipr_model.settings import FolderSettings
 from streams.feedback.settings import FeedbackSettings
+from streams.gateway.settings import GatewaySettings
 from streams.kafka.settings import KafkaSettings
 from streams.router.settings import RouterSettings
 from streams.worker.settings import WorkerSettings
@@ -52,6 +53,8 @@ SECTIONS: list[tuple[str, str, type[BaseSettings], type[BaseSettings] | None]] =
     ("Workers", "`ipr worker`; and the Kafka settings above.", WorkerSettings, KafkaSettings),
     ("Feedback service", "`ipr feedback`; and the Kafka settings above.", FeedbackSettings,
      KafkaSettings),
+    ("Gateway", "`ipr gateway`, the OpenAI-compatible HTTP front door; and the Kafka settings "
+     "above.", GatewaySettings, KafkaSettings),
     ("Datasets and caches", "Training, evaluation and the lab (`ipr_model`). An empty value "
      "counts as unset.", FolderSettings, None),
 ]

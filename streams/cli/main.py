@@ -2,6 +2,7 @@
 
     ipr train | add-model | score | evaluate | route | recalibrate    the estimator
     ipr router | worker | feedback                                     the services
+    ipr gateway [add-key]                                              the HTTP front door
     ipr broker start | stop                                            a local dev Kafka
     ipr shadow start | stop | promote | report                         a version in shadow
     ipr policy set | show | delete                                     tenant policies
@@ -43,6 +44,8 @@ broker_app = typer.Typer(
 app.add_typer(broker_app, name="broker")
 app.add_typer(shadow_app, name="shadow")
 app.add_typer(policy_app, name="policy")
+gateway_app = typer.Typer(help="The OpenAI-compatible HTTP front door (and its API keys).")
+app.add_typer(gateway_app, name="gateway")
 
 
 @broker_app.command("start")
@@ -168,6 +171,55 @@ def feedback(
     _run_faust(faust_app, s, [s.decisions, s.feedback, s.prompts_dlq, s.control],
                compacted=service.changelog_topics(),
                before=lambda: asyncio.run(service.load_current()))  # before a label is read
+
+
+@gateway_app.callback(invoke_without_command=True)
+@command
+def gateway(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+    artifacts: ServiceArtifactsOpt = None,
+    keys_file: Annotated[Path | None, typer.Option(
+        help="API keys and their tenants (ipr gateway add-key); none: no key asked")] = None,
+) -> None:
+    """Serve the OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/feedback) over
+    Kafka. Settings: IPR_GATEWAY_*, IPR_KAFKA_*."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from streams.gateway.keys import KeysFileError
+    from streams.gateway.run import serve
+    from streams.gateway.settings import GatewaySettings
+    from streams.kafka.admin import KafkaAdminError
+
+    s = GatewaySettings(**_given(host=host, port=port, artifacts=artifacts, keys_file=keys_file))
+    try:
+        serve(s)
+    except (KafkaAdminError, KeysFileError) as e:
+        raise UserError(str(e)) from None
+
+
+@gateway_app.command("add-key")
+@command
+def gateway_add_key(
+    tenant: Annotated[str, typer.Option(help="the tenant whose requests the key makes")],
+    keys_file: Annotated[Path | None, typer.Option(
+        help="the keys file (default: IPR_GATEWAY_KEYS_FILE)")] = None,
+) -> None:
+    """Make an API key for a tenant: printed once, only its sha256 stored in the keys file."""
+    from streams.gateway.keys import KeysFileError, add_key
+    from streams.gateway.settings import GatewaySettings
+
+    path = keys_file or GatewaySettings().keys_file
+    if path is None:
+        raise UserError("no keys file: expected --keys-file or IPR_GATEWAY_KEYS_FILE")
+    try:
+        key = add_key(path, tenant)
+    except KeysFileError as e:
+        raise UserError(str(e)) from None
+    typer.echo(key)
+    typer.echo(f"stored its sha256 for tenant {tenant!r} in {path}; the key is not shown again",
+               err=True)
 
 
 def _given(**typed):

@@ -69,6 +69,7 @@ class ModelLoop:
         self.stats = WorkerStats()
         self.offsets: dict[TopicPartition, PartitionOffsets] = {}
         self.inflight: set[asyncio.Task[None]] = set()
+        self.replies: set[asyncio.Task[None]] = set()  # best-effort sends to reply channels
         self.failure: BaseException | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.streak = ErrorStreak(model_id, worker_id, self.settings.unhealthy_after,
@@ -270,6 +271,8 @@ class ModelLoop:
             sent.append(await out.send(self.settings.feedback, encode(feedback), key))
         sent += await out.answered_record(routed.prompt_id, routed.attempt, self.model_id)
         await asyncio.gather(*sent)  # acknowledged (acks=all) before the offset may be committed
+        if routed.reply_to is not None:
+            self._reply(routed.reply_to.topic, encode(response), key)
         self._count("responses")
         if c.error:
             self._count("errors")
@@ -277,6 +280,25 @@ class ModelLoop:
             self._count("feedback")
         self._count("processed")
         await self._observe(response.error)
+
+    def _reply(self, topic: str, value: bytes, key: bytes) -> None:
+        """The answer also to the request's reply channel (a gateway's), after responses.out
+        (the system of record) has it: best effort, in the background, so a channel that is
+        gone (its gateway stopped) neither holds nor fails the loop."""
+
+        async def deliver() -> None:
+            await (await self.publisher.send(topic, value, key))
+
+        async def send() -> None:
+            try:
+                await asyncio.wait_for(deliver(), 30.0)
+            except (KafkaError, TimeoutError) as exc:
+                log.warning("worker %s: reply to %s not sent (%s)", self.group, topic,
+                            type(exc).__name__)
+
+        task = asyncio.create_task(send())
+        self.replies.add(task)
+        task.add_done_callback(self.replies.discard)
 
     async def _report(self, health: ModelHealth) -> None:
         """Best effort: a health report that cannot be sent (no control topic, say) is logged,

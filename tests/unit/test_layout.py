@@ -24,8 +24,8 @@ LAYERS = [
     # training selects its blend by the evaluation's measures; evaluate.py trains folds to evaluate
     ["ipr_model.artifacts", "ipr_model.serving", "ipr_model.evaluation", "ipr_model.training",
      "ipr_model.evaluation.evaluate"],
-    ["streams.kafka", "streams.control", "streams.router|streams.worker|streams.feedback",
-     "streams.cli"],
+    ["streams.kafka", "streams.control",
+     "streams.router|streams.worker|streams.feedback|streams.gateway", "streams.cli"],
 ]
 
 

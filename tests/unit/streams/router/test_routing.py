@@ -166,3 +166,24 @@ def test_the_ranking_is_the_feasible_healthy_allowed_models_the_choice_first():
     assert got["all"].prompt.attempt == 1 and got["all"].prompt.failed is None
     sick = route_records(records[:1], TableScorer(), 0.2, unhealthy={"mid"}).routed[0]
     assert sick.prompt.ranking == ["small", "big"] and sick.prompt.unhealthy_models == ["mid"]
+
+
+def test_a_chat_request_goes_through_whole_and_is_scored_by_its_newest_user_message():
+    class Seen(TableScorer):
+        def score(self, texts):
+            self.texts = list(texts)
+            return super().score(texts)
+
+    scorer = Seen()
+    chat = PromptRequest(
+        prompt_id="c", messages=[{"role": "system", "content": "be brief"},
+                                 {"role": "user", "content": "what is 2+2?"}],
+        params={"temperature": 0.2, "max_tokens": 9}, session_id="s1",
+        reply_to={"topic": "gateway.replies.x"}, tolerance=0.0)
+    (routed,) = route_records([rec(0, encode(chat))], scorer, default_tolerance=1.0).routed
+    assert scorer.texts == ["what is 2+2?"]
+    p = routed.prompt
+    assert (p.messages, p.params, p.session_id) == (chat.messages, chat.params, "s1")
+    assert p.reply_to.topic == "gateway.replies.x" and p.scored_view == "last_user"
+    assert routed.decision.scored_view == "last_user"
+    assert "messages" not in routed.decision.model_dump()

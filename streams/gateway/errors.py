@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.errors import IprError
+
 # error_kind of a dead letter (router, worker, codec) -> (HTTP status, OpenAI error type)
 _DEAD_LETTER_STATUS: dict[str, tuple[int, str]] = {
     "budget_exceeded": (429, "insufficient_quota"),
@@ -29,7 +31,7 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
           502: "api_error", 503: "api_error", 504: "timeout"}
 
 
-class ApiError(Exception):
+class ApiError(IprError):
     """An error answered to the client: status, message, and OpenAI's type, param and code."""
 
     def __init__(self, status: int, message: str, *, code: str | None = None,

@@ -13,13 +13,14 @@ import secrets
 import time
 from pathlib import Path
 
+from schemas.errors import IprError
 from schemas.fields import Tenant
 from streams.gateway.errors import ApiError
 
 KEY_PREFIX = "sk-ipr-"
 
 
-class KeysFileError(ValueError):
+class KeysFileError(IprError, ValueError):
     """The keys file cannot be read or does not hold what it should."""
 
 

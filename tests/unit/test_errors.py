@@ -15,6 +15,8 @@ from tests.unit.test_layout import PRODUCT, module_name, sources
 INTERNAL = {
     "streams.worker.backends.openai._Retry": "one attempt to retry; becomes a Completion",
     "streams.worker.backends.openai._Fatal": "one attempt that failed; becomes a Completion",
+    "streams.kafka.admin._Unanswered": "one attempt nothing answered; retried, then a "
+                                       "KafkaConnectError",
 }
 BUILTIN = {n for n in dir(builtins)
            if isinstance(getattr(builtins, n), type) and issubclass(getattr(builtins, n),

@@ -39,7 +39,8 @@ def start(artifacts, dataset, models: list[str], tmp_path) -> list[Service]:
     ]
 
 
-def wait_until_up(services: list[Service], models: list[str]) -> None:
+def wait_until_up(services: list[Service], models: list[str], timeout: float = 180.0) -> None:
     """Until each service logged its start-up line (the worker one per model it serves)."""
     for s in services:
-        wait_for_log(s, f"{s.name}: consuming", count=len(models) if s.name == "worker" else 1)
+        wait_for_log(s, f"{s.name}: consuming", timeout,
+                     count=len(models) if s.name == "worker" else 1)

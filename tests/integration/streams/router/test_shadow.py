@@ -230,20 +230,21 @@ def test_a_router_on_another_host_gets_the_shadow_version_from_the_artifact_file
     v3, _ = candidate(live, [t[:240] for t in texts[40:60]], events[40:], tmp_path / "cand" / "v3")
     router = start_router("router", own, kafka_bootstrap, unique, tmp_path)
 
-    async def route(batch):
+    async def route(batch, total: int):
+        """Route ``batch``; the run's shadow decisions once there are ``total`` (all so far)."""
         await produce(kafka_bootstrap, settings.prompts_in, batch, 0)
         await collect(kafka_bootstrap, model_topics, run,
                       lambda c: all(k.decode() in c.routed for k, _ in batch), 120, settings)
-        return await read_until(settings, shadow_topic, run, len(batch))
+        return await read_until(settings, shadow_topic, run, total)
 
     try:
         wait_for_log(router, "router: consuming", 180)
         ipr("shadow", "start", str(v2.root), "--parent", str(own))
         wait_for_log(router, f"swapped shadow artifacts None -> {v2.version}", 120)
-        first = asyncio.run(route(events[:30]))
+        first = asyncio.run(route(events[:30], 30))
         ipr("shadow", "start", str(v3.root))  # its files were never sent: refused, v2 kept
         wait_for_log(router, "refused shadow artifact version", 120)
-        second = asyncio.run(route(events[30:]))
+        second = asyncio.run(route(events[30:], 60))
         assert router.alive(), router.log_tail()
     finally:
         router.stop()

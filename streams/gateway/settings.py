@@ -30,7 +30,8 @@ class GatewaySettings(KafkaSettings):
     )
 
     host: str = Field("127.0.0.1", description="address to listen on (IPR_GATEWAY_HOST)")
-    port: int = Field(8000, ge=0, le=65535, description="port to listen on (IPR_GATEWAY_PORT)")
+    port: int = Field(8080, ge=0, le=65535, description="port to listen on (not 8000: the "
+                      "workers' default model endpoint, vLLM's) (IPR_GATEWAY_PORT)")
     alias: str = Field(
         "ipr", pattern=r"^[A-Za-z][A-Za-z0-9_.]*$",
         description="the model name that routes among all models; '<alias>-<tau>' sets the "

@@ -83,6 +83,7 @@ class Router:
         self.scorers = ScorerHolder(settings.artifacts, settings.encoder_threads)
         self.health = HealthBoard()  # updated by follow_control, read between batches
         self.workers = ServingBoard()  # what live workers serve, likewise
+        self._unserved_said: frozenset[str] = frozenset()
         self.shadow = Shadow(settings, self.scorers)  # started and stopped by follow_control
         self.tenants = Tenants(settings)  # policies and spend, followed by Tenants.follow
         self.tool_calls = ToolCalls(settings)  # which model made each tool call, followed
@@ -117,7 +118,7 @@ class Router:
             scorer = self.scorers.current()  # a hot swap takes effect between batches
             now = time.time()
             unhealthy = self.health.unhealthy(now)
-            unserved = self.workers.unserved(scorer.model_ids, now) if s.served_only else ()
+            unserved = self._unserved(scorer.model_ids, now) if s.served_only else ()
             if any(may_answer_a_call(r.value) for r in records):
                 await self.tool_calls.caught_up(s.tool_call_wait_s)
             result = await loop.run_in_executor(None, partial(
@@ -304,13 +305,19 @@ class Router:
         except SchemaError as e:
             log.error("ignored a malformed serving announcement at offset %d: %s", msg.offset, e)
             return
-        known = self.scorers.current().model_ids
-        before = self.workers.unserved(known, time.time())
         self.workers.apply(worker, announcement, time.time())
-        after = self.workers.unserved(known, time.time())
-        if after != before:  # a line per change, not per announcement
+        self._unserved(self.scorers.current().model_ids, time.time())
+
+    def _unserved(self, known, now: float) -> frozenset[str]:
+        """The models no live worker serves now; a line when that changes (an announcement, a
+        tombstone, or one expiring), not per announcement."""
+        unserved = self.workers.unserved(known, now)
+        if unserved != self._unserved_said:
+            self._unserved_said = unserved
             log.warning("models served by a live worker: %d of %d (left out: %s)",
-                        len(known) - len(after), len(known), ", ".join(sorted(after)) or "none")
+                        len(known) - len(unserved), len(known), ", ".join(sorted(unserved))
+                        or "none")
+        return unserved
 
     def _apply_health(self, report: ModelHealth) -> None:
         now = time.time()

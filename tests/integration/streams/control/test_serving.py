@@ -33,7 +33,8 @@ def test_prompts_go_only_to_models_a_live_worker_serves(
     def worker(model: str) -> Service:
         return Service(f"worker-{model}", ["worker", "--backend", "replay", "--dataset",
                                           str(data_dir / "zeroeval"), "--model", model], {
-            "IPR_WORKER_GROUP_PREFIX": f"w-{unique}", "IPR_WORKER_SERVING_TTL_S": str(TTL_S),
+            "IPR_KAFKA_BOOTSTRAP": kafka_bootstrap, "IPR_WORKER_GROUP_PREFIX": f"w-{unique}",
+            "IPR_WORKER_SERVING_TTL_S": str(TTL_S),
         }, tmp_path)
 
     def stream(run: str, tolerance: float):

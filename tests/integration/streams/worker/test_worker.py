@@ -23,7 +23,7 @@ from schemas import (
     decode,
     encode,
 )
-from schemas.topics import model_topic
+from schemas.topics import is_health_key, model_topic
 from streams.kafka.admin import create_topics
 from streams.worker.backends.base import Completion
 from streams.worker.backends.replay import ReplayBackend
@@ -275,7 +275,8 @@ def test_a_failing_backend_is_reported_unhealthy_then_healthy_on_the_control_top
 
             async def reports(n: int) -> list:
                 assert not serving.done(), serving
-                found = await read_all(kafka_bootstrap, settings.control)
+                found = [r for r in await read_all(kafka_bootstrap, settings.control)
+                         if is_health_key(r.key)]  # not the worker's announcements
                 return found if len(found) >= n else []
 
             try:

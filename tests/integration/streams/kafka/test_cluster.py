@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from aiokafka.errors import KafkaError
 
 from benchmarks.traffic import collect, count_records, produce, wait_until_routing
 from streams.kafka.admin import describe_partitions, topic_config
@@ -55,13 +56,16 @@ async def wait_fully_replicated(settings: KafkaSettings) -> dict:
 async def wait_led_elsewhere(settings: KafkaSettings, node_id: int) -> None:
     """Until no partition of prompts.in is led by ``node_id`` (or has no leader): the cluster
     has noticed that the node is gone, and its partitions have moved."""
-    last: dict = {}
+    last: dict = {"topics": {}}
 
     def stuck(p) -> bool:
         return p.leader in (node_id, -1)
 
     async def moved() -> bool:
-        last["topics"] = await describe_partitions(settings, [settings.prompts_in])
+        try:
+            last["topics"] = await describe_partitions(settings, [settings.prompts_in])
+        except KafkaError:  # asked of the node just killed: ask again
+            return False
         return not lagging(last["topics"], stuck)
 
     await eventually(moved, interval=0.5,

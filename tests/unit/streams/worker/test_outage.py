@@ -6,6 +6,7 @@ import asyncio
 import logging
 from unittest import mock
 
+import pytest
 from aiokafka.errors import KafkaConnectionError, NodeNotReadyError
 
 from streams.worker import outage
@@ -26,6 +27,22 @@ def _retries(n: int) -> None:
         COORDINATOR.error("Group Coordinator Request failed: %s", NodeNotReadyError("not ready"))
         COORDINATOR.warning("Heartbeat failed for group %s: coordinator (node %s) is either not "
                             "started or not valid", "g", 1)
+
+
+@pytest.fixture(autouse=True)
+def _aiokafka_logs_warnings():
+    """The lab's commands quiet aiokafka (level CRITICAL) in-process; a test run before this one
+    may have left that behind, and a record below a logger's level never reaches a filter."""
+    loggers = [logging.getLogger(n) for n in ("aiokafka", *sorted(
+        n for n in logging.root.manager.loggerDict if n.startswith("aiokafka.")))]
+    levels = [(lg, lg.level, lg.disabled) for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.NOTSET)
+        lg.disabled = False
+    yield
+    for lg, level, disabled in levels:
+        lg.setLevel(level)
+        lg.disabled = disabled
 
 
 def _ours(caplog) -> list[str]:

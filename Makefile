@@ -53,8 +53,8 @@ test-unit: $(STAMP)
 
 # Speed (benchmarks, not tests): the router through Kafka against its in-process limit (and again
 # in exactly-once mode, build/bench-exactly-once.json, and as two router processes,
-# build/bench-2-routers.json), then the
-# model's single-prompt latency, batched throughput and training times, then the machine's limit,
+# build/bench-2-routers.json), then what `ipr gateway` adds over a direct call to a backend that
+# answers at once (build/bench-gateway.json), then the model's single-prompt latency, batched throughput and training times, then the machine's limit,
 # the encoder's profile and how scoring grows with models and memory, then how long a router
 # takes to route after a start, a SIGTERM restart and a SIGKILL restart (build/startup.json).
 bench: $(STAMP) $(ARTIFACTS)/manifest.json
@@ -63,6 +63,8 @@ bench: $(STAMP) $(ARTIFACTS)/manifest.json
 		--rounds 3 --json build/bench-exactly-once.json
 	$(PY) -m benchmarks bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --routers 2 \
 		--rounds 3 --json build/bench-2-routers.json
+	$(PY) -m benchmarks gateway-bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval \
+		--json build/bench-gateway.json
 	$(PY) -m benchmarks model-bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train --recalibrate \
 		--json build/bench-model.json
 	$(PY) -m benchmarks scaling --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/scaling.json \

@@ -33,9 +33,11 @@ def demo(
     rate: Annotated[float, typer.Option(
         help="prompts per second offered (0: as fast as possible)")] = 10.0,
     report: Annotated[Path, typer.Option(help="JSON report")] = Path("build/demo-report.json"),
+    gateway_share: Annotated[float, typer.Option(
+        help="share of the prompts sent through `ipr gateway` with the openai SDK")] = 0.2,
 ) -> None:
-    """The whole system on a local Kafka (or IPR_KAFKA_BOOTSTRAP): router, replay workers, \
-report."""
+    """The whole system on a local Kafka (or IPR_KAFKA_BOOTSTRAP): router, replay workers, a \
+gateway, report."""
     from benchmarks.demo import run_demo
     from benchmarks.processes import stop_on_sigterm
     from ipr_model.serving.rule import check_tolerance
@@ -46,7 +48,7 @@ report."""
     # election, the first group coordinator): expected, and not worth a screen of warnings.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     r = run_demo(artifacts, _dataset(dataset), tolerance=tolerance, limit=limit, rate=rate,
-                 report_path=report)
+                 report_path=report, gateway_share=gateway_share)
     lat = r["routing_latency_ms"]
     typer.echo(
         f"sent {r['prompts_sent']}: routed {r['routed']}, dead-lettered {r['dead_lettered']}, "
@@ -56,8 +58,16 @@ report."""
         f"{r['reference_quality']:.3f}; cost ${r['cost_usd']:.4f} vs "
         f"${r['reference_cost_usd']:.4f} (saving {r['cost_saving']:.1%})\n"
         f"routing latency ms (produce -> model topic): p50 {lat['p50']} p90 {lat['p90']} "
-        f"p99 {lat['p99']}\nreport: {report}"
+        f"p99 {lat['p99']}"
     )
+    if "gateway" in r:
+        g = r["gateway"]
+        typer.echo(
+            f"through the gateway (openai SDK): sent {g['sent']}, answered {g['answered']} "
+            f"({g['streamed']} streamed), on responses.out {g['on_responses_out']}, quality "
+            f"{g['quality'] or 0:.3f}; latency ms p50 {g['latency_ms']['p50']} p99 "
+            f"{g['latency_ms']['p99']}, first token p50 {g['first_token_ms']['p50']}")
+    typer.echo(f"report: {report}")
 
 
 @app.command()

@@ -74,6 +74,42 @@ recalibration times (build/bench-model.json)."""
     typer.echo(json.dumps(out, indent=1))
 
 
+def gateway_bench(
+    artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
+    dataset: DataOpt = None,
+    prompts: Annotated[int, typer.Option(help="requests per phase")] = 600,
+    rate: Annotated[float | None, typer.Option(
+        help="requests/s of the latency phases (default: half the Kafka path's rate)")] = None,
+    concurrency: Annotated[int, typer.Option(
+        help="requests in flight in the throughput phase")] = 64,
+    json_out: Annotated[Path, typer.Option("--json", help="report")] = Path(
+        "build/bench-gateway.json"),
+) -> None:
+    """What `ipr gateway` adds over calling the backend directly: latency, time to first \
+token, throughput, memory (build/bench-gateway.json)."""
+    from benchmarks.gateway_bench import run_gateway_bench
+    from benchmarks.processes import stop_on_sigterm
+
+    stop_on_sigterm()
+    report = run_gateway_bench(artifacts, dataset_or_default(dataset), prompts, rate,
+                               concurrency, json_out)
+    typer.echo(json.dumps(report, indent=1))
+
+
+def views(
+    artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
+    dataset: DataOpt = None,
+    json_out: Annotated[Path, typer.Option("--json", help="report")] = Path("build/views.json"),
+) -> None:
+    """What a system prompt does to routing quality under each scored view \
+(build/views.json)."""
+    from benchmarks.views import run
+
+    out = run(artifacts, dataset_or_default(dataset))
+    write_json(out, json_out)
+    typer.echo(json.dumps(out, indent=1))
+
+
 def scaling(
     artifacts: RequiredArtifacts,
     dataset: RequiredData,
@@ -157,4 +193,5 @@ def winback(
         typer.echo(json.dumps({k: v for k, v in r.items() if k != "steps"}))
 
 
-BENCHMARKS = (bench, model_bench, scaling, startup, shadow_bench, band, winback)
+BENCHMARKS = (bench, gateway_bench, model_bench, views, scaling, startup, shadow_bench, band,
+              winback)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from schemas import RoutedPrompt
 from streams.worker import run
-from streams.worker.backends.base import Backend, Completion
+from streams.worker.backends.base import Backend, Completion, Deltas
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ class Degraded:
     backend: Backend
     degradation: Degradation
 
-    async def complete(self, routed: RoutedPrompt) -> Completion:
-        c = await self.backend.complete(routed)
+    async def complete(self, routed: RoutedPrompt, deltas: Deltas | None = None) -> Completion:
+        c = await self.backend.complete(routed, deltas)
         return replace(c, quality=0.0) if self.degradation.applies(routed, c) else c
 
 

@@ -1,9 +1,11 @@
 """`make demo`: the whole system on a real Kafka, on real data.
 
-Starts (or uses) a broker, one router process and one replay worker process serving every model,
-streams a dataset's test prompts into ``prompts.in``, waits for every response, and reports what
-was routed where, the realised quality and cost against always-the-reference-model, dead letters
-and routing latency. Everything it started is stopped at the end.
+Starts (or uses) a broker, one router process, one replay worker process serving every model and
+an ``ipr gateway``, streams a dataset's test prompts into ``prompts.in`` and a share of them
+(``gateway_share``) through the gateway with the ``openai`` SDK, every other one streamed
+(``benchmarks.gateway_share``), waits for every response, and reports what was routed where, the
+realised quality and cost against always-the-reference-model, dead letters and routing latency,
+and the HTTP path's figures beside them. Everything it started is stopped at the end.
 
 Every prompt id carries this run's id, so a run on an existing cluster counts only its own events.
 """
@@ -20,6 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.gateway_share import (
+    gateway_service,
+    send_and_count,
+    split_share,
+    summarize_share,
+)
 from benchmarks.processes import Service, router_env
 from benchmarks.traffic import (
     Collected,
@@ -93,6 +101,7 @@ def run_demo(
     rate: float = 10.0,
     report_path: Path = Path("build/demo-report.json"),
     timeout: float = 600.0,
+    gateway_share: float = 0.2,
 ) -> dict:
     from ipr_model.artifacts.manifest import read_manifest
 
@@ -102,6 +111,7 @@ def run_demo(
     test = test.restrict(manifest.models)
     if limit:
         test = test.subset(list(range(min(limit, len(test)))))
+    test, http = split_share(test, gateway_share)
     run = uuid.uuid4().hex[:8]
     settings = KafkaSettings()
     log_dir = Path("build") / "logs" / run
@@ -122,6 +132,8 @@ def run_demo(
                                *sum((["--model", m] for m in manifest.models), [])],
                     {**env, "IPR_WORKER_GROUP_PREFIX": f"ipr-worker-demo-{run}"}, log_dir),
         ]
+        if len(http):
+            services.append(gateway_service(artifacts, env, f"demo-{run}", log_dir))
         try:
             events = prompt_events(test, run)
             t_start = time.time()
@@ -139,10 +151,13 @@ def run_demo(
                     collect(kafka, outputs, run, done, timeout, settings)
                 )
                 await asyncio.sleep(1.0)
+                over_http = asyncio.create_task(send_and_count(
+                    services[-1], kafka, settings.responses, http, run,
+                    rate * len(http) / len(events))) if len(http) else None
                 await produce(kafka, settings.prompts_in, restamp(events), rate)
-                return await collector
+                return await collector, over_http and await over_http
 
-            got = asyncio.run(main())
+            got, share = asyncio.run(main())
             for s in services:
                 if not s.alive():
                     raise RuntimeError(f"{s.name} exited early:\n{s.log_tail()}")
@@ -150,6 +165,8 @@ def run_demo(
             for s in services:
                 s.stop()
     report = summarize(test, len(events), got, time.time() - t_start, manifest.version)
+    if share is not None:
+        report["gateway"] = summarize_share(share, http)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=1) + "\n")
     return report

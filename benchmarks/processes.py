@@ -18,6 +18,7 @@ class Service:
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path,
                  module: str = "streams.cli"):
         self.name = name
+        self.url: str | None = None  # where it listens, for an HTTP service
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - the child's log, closed in stop()

@@ -14,6 +14,7 @@ from schemas.events import (
     RoutingDecision,
 )
 from schemas.fields import Event
+from schemas.stream import StreamChunk
 
 # Every event, in the order of the JSON Schemas (`schemas.generate`).
 EVENTS: tuple[type[Event], ...] = (
@@ -22,6 +23,7 @@ EVENTS: tuple[type[Event], ...] = (
     RoutingDecision,
     DeadLetter,
     ModelResponse,
+    StreamChunk,
     QualityFeedback,
     ModelUpdate,
     ModelHealth,
@@ -48,6 +50,7 @@ __all__ = [
     "RoutedPrompt",
     "RoutingDecision",
     "SchemaError",
+    "StreamChunk",
     "TenantPolicy",
     "TenantSpend",
     "WorkerServing",

@@ -233,5 +233,39 @@ class AssistantMessage(_Strict):
     tool_calls: ToolCalls | None = None
 
 
+class FunctionDelta(_Strict):
+    name: Name | None = None
+    arguments: Annotated[str, StringConstraints(max_length=L.MAX_MESSAGE_CHARS)] | None = None
+
+
+class ToolCallDelta(_Strict):
+    """A piece of a streamed tool call: the pieces of one ``index`` concatenate to the call."""
+
+    index: Annotated[StrictInt, Field(ge=0, lt=L.MAX_TOOL_CALLS)]
+    id: ToolCallId | None = None
+    type: Literal["function"] | None = None
+    function: FunctionDelta | None = None
+
+
+def merge_tool_calls(pieces: list[ToolCallDelta]) -> list[ToolCallDelta]:
+    """Streamed pieces of the same call (``index``) as one: the first id, type and name; the
+    arguments concatenated in order."""
+    merged: dict[int, ToolCallDelta] = {}
+    for p in pieces:
+        m = merged.get(p.index)
+        if m is None:
+            merged[p.index] = p.model_copy(deep=True)
+            continue
+        m.id = m.id or p.id
+        m.type = m.type or p.type
+        if p.function is not None:
+            f = m.function or FunctionDelta()
+            f.name = f.name or p.function.name
+            if p.function.arguments:
+                f.arguments = (f.arguments or "") + p.function.arguments
+            m.function = f
+    return [merged[i] for i in sorted(merged)]
+
+
 def user_message(text: str) -> ChatMessage:
     return ChatMessage(role="user", content=text)

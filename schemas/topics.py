@@ -27,6 +27,11 @@ ROUTER_POLICIES = "router.policies"
 ROUTER_SPEND = "router.spend"
 TOOL_CALLS = "router.tool_calls"  # compacted: tool call id -> the model that made the call
 
+# The record header that names the event of a reply channel's record (a gateway.replies.* topic
+# carries StreamChunk and ModelResponse records): value b"StreamChunk" for a chunk; no header, an
+# answer.
+EVENT_HEADER = "ipr-event"
+
 CONTROL_KEY = "artifacts"  # the key of every ModelUpdate on ROUTER_CONTROL
 HEALTH_KEY_PREFIX = "health:"  # ModelHealth on ROUTER_CONTROL: key health:<model_id>
 # On ROUTER_CONTROL: a ModelUpdate naming the version to score in shadow; a tombstone stops it.

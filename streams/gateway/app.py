@@ -22,15 +22,15 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from schemas import DeadLetter, QualityFeedback, encode
+from schemas import ModelResponse, PromptRequest, QualityFeedback, StreamChunk, encode
 from schemas.fields import Label, Probability, PromptId
-from streams.gateway.channel import ReplyChannel
-from streams.gateway.errors import ApiError, backend_error, dead_letter_error, timeout_error
+from streams.gateway.channel import Pending, ReplyChannel
+from streams.gateway.errors import ApiError, timeout_error
 from streams.gateway.keys import tenant_of
 from streams.gateway.metrics import GatewayMetrics
 from streams.gateway.requests import (
@@ -41,6 +41,7 @@ from streams.gateway.requests import (
 )
 from streams.gateway.responses import chat_completion, ipr_headers, model_list
 from streams.gateway.settings import GatewaySettings
+from streams.gateway.streaming import Stream, outcome_error
 
 log = logging.getLogger(__name__)
 
@@ -161,26 +162,62 @@ async def _complete(request: Request, body: Any, tenant: str | None, channel: Re
         raise ApiError(503, "the gateway is not ready (its reply channel is starting or "
                        "stopping)", code="not_ready", headers=headers)
     metrics.in_flight.inc()
-    future = None
+    deadline = time.monotonic() + settings.request_timeout_s
+    pending = None
+    streaming = False
     try:
-        future = await channel.submit(prompt)
-        outcome = await asyncio.wait_for(asyncio.shield(future), settings.request_timeout_s)
+        pending = await channel.submit(prompt)
+        if prompt.stream:
+            stream, first = await _stream_start(prompt, pending, deadline, settings, headers)
+            streaming = True
+            return StreamingResponse(_counted(stream.events(first), metrics),
+                                     media_type="text/event-stream",
+                                     headers=ipr_headers(prompt_id, first, prompt.tolerance))
+        outcome = await asyncio.wait_for(asyncio.shield(pending.future),
+                                         settings.request_timeout_s)
     except TimeoutError:
         raise timeout_error(prompt_id, settings.request_timeout_s, headers) from None
     except asyncio.CancelledError:
-        if future is None or not future.cancelled() or asyncio.current_task().cancelling():
+        if (pending is None or not pending.future.cancelled()
+                or asyncio.current_task().cancelling()):
             raise  # the client went away, or the server stops
         raise ApiError(503, f"prompt {prompt_id}: the gateway stopped waiting for it (stopping, "
                        "or long overdue)", code="not_ready", headers=headers) from None
     finally:
-        metrics.in_flight.dec()
-    if isinstance(outcome, DeadLetter):
-        raise dead_letter_error(outcome.error_kind, outcome.error, prompt_id, headers)
-    headers = ipr_headers(prompt_id, outcome, prompt.tolerance)
-    if outcome.error is not None:
-        raise backend_error(prompt_id, outcome.model_id, outcome.error, outcome.error_status,
-                            outcome.error_type, headers)
+        if not streaming:
+            metrics.in_flight.dec()
+    if isinstance(outcome, ModelResponse):
+        headers = ipr_headers(prompt_id, outcome, prompt.tolerance)
+    error = outcome_error(outcome, prompt_id, headers)
+    if error is not None:
+        raise error
     return JSONResponse(chat_completion(outcome, int(time.time())), headers=headers)
+
+
+async def _stream_start(prompt: PromptRequest, pending: Pending, deadline: float,
+                        settings: GatewaySettings,
+                        headers: dict[str, str]) -> tuple[Stream, StreamChunk]:
+    """The stream and its first chunk; an outcome before any chunk is an HTTP error."""
+    options = prompt.params.stream_options if prompt.params is not None else None
+    stream = Stream(prompt.prompt_id, pending.chunks, pending.future, deadline,
+                    settings.request_timeout_s, options is not None and options.include_usage)
+    first = await stream.first()
+    if not isinstance(first, StreamChunk):
+        error = outcome_error(first, prompt.prompt_id, {**headers, **ipr_headers(
+            prompt.prompt_id, first if isinstance(first, ModelResponse) else None,
+            prompt.tolerance)})
+        assert error is not None  # an answer without error comes as a chunk
+        raise error
+    return stream, first
+
+
+async def _counted(events: AsyncIterator[bytes], metrics: GatewayMetrics) -> AsyncIterator[bytes]:
+    """The stream's events; the request is in flight until the last one (or the client left)."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        metrics.in_flight.dec()
 
 
 def _handlers(app: FastAPI, metrics: GatewayMetrics) -> None:

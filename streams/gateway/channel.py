@@ -2,7 +2,8 @@
 
 Each gateway has one reply topic, ``gateway.replies.<instance>`` (one partition, short
 retention), created at start and deleted on a graceful stop. Workers send every answer to a
-request's ``reply_to`` as well as to ``responses.out`` (the system of record). It is read without
+request's ``reply_to`` as well as to ``responses.out`` (the system of record), and a streamed
+request's chunks (StreamChunk, header ``ipr-event``) there before its answer. It is read without
 a consumer group, by assignment, from its end, so several gateways side by side each get only
 their own answers.
 
@@ -29,7 +30,16 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from schemas import DeadLetter, ModelResponse, PromptRequest, SchemaError, decode, encode
+from schemas import (
+    DeadLetter,
+    ModelResponse,
+    PromptRequest,
+    SchemaError,
+    StreamChunk,
+    decode,
+    encode,
+)
+from schemas.topics import EVENT_HEADER
 from streams.gateway.settings import GatewaySettings
 from streams.kafka.admin import create_topics, describe_partitions
 from streams.kafka.clients import aiokafka_config
@@ -49,9 +59,13 @@ class Answered:
 
 
 @dataclass
-class _Pending:
+class Pending:
+    """A request in flight: its outcome's future, and for a streamed one the queue of what
+    comes back in order (StreamChunks, then the outcome)."""
+
     future: asyncio.Future
     tenant: str | None
+    chunks: asyncio.Queue | None = None
     since: float = field(default_factory=time.monotonic)
 
 
@@ -63,7 +77,7 @@ class ReplyChannel:
         self.consumer: AIOKafkaConsumer | None = None
         self.reader: asyncio.Task | None = None
         self.ready = asyncio.Event()
-        self.pending: dict[str, _Pending] = {}
+        self.pending: dict[str, Pending] = {}
         self.answered: OrderedDict[str, Answered] = OrderedDict()
 
     async def start(self) -> None:
@@ -120,28 +134,29 @@ class ReplyChannel:
     def known(self, prompt_id: str) -> Answered | None:
         return self.answered.get(prompt_id)
 
-    async def submit(self, request: PromptRequest) -> asyncio.Future:
-        """The future of a request's outcome: the one in flight or answered for its prompt id
-        (an idempotent retry joins it), else a new one, once the request is on Kafka."""
+    async def submit(self, request: PromptRequest) -> Pending:
+        """The request in flight for its prompt id (an idempotent retry joins it; a retry of
+        one answered gets its outcome), else a new one, once the request is on Kafka."""
         pid = request.prompt_id
         done = self.answered.get(pid)
         if done is not None and done.tenant == request.tenant:
             future = asyncio.get_running_loop().create_future()
             future.set_result(done.outcome)
-            return future
+            return Pending(future, request.tenant)
         pending = self.pending.get(pid)
         if pending is not None and pending.tenant == request.tenant:
-            return pending.future
+            return Pending(pending.future, request.tenant)  # the chunks went to the first caller
         assert self.producer is not None, "the channel is not started"
-        future = asyncio.get_running_loop().create_future()
-        self.pending[pid] = _Pending(future, request.tenant)
+        pending = Pending(asyncio.get_running_loop().create_future(), request.tenant,
+                          asyncio.Queue() if request.stream else None)
+        self.pending[pid] = pending
         try:
             await self.producer.send_and_wait(self.settings.prompts_in, encode(request),
                                               key=pid.encode("utf-8"))
         except BaseException:
             self.pending.pop(pid, None)
             raise
-        return future
+        return pending
 
     async def send(self, topic: str, value: bytes, key: str) -> None:
         assert self.producer is not None, "the channel is not started"
@@ -168,21 +183,30 @@ class ReplyChannel:
         pending = self.pending.get(pid) if pid is not None else None
         if pending is None:
             return
+        kind = dict(record.headers or ()).get(EVENT_HEADER) if is_reply else None
+        event_type = StreamChunk if kind == b"StreamChunk" else (
+            ModelResponse if is_reply else DeadLetter)
         try:
-            outcome: Outcome = decode(ModelResponse if is_reply else DeadLetter, record.value)
+            event = decode(event_type, record.value)
         except SchemaError as e:
-            log.warning("gateway: undecodable %s for prompt %s (%s)",
-                        "reply" if is_reply else "dead letter", pid, e.kind)
+            log.warning("gateway: undecodable %s for prompt %s (%s)", event_type.__name__, pid,
+                        e.kind)
             return
-        if isinstance(outcome, ModelResponse) and outcome.prompt_id != pid:
+        if isinstance(event, StreamChunk | ModelResponse) and event.prompt_id != pid:
+            return
+        if isinstance(event, StreamChunk):
+            if pending.chunks is not None:
+                pending.chunks.put_nowait(event)
             return
         del self.pending[pid]
-        model = outcome.model_id if isinstance(outcome, ModelResponse) else None
-        self.answered[pid] = Answered(model, pending.tenant, outcome)
+        model = event.model_id if isinstance(event, ModelResponse) else None
+        self.answered[pid] = Answered(model, pending.tenant, event)
         while len(self.answered) > self.settings.remember:
             self.answered.popitem(last=False)
         if not pending.future.done():
-            pending.future.set_result(outcome)
+            pending.future.set_result(event)
+        if pending.chunks is not None:
+            pending.chunks.put_nowait(event)  # the stream's end
 
     def _prune(self) -> None:
         """Requests whose answer is long overdue are forgotten (a late answer is on

@@ -98,9 +98,6 @@ def to_prompt_request(body: Any, *, prompt_id: str, target: Target, tenant: str 
         raise ApiError(400, "messages is required: a non-empty list of chat messages",
                        param="messages")
     params = {k: v for k, v in body.items() if k not in _REQUEST_FIELDS}
-    if body.get("stream") not in (None, False):
-        raise ApiError(400, "stream: streaming is not supported by this gateway yet; expected "
-                       "stream false or absent", param="stream", code=UNSUPPORTED)
     try:
         generation = GenerationParams(**params) if params else None
     except ValidationError as e:
@@ -121,6 +118,7 @@ def to_prompt_request(body: Any, *, prompt_id: str, target: Target, tenant: str 
             prompt_id=prompt_id, messages=body.get("messages"), params=generation,
             tolerance=tolerance, allowed_models=allowed, tenant=tenant,
             metadata=body.get("metadata") or {}, session_id=body.get("session_id"),
+            stream=False if body.get("stream") is None else body["stream"],
             reply_to=ReplyTo(topic=reply_topic), sent_at=sent_at,
         )
     except ValidationError as e:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from streams.kafka.admin import broker_count, run_sync
 from streams.kafka.jars import BrokerError
-from streams.kafka.local import LocalKafka, _cluster_id, _free_port, java_and_jars
+from streams.kafka.local import LocalKafka, _cluster_id, free_port, java_and_jars
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ClusterLayout:
         clients = [] if port is None else list(range(port, port + brokers))
         ports: set[int] = set()
         while len(ports) < (brokers if clients else 2 * brokers):
-            if (p := _free_port()) not in clients:
+            if (p := free_port()) not in clients:
                 ports.add(p)
         ordered = sorted(ports)
         clients = clients or ordered[:brokers]

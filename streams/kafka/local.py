@@ -59,7 +59,7 @@ def die_with_parent() -> None:
 # -------------------------------------------------------------------------------------- broker
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -165,9 +165,9 @@ class LocalKafka:
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         self.workdir = self.data_dir or Path(tempfile.mkdtemp(prefix="ipr-kafka-"))
-        self._port = self.fixed_port or _free_port()
-        controller_port = self.fixed_controller_port or _free_port()
-        self._plain_port = _free_port() if self.sasl_ssl else self._port
+        self._port = self.fixed_port or free_port()
+        controller_port = self.fixed_controller_port or free_port()
+        self._plain_port = free_port() if self.sasl_ssl else self._port
         scram: list[str] = []
         if self.sasl_ssl and self.security is None:
             self.security = make_security(self.workdir / "tls", self.users)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ from streams.control.health import ErrorStreak
 from streams.control.tool_calls import tool_call_records
 from streams.kafka.clients import aiokafka_config
 from streams.worker.backends.base import Backend, Completion
+from streams.worker.chunks import ChunkSink
 from streams.worker.failover import next_attempt
 from streams.worker.offsets import PartitionOffsets
 from streams.worker.publisher import Publisher
@@ -64,6 +66,9 @@ class ModelLoop:
         self.publisher = publisher
         self.model_id = model_id
         self.backend = backend
+        # a backend written before streaming answers a streamed request whole (one chunk)
+        complete = getattr(backend, "complete", None)
+        self.streams = complete is not None and "deltas" in inspect.signature(complete).parameters
         self.topic = model_topic(model_id)
         self.group = f"{self.settings.group_prefix}.{self.topic[len(ROUTED_PREFIX):]}"
         self.stats = WorkerStats()
@@ -195,20 +200,33 @@ class ModelLoop:
             self._count("duplicates_skipped")
             self._count("processed")
             return
+        sink = self._chunk_sink(routed)
         try:
-            completion = await self.backend.complete(routed)
+            completion = await (self.backend.complete(routed) if sink is None
+                                else self.backend.complete(routed, sink))
         except Exception as exc:  # noqa: BLE001 - a backend bug must not lose the prompt
             log.error("model %s prompt %s: backend raised %s",
                       self.model_id, routed.prompt_id, type(exc).__name__)
             completion = Completion(
                 "", 0, 0, 0.0, 0.0, error=f"backend raised {type(exc).__name__}"
             )
-        forward = None if completion.error is None else next_attempt(
+        if sink is not None:
+            await sink.close()  # the chunks leave before the answer
+        # failover only before the first streamed piece: after it, the client has part of this
+        # model's answer
+        forward = None if completion.error is None or (sink and sink.started) else next_attempt(
             routed, completion.error, completion.retryable, self.settings.failover_attempts)
         if forward is None:
             await self._publish(routed, completion)
         else:
             await self._forward(routed, forward, completion.error or "")
+
+    def _chunk_sink(self, routed: RoutedPrompt) -> ChunkSink | None:
+        """Where a streamed request's pieces go: its reply channel (None: not streamed)."""
+        if not routed.stream or routed.reply_to is None or not self.streams:
+            return None
+        return ChunkSink(self.publisher, routed.reply_to.topic, routed.prompt_id, self.model_id,
+                         routed.attempt, routed.router_version, self.settings.stream_flush_ms)
 
     async def _observe(self, error: str | None) -> None:
         """Count a call's outcome toward the model's health; report when the streak says so."""
@@ -270,9 +288,9 @@ class ModelLoop:
             )
             sent.append(await out.send(self.settings.feedback, encode(feedback), key))
         sent += await out.answered_record(routed.prompt_id, routed.attempt, self.model_id)
-        await asyncio.gather(*sent)  # acknowledged (acks=all) before the offset may be committed
-        if routed.reply_to is not None:
+        if routed.reply_to is not None:  # the waiting client need not wait for the acks too
             self._reply(routed.reply_to.topic, encode(response), key)
+        await asyncio.gather(*sent)  # acknowledged (acks=all) before the offset may be committed
         self._count("responses")
         if c.error:
             self._count("errors")
@@ -282,8 +300,10 @@ class ModelLoop:
         await self._observe(response.error)
 
     def _reply(self, topic: str, value: bytes, key: bytes) -> None:
-        """The answer also to the request's reply channel (a gateway's), after responses.out
-        (the system of record) has it: best effort, in the background, so a channel that is
+        """The answer also to the request's reply channel (a gateway's), sent after the
+        records for responses.out (the system of record), without waiting for their acks: a
+        worker that dies before they are acknowledged leaves its offset uncommitted, and the
+        prompt is answered again there. Best effort, in the background, so a channel that is
         gone (its gateway stopped) neither holds nor fails the loop."""
 
         async def deliver() -> None:

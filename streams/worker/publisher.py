@@ -22,10 +22,11 @@ class Publisher:
         """Whether this attempt of the prompt was answered already (and mark it answered)."""
         return self.answered.check_and_add(attempt_key(prompt_id, attempt))
 
-    async def send(self, topic: str, value: bytes | None, key: bytes | None) -> asyncio.Future:
+    async def send(self, topic: str, value: bytes | None, key: bytes | None,
+                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future:
         """Append a record; the returned future resolves when the broker acknowledged it."""
         assert self.producer is not None, "the worker is not connected"
-        return await self.producer.send(topic, value, key=key)
+        return await self.producer.send(topic, value, key=key, headers=headers)
 
     async def answered_record(self, prompt_id: str, attempt: int,
                               model_id: str) -> list[asyncio.Future]:

@@ -107,3 +107,9 @@ class WorkerSettings(KafkaSettings):
         description="how long routers leave an unhealthy model out, unless it is reported again "
         "(IPR_WORKER_HEALTH_TTL_S)",
     )
+    stream_flush_ms: float = Field(
+        20.0, ge=0, le=5_000,
+        description="a streamed answer's pieces are sent to the gateway in batches: the first "
+        "at once (the time to first token), the rest at most this often, so Kafka is not asked "
+        "for a record per token (IPR_WORKER_STREAM_FLUSH_MS)",
+    )

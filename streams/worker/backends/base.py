@@ -1,6 +1,8 @@
 """What a worker's LLM backend is: something that answers one RoutedPrompt.
 
-    Backend        the protocol: `async complete(routed) -> Completion`, optional `aclose()`
+    Backend        the protocol: `async complete(routed, deltas=None) -> Completion`, optional
+                   `aclose()`; given `deltas` (a streamed request), the backend streams and
+                   hands each piece of the answer to it as it comes
     OpenAIBackend  (`openai.py`) any OpenAI-compatible chat-completions endpoint (vLLM, OpenAI,
                    a gateway)
     ReplayBackend  (`replay.py`) answers from a dataset's recorded outcomes (cost and quality),
@@ -21,7 +23,7 @@ from typing import Protocol, runtime_checkable
 from ipr_model.serving.costs import estimate_tokens
 from schemas import RoutedPrompt
 from schemas import limits as L
-from schemas.chat import AssistantMessage
+from schemas.chat import AssistantMessage, ToolCallDelta
 
 
 @dataclass
@@ -45,9 +47,20 @@ class Completion:
     error_type: str | None = None  # the backend's error type (rate_limit, timeout, ...)
 
 
+class Deltas(Protocol):
+    """Where a streaming backend hands the pieces of an answer (``streams.worker.chunks``)."""
+
+    @property
+    def started(self) -> bool: ...
+
+    async def add(self, content: str | None = None,
+                  tool_calls: list[ToolCallDelta] | None = None) -> None: ...
+
+
 @runtime_checkable
 class Backend(Protocol):
-    async def complete(self, routed: RoutedPrompt) -> Completion: ...
+    async def complete(self, routed: RoutedPrompt, deltas: Deltas | None = None) -> Completion:
+        ...
 
 
 def elapsed_ms(began: float) -> float:

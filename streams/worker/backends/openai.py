@@ -13,6 +13,11 @@ failure's HTTP status (0 when no answer came) and error type go with it.
 The request is the routed prompt's conversation and its generation parameters, as they came; the
 worker's `max_tokens` is added only when the request asks for no length. The answer is the
 assistant message (content and tool calls), its finish reason and the backend's token counts.
+
+A streamed request (`deltas` given) is sent with `stream: true` and usage asked for; each
+server-sent chunk's content and tool-call pieces go to `deltas` as they come, and the answer is
+assembled from them. A failure before the first piece is retried as any other; after it, the
+client has part of an answer, so it is an error that is neither retried nor failed over.
 """
 
 from __future__ import annotations
@@ -23,14 +28,21 @@ import time
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import SecretStr, ValidationError
 
 from ipr_model.serving.costs import Prices
 from schemas import RoutedPrompt
 from schemas import limits as L
-from schemas.chat import AssistantMessage, FinishReason
+from schemas.chat import AssistantMessage, FinishReason, ToolCallDelta, merge_tool_calls
 from streams.retry import Backoff, retry
-from streams.worker.backends.base import Completion, clip_error, elapsed_ms, prompt_tokens
+from streams.worker.backends.base import (
+    Completion,
+    Deltas,
+    clip_error,
+    elapsed_ms,
+    prompt_tokens,
+)
 
 FINISH_REASONS = set(FinishReason.__args__)
 
@@ -118,14 +130,22 @@ class OpenAIBackend:
         messages = [m.model_dump(exclude_none=True) for m in routed.conversation()]
         return {"model": self.served_name or routed.model_id, "messages": messages, **params}
 
-    async def complete(self, routed: RoutedPrompt) -> Completion:
+    async def complete(self, routed: RoutedPrompt, deltas: Deltas | None = None) -> Completion:
         began = time.monotonic()
         body = self.body(routed)
         attempts = self.max_retries + 1
 
         async def attempt() -> Completion:
             self.attempts += 1
-            return self._parse(routed, await self._post(body), began)
+            if deltas is None:
+                return self._parse(routed, await self._post(body), began)
+            try:
+                return self._parse(routed, await self._stream(body, deltas), began)
+            except _Retry as exc:
+                if not deltas.started:
+                    raise
+                raise _Fatal(f"{exc.reason} after the stream began", exc.status,
+                             exc.kind) from None
 
         def retrying(exc: BaseException, n: int, delay: float) -> None:
             assert isinstance(exc, _Retry)
@@ -160,17 +180,55 @@ class OpenAIBackend:
         except httpx.TransportError as exc:
             raise _Retry(f"connection error ({type(exc).__name__})",
                          kind="connection_error") from None
-        status = response.status_code
-        if status == 429 or status >= 500:
-            raise _Retry(f"HTTP {status}", _retry_after(response.headers.get("retry-after")),
-                         status, "rate_limit" if status == 429 else _error_type(response))
-        if status >= 400:
-            raise _Fatal(f"HTTP {status}: {_server_message(response)}", status,
-                         _error_type(response, "invalid_request_error"))
+        _raise_for_status(response)
         try:
             return response.json()
         except ValueError:
-            raise _Fatal(f"HTTP {status}: the body is not JSON", status, "bad_response") from None
+            raise _Fatal(f"HTTP {response.status_code}: the body is not JSON",
+                         response.status_code, "bad_response") from None
+
+    async def _stream(self, body: dict, deltas: Deltas) -> dict:
+        """POST with ``stream: true``; each piece to ``deltas``; the answer assembled in the
+        shape of a chat-completions body."""
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        content: list[str] = []
+        calls: list[ToolCallDelta] = []
+        finish, usage = None, None
+        try:
+            async with self.client.stream("POST", self.url, json=body, headers=self._headers,
+                                          timeout=self.timeout_s) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                _raise_for_status(response)
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    doc = _stream_event(data)
+                    usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else usage
+                    for choice in doc.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        piece = delta.get("content")
+                        pieces = [_tool_call_delta(t) for t in delta.get("tool_calls") or ()]
+                        if piece or pieces:
+                            content.append(piece or "")
+                            calls.extend(pieces)
+                            await deltas.add(piece, pieces or None)
+                        finish = choice.get("finish_reason") or finish
+        except httpx.TimeoutException as exc:
+            raise _Retry(f"timeout ({type(exc).__name__}, {self.timeout_s:g} s)",
+                         kind="timeout") from None
+        except httpx.TransportError as exc:
+            raise _Retry(f"connection error ({type(exc).__name__})",
+                         kind="connection_error") from None
+        tool_calls = [{"id": c.id, "type": "function", "function": c.function.model_dump()}
+                      for c in merge_tool_calls(calls) if c.function is not None]
+        return {"choices": [{"message": {"content": "".join(content) or None,
+                                         "tool_calls": tool_calls},
+                             "finish_reason": finish}],
+                "usage": usage}
 
     def _parse(self, routed: RoutedPrompt, doc: Any, began: float) -> Completion:
         try:
@@ -207,6 +265,47 @@ class OpenAIBackend:
             latency_ms=elapsed_ms(began), error=clip_error(error), retryable=retryable,
             error_status=status, error_type=kind[: L.MAX_LABEL_CHARS],
         )
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise _Retry(f"HTTP {status}", _retry_after(response.headers.get("retry-after")),
+                     status, "rate_limit" if status == 429 else _error_type(response))
+    if status >= 400:
+        raise _Fatal(f"HTTP {status}: {_server_message(response)}", status,
+                     _error_type(response, "invalid_request_error"))
+
+
+def _stream_event(data: str) -> dict:
+    """One server-sent event's JSON; an error event is a retriable failure (a 5xx that came
+    after the 200), a body that is not a JSON object a fatal one."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise _Fatal("a streamed event is not a JSON object", 200, "bad_response")
+    error = doc.get("error")
+    if error is not None:
+        message = error.get("message") if isinstance(error, dict) else error
+        kind = error.get("type") if isinstance(error, dict) else None
+        raise _Retry(f"error event in the stream: {str(message)[:300]}",
+                     kind=kind if isinstance(kind, str) and kind else "server_error")
+    return doc
+
+
+def _tool_call_delta(raw: Any) -> ToolCallDelta:
+    """A streamed tool-call piece, its known fields only (servers add their own)."""
+    try:
+        function = raw.get("function") or {}
+        return ToolCallDelta(
+            index=raw.get("index", 0), id=raw.get("id"), type=raw.get("type"),
+            function={k: function[k] for k in ("name", "arguments") if function.get(k)
+                      is not None} or None)
+    except (AttributeError, TypeError, ValidationError) as exc:
+        raise _Fatal(f"unexpected streamed tool call ({type(exc).__name__})", 200,
+                     "bad_response") from None
 
 
 def _count(value: Any, default: int) -> int:

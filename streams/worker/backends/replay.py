@@ -4,6 +4,7 @@ the tests (a replay of real recorded quality and cost, not an LLM)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 from ipr_model.serving.costs import Prices
@@ -12,10 +13,9 @@ from ipr_model.serving.views import scored_text
 from ipr_model.training.datasets import Dataset
 from schemas import AssistantMessage, RoutedPrompt
 from schemas import limits as L
-from streams.worker.backends.base import Completion, elapsed_ms, prompt_tokens
+from streams.worker.backends.base import Completion, Deltas, elapsed_ms, prompt_tokens
 
 REPLAY_UNKNOWN_PROMPT = "prompt_id not in replay dataset"
-
 
 
 class ReplayBackend:
@@ -49,7 +49,7 @@ class ReplayBackend:
             return row
         return self._row_by_text.get(text_sha256(scored_text(routed.conversation())))
 
-    async def complete(self, routed: RoutedPrompt) -> Completion:
+    async def complete(self, routed: RoutedPrompt, deltas: Deltas | None = None) -> Completion:
         began = time.monotonic()
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
@@ -72,6 +72,9 @@ class ReplayBackend:
         prices = self._prices.get(routed.model_id)
         tokens_out = prices.output_tokens(cost, tokens_in) if prices is not None else 0
         text = f"[replay] recorded answer (quality={quality:g})"
+        if deltas is not None:  # word by word, as a model streams
+            for piece in re.findall(r"\S+\s*", text):
+                await deltas.add(piece)
         return Completion(
             text=text,
             message=AssistantMessage(content=text),

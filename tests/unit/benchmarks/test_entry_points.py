@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 # Each command with options its make target, or its docs, pass.
 COMMANDS = {
-    "demo": ["--artifacts", "--dataset", "--tolerance", "--rate", "--report"],
+    "demo": ["--artifacts", "--dataset", "--tolerance", "--rate", "--report", "--gateway-share"],
     "drift": ["--artifacts", "--dataset", "--rounds", "--min-labels"],
     "learn": ["--artifacts", "--dataset", "--json"],
     "soak": ["--artifacts", "--dataset", "--minutes", "--rate", "--min-labels", "--json"],
@@ -33,6 +33,9 @@ COMMANDS = {
                      "--json"],
     "band": ["--artifacts", "--dataset", "--json"],
     "winback": ["--artifacts", "--dataset", "--share", "--json"],
+    "gateway-bench": ["--artifacts", "--dataset", "--prompts", "--rate", "--concurrency",
+                      "--json"],
+    "views": ["--artifacts", "--dataset", "--json"],
 }
 
 

@@ -11,6 +11,7 @@ from schemas import (
     PromptRequest,
     QualityFeedback,
     RoutedPrompt,
+    StreamChunk,
     TenantPolicy,
     TenantSpend,
     WorkerServing,
@@ -107,6 +108,12 @@ EXAMPLES = [
         latency_ms=90.0, error="HTTP 400: bad request", error_status=400,
         error_type="invalid_request_error", retryable=False,
     ),
+    # a streamed answer's chunks on the gateway's reply channel: text, then a tool call's pieces
+    StreamChunk(prompt_id="c-1", model_id="small", seq=0, content="Let me check",
+                router_version="v1"),
+    StreamChunk(prompt_id="c-1", model_id="small", attempt=2, seq=1, tool_calls=[
+        {"index": 0, "id": "call_2", "type": "function",
+         "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}]),
     QualityFeedback(prompt_id="p-1", model_id="small", quality=1.0, source="judge", task="math"),
     ModelUpdate(version="v2", location="/artifacts/v2", sha256="ab" * 32, models=["a", "b"]),
     WorkerServing(worker="host:12", models=["small", "large"], announced_at=3.0, ttl_s=30.0),

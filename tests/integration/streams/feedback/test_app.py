@@ -4,7 +4,6 @@ with the reason, and enough labels publish a recalibrated version on router.cont
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import urllib.request
 
@@ -16,16 +15,11 @@ from benchmarks.traffic import produce
 from ipr_model.serving.scorer import Scorer
 from schemas import ModelUpdate, QualityFeedback, RoutingDecision, encode
 from schemas.vectors import pack
+from streams.kafka.local import free_port
 from tests.integration.kafka_waits import read_to_end, send_sentinels
 from tests.waits import WAIT_S, eventually, wait_for_log
 
 MODEL = "gpt-4o-2024-08-06"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def read_all(bootstrap, topic, until, timeout, pick=lambda m: orjson.loads(m.value)) -> list:

@@ -20,10 +20,11 @@ from ipr_model.artifacts.manifest import read_manifest
 from schemas.topics import model_topic
 from streams.gateway.keys import add_key
 from streams.kafka.admin import create_topics
+from streams.kafka.local import free_port
 from streams.worker.backends.openai import OpenAIBackend
 from streams.worker.service import Worker
 from streams.worker.settings import WorkerSettings
-from tests.integration.streams.worker.litellm_server import free_port, model_entry
+from tests.integration.streams.worker.litellm_server import model_entry
 from tests.integration.streams.worker.test_failover import prepare_worker_topics
 
 SLOW_S = 20  # the slow model's delay: well above gateway b's timeout
@@ -49,6 +50,7 @@ class Stack:
     urls: dict[str, str] = field(default_factory=dict)  # gateway -> base url (…/v1)
     services: dict[str, Service] = field(default_factory=dict)
     received: list[dict] = field(default_factory=list)  # bodies the workers sent to LiteLLM
+    artifacts: Path | None = None
 
     @property
     def tool_model(self) -> str:
@@ -148,16 +150,28 @@ def start_router(stack: Stack, artifacts: Path, tmp: Path) -> None:
 def start_gateways(stack: Stack, artifacts: Path, tmp: Path) -> None:
     keys = tmp / "keys.json"
     stack.keys = {t: add_key(keys, t) for t in ("acme", "broke")}
-    for name, extra in (("a", {}), ("b", {"IPR_GATEWAY_KEYS_FILE": str(keys),
-                                          "IPR_GATEWAY_REQUEST_TIMEOUT_S": str(B_TIMEOUT_S)})):
-        port = free_port()
-        env = {**stack.env, "IPR_GATEWAY_INSTANCE_ID": f"{name}-{stack.u}", **extra}
-        stack.services[name] = Service(
-            f"gateway-{name}", ["gateway", "--port", str(port), "--artifacts", str(artifacts)],
-            env, tmp)
-        stack.urls[name] = f"http://127.0.0.1:{port}/v1"
+    stack.artifacts = artifacts
+    _start_gateway(stack, "a", tmp, {})
+    _start_gateway(stack, "b", tmp, {"IPR_GATEWAY_KEYS_FILE": str(keys),
+                                     "IPR_GATEWAY_REQUEST_TIMEOUT_S": str(B_TIMEOUT_S)})
     for name in ("a", "b"):
         wait_healthy(stack, name)
+
+
+def start_gateway(stack: Stack, name: str, tmp: Path) -> str:
+    """One more gateway (no keys), ready; its name."""
+    _start_gateway(stack, name, tmp, {})
+    wait_healthy(stack, name)
+    return name
+
+
+def _start_gateway(stack: Stack, name: str, tmp: Path, extra: dict[str, str]) -> None:
+    port = free_port()
+    env = {**stack.env, "IPR_GATEWAY_INSTANCE_ID": f"{name}-{stack.u}", **extra}
+    stack.services[name] = Service(
+        f"gateway-{name}", ["gateway", "--port", str(port), "--artifacts", str(stack.artifacts)],
+        env, tmp)
+    stack.urls[name] = f"http://127.0.0.1:{port}/v1"
 
 
 def wait_healthy(stack: Stack, name: str, timeout: float = 120.0) -> None:

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from schemas import ModelResponse, QualityFeedback, decode
@@ -23,6 +24,7 @@ from tests.integration.streams.gateway.stack import (
     litellm_models,
     new_stack,
     prepare,
+    start_gateway,
     start_gateways,
     start_router,
     start_workers,
@@ -30,6 +32,7 @@ from tests.integration.streams.gateway.stack import (
 )
 from tests.integration.streams.worker.helpers import read_all
 from tests.integration.streams.worker.litellm_server import install, serve
+from tests.waits import eventually
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +133,30 @@ def test_a_tool_call_round_trip(stack):
     assert sent["messages"][2] == messages[2] and sent["tools"] == tools
 
 
+def test_a_tool_loop_of_three_turns_stays_on_the_model_that_made_the_call(stack):
+    """Turn 1 pinned to the model that calls tools; turns 2 and 3 routed among every good model
+    (the alias), each ending in a tool result: both go back to the model that made the call."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    candidates = sorted({stack.tool_model, *good(stack)})
+    assert len(candidates) >= 3
+    messages = [{"role": "user", "content": f"plan a trip {uuid.uuid4().hex}"}]
+    turn, _ = ask(stack, model=stack.tool_model, messages=messages, tools=tools, extra_body={})
+    ids = []
+    for _ in range(2):
+        (call,) = turn.choices[0].message.tool_calls
+        messages += [turn.choices[0].message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+        turn, headers = ask(stack, messages=messages, tools=tools,
+                            extra_body={"allowed_models": candidates})
+        assert turn.model == stack.tool_model
+        ids.append(headers["x-ipr-prompt-id"])
+    decisions = {r.key.decode(): orjson.loads(r.value) for r in asyncio.run(
+        read_all(stack.bootstrap, stack.env["IPR_DECISIONS"])) if r.key.decode() in ids}
+    assert [decisions[i]["variant"] for i in ids] == ["tool_loop", "tool_loop"]
+    assert all(stack.tool_model in decisions[i]["reason"] for i in ids)
+
+
 def test_models_are_the_alias_and_the_artifacts_models(stack):
     assert [m.id for m in client(stack).models.list()] == ["ipr", *stack.ids]
     metrics = httpx.get(stack.urls["a"].removesuffix("/v1") + "/metrics", timeout=10).text
@@ -222,20 +249,133 @@ def test_an_idempotency_key_makes_one_call(stack):
     assert len([b for b in stack.received if nonce in str(b["messages"])]) == 1
 
 
-def test_two_gateways_each_get_only_their_own_answers(stack):
-    def one(i: int):
-        name = "ab"[i % 2]
-        return name, ask(stack, name, tenant="acme" if name == "b" else None)[1]
+def stream(stack, name="a", **kw):
+    """A streamed chat request; (its chunks, headers)."""
+    kw.setdefault("extra_body", {"allowed_models": good(stack)})
+    kw.setdefault("messages", [{"role": "user", "content": "hello"}])
+    raw = client(stack, name).chat.completions.with_raw_response.create(
+        model=kw.pop("model", "ipr"), stream=True, **kw)
+    return list(raw.parse()), raw.headers
 
-    with ThreadPoolExecutor(8) as pool:
-        got = list(pool.map(one, range(16)))
-    mine = {n: {h["x-ipr-prompt-id"] for g, h in got if g == n} for n in "ab"}
-    assert len(mine["a"]) == len(mine["b"]) == 8
-    for name, other in (("a", "b"), ("b", "a")):
+
+def test_a_streams_chunks_concatenate_to_the_answer_on_responses_out(stack):
+    nonce = uuid.uuid4().hex
+    chunks, headers = stream(stack, messages=[{"role": "user", "content": f"stream {nonce}"}],
+                             stream_options={"include_usage": True})
+    model, pid = headers["x-ipr-model"], headers["x-ipr-prompt-id"]
+    assert headers["content-type"].startswith("text/event-stream") and model in good(stack)
+    assert {c.model for c in chunks} == {model} and {c.id for c in chunks} == {f"chatcmpl-{pid}"}
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == f"from {model}"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0
+    (sent,) = [b for b in stack.received if nonce in str(b["messages"])]
+    assert sent["stream"] is True  # the worker streamed from its backend
+    (answer,) = [r for r in (decode(ModelResponse, r.value) for r in asyncio.run(
+        read_all(stack.bootstrap, stack.env["IPR_RESPONSES"]))) if r.prompt_id == pid]
+    assert answer.text == text and answer.model_id == model
+
+
+def test_a_stream_that_fails_before_its_first_chunk_is_an_http_status(stack):
+    """(LiteLLM's mock streams no tool calls: a streamed tool call is tested against a local
+    server in tests/unit/streams/worker/test_streaming_backend.py.)"""
+    with pytest.raises(openai.InternalServerError) as failed:  # before any chunk: a status
+        stream(stack, model=stack.failing_model, extra_body={})
+    assert failed.value.status_code == 502
+
+
+def answered_200(stack, name: str) -> float:
+    metrics = httpx.get(stack.urls[name].removesuffix("/v1") + "/metrics", timeout=10).text
+    line = 'ipr_gateway_requests_total{route="/v1/chat/completions",status="200"} '
+    return sum(float(m.split()[-1]) for m in metrics.splitlines() if m.startswith(line))
+
+
+def test_two_gateways_200_concurrent_requests_each_answered_once_by_its_own(stack, tmp_path):
+    """Gateways a and d (b's short timeout is for the 504 test): 100 requests each, at once."""
+    start_gateway(stack, "d", tmp_path)
+    before = {n: answered_200(stack, n) for n in "ad"}
+
+    async def all_at_once():
+        clients = {n: openai.AsyncOpenAI(base_url=stack.urls[n], api_key="-", max_retries=0,
+                                         timeout=120) for n in "ad"}
+
+        async def one(i: int):
+            name = "ad"[i % 2]
+            raw = await clients[name].chat.completions.with_raw_response.create(
+                model="ipr", messages=[{"role": "user", "content": f"hello {i}"}],
+                extra_body={"allowed_models": good(stack)})
+            return name, raw.headers["x-ipr-prompt-id"], raw.parse().model
+
+        try:
+            return await asyncio.gather(*(one(i) for i in range(200)))
+        finally:
+            for c in clients.values():
+                await c.close()
+
+    got = asyncio.run(all_at_once())
+    mine = {n: {pid for g, pid, _ in got if g == n} for n in "ad"}
+    assert len(mine["a"]) == len(mine["d"]) == 100
+    asked = mine["a"] | mine["d"]
+    for name, other in (("a", "d"), ("d", "a")):
         replies = [decode(ModelResponse, r.value).prompt_id for r in asyncio.run(
-            read_all(stack.bootstrap, stack.reply_topic(name)))]
+            read_all(stack.bootstrap, stack.reply_topic(name))) if not r.headers]  # no chunks
         assert mine[name] <= set(replies) and not mine[other] & set(replies)
         assert len(replies) == len(set(replies))  # each answered once
+        assert answered_200(stack, name) - before[name] == 100
+    sent = [r.key.decode() for r in asyncio.run(read_all(stack.bootstrap,
+                                                         stack.env["IPR_PROMPTS_IN"]))]
+    out = [decode(ModelResponse, r.value).prompt_id for r in asyncio.run(
+        read_all(stack.bootstrap, stack.env["IPR_RESPONSES"]))]
+    assert sorted(k for k in sent if k in asked) == sorted(asked)  # once each on prompts.in
+    assert sorted(p for p in out if p in asked) == sorted(asked)  # once each on responses.out
+
+
+async def produced_by(stack, name: str) -> list[str]:
+    """The prompt ids on prompts.in whose reply channel is gateway ``name``'s."""
+    return [r.key.decode() for r in await read_all(stack.bootstrap, stack.env["IPR_PROMPTS_IN"])
+            if stack.reply_topic(name).encode() in r.value]
+
+
+def test_a_gateway_killed_mid_traffic_fails_only_its_open_requests(stack, tmp_path):
+    name = start_gateway(stack, "c", tmp_path)
+
+    async def traffic():
+        c = openai.AsyncOpenAI(base_url=stack.urls[name], api_key="-", max_retries=0,
+                               timeout=120)
+        a = openai.AsyncOpenAI(base_url=stack.urls["a"], api_key="-", max_retries=0,
+                               timeout=120)
+        slow = [asyncio.create_task(c.chat.completions.create(
+            model=stack.slow_model, messages=[{"role": "user", "content": f"slow {i}"}]))
+            for i in range(5)]
+        fast = [await a.chat.completions.create(model="ipr", extra_body={
+            "allowed_models": good(stack)}, messages=[{"role": "user", "content": f"f {i}"}])
+            for i in range(3)]
+        async def all_five() -> bool:
+            return len(await produced_by(stack, name)) == 5
+
+        await eventually(all_five, timeout=60)
+        stack.services[name].kill()  # the five wait for the slow model
+        outcomes = await asyncio.gather(*slow, return_exceptions=True)
+        fast += [await a.chat.completions.create(model="ipr", extra_body={
+            "allowed_models": good(stack)}, messages=[{"role": "user", "content": f"g {i}"}])
+            for i in range(3)]
+        await a.close()
+        await c.close()
+        return outcomes, fast
+
+    outcomes, fast = asyncio.run(traffic())
+    assert all(isinstance(o, openai.APIConnectionError) for o in outcomes), outcomes
+    assert len(fast) == 6 and all(f.choices[0].message.content for f in fast)
+    produced = asyncio.run(produced_by(stack, name))
+    assert len(produced) == 5
+
+    async def all_answered() -> bool:
+        out = {decode(ModelResponse, r.value).prompt_id
+               for r in await read_all(stack.bootstrap, stack.env["IPR_RESPONSES"])}
+        return set(produced) <= out
+
+    asyncio.run(eventually(all_answered, timeout=120, interval=1.0))
 
 
 def test_a_graceful_stop_deletes_the_reply_topic(stack):

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from benchmarks.traffic import collect, count_records, produce, wait_until_routing
-from streams.kafka.local import LocalKafka, _free_port
+from streams.kafka.local import LocalKafka, free_port
 from streams.kafka.settings import KafkaSettings
 from tests.integration.kafka_waits import seen
 from tests.integration.streams.kafka import system
@@ -23,7 +23,7 @@ RATE = 20.0
 @pytest.fixture
 def kafka(tmp_path) -> Iterator[LocalKafka]:
     """A broker of this test's own, on a fixed port and data folder: it can restart in place."""
-    broker = LocalKafka(port=_free_port(), data_dir=tmp_path / "kafka", heap="384m")
+    broker = LocalKafka(port=free_port(), data_dir=tmp_path / "kafka", heap="384m")
     with broker:
         yield broker
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import orjson
 import pytest
 
 from ipr_model.artifacts.cache import cache_dir
+from streams.kafka.local import free_port
 
 VERSION = "1.110.2"
 # litellm 1.110.2's `proxy` extra, without litellm-proxy, litellm-proxy-extras, litellm-enterprise
@@ -71,12 +71,6 @@ def install() -> Path:
         raise RuntimeError(f"pip could not install litellm {VERSION} into {venv}:\n{out[-3000:]}")
     done.write_text(f"installed in {time.monotonic() - began:.0f} s\n")
     return exe
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def model_entry(name: str, mock: str, **params: object) -> dict:

@@ -14,7 +14,7 @@ from benchmarks.traffic import Collected, produce, wait_until_routing
 from schemas import encode
 from schemas.topics import ROUTED_PREFIX, model_topic
 from streams.kafka.admin import create_topics
-from streams.kafka.local import LocalKafka, _free_port
+from streams.kafka.local import LocalKafka, free_port
 from streams.kafka.settings import KafkaSettings
 from streams.worker.service import Worker
 from tests.integration.kafka_waits import (
@@ -153,7 +153,7 @@ def test_a_worker_that_starts_while_the_broker_is_down_waits_for_it(unique, tmp_
     """The broker goes down as the worker starts: the worker retries until it is back, then
     answers (it used to exit)."""
     model = "m-1"
-    kafka = LocalKafka(port=_free_port(), data_dir=tmp_path / "kafka", heap="384m")
+    kafka = LocalKafka(port=free_port(), data_dir=tmp_path / "kafka", heap="384m")
     with kafka:
         settings = worker_settings(kafka.bootstrap, unique, start_timeout_s=120)
         asyncio.run(create_topics(settings, [model_topic(model), settings.responses,

@@ -107,7 +107,7 @@ def test_a_pinned_model_and_allowed_models_must_agree():
     ({**BODY, "messages": [{"role": "robot", "content": "x"}]}, "messages.0.role",
      "invalid_value"),
     ({"model": "ipr"}, "messages", None),
-    ({**BODY, "stream": True}, "stream", "unsupported"),
+    ({**BODY, "stream": "yes"}, "stream", "invalid_value"),
     ({**BODY, "tolerance": 2}, "tolerance", "invalid_value"),
 ])
 def test_what_does_not_fit_is_400_naming_the_field(body, param, code):

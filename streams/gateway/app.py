@@ -168,7 +168,7 @@ async def _complete(request: Request, body: Any, tenant: str | None, channel: Re
     try:
         pending = await channel.submit(prompt)
         if prompt.stream:
-            stream, first = await _stream_start(prompt, pending, deadline, settings, headers)
+            stream, first = await _stream_start(prompt, pending, deadline, settings)
             streaming = True
             return StreamingResponse(_counted(stream.events(first), metrics),
                                      media_type="text/event-stream",
@@ -195,17 +195,16 @@ async def _complete(request: Request, body: Any, tenant: str | None, channel: Re
 
 
 async def _stream_start(prompt: PromptRequest, pending: Pending, deadline: float,
-                        settings: GatewaySettings,
-                        headers: dict[str, str]) -> tuple[Stream, StreamChunk]:
+                        settings: GatewaySettings) -> tuple[Stream, StreamChunk]:
     """The stream and its first chunk; an outcome before any chunk is an HTTP error."""
     options = prompt.params.stream_options if prompt.params is not None else None
     stream = Stream(prompt.prompt_id, pending.chunks, pending.future, deadline,
                     settings.request_timeout_s, options is not None and options.include_usage)
     first = await stream.first()
     if not isinstance(first, StreamChunk):
-        error = outcome_error(first, prompt.prompt_id, {**headers, **ipr_headers(
+        error = outcome_error(first, prompt.prompt_id, ipr_headers(
             prompt.prompt_id, first if isinstance(first, ModelResponse) else None,
-            prompt.tolerance)})
+            prompt.tolerance))
         assert error is not None  # an answer without error comes as a chunk
         raise error
     return stream, first

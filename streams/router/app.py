@@ -49,7 +49,24 @@ def create_app(settings: RouterSettings) -> tuple[faust.App, Router]:
     app.task(router.tool_calls.follower.run)
     app.task(router.spend_counter.run)
     app.page("/metrics")(prometheus_metrics)
+    if router.transactions is not None:
+        _close_transactions(app, router, settings.prompts_in)
     return app, router
+
+
+def _close_transactions(app: faust.App, router: Router, topic: str) -> None:
+    """The transactional producers of revoked partitions stop with the revocation, all of them
+    with the app (after its consumer, before its producer is flushed)."""
+    transactions = router.transactions
+    assert transactions is not None
+
+    @app.on_partitions_revoked.connect
+    async def close_revoked(_app, revoked=(), **_kwargs) -> None:
+        await transactions.close(tp.partition for tp in revoked if tp.topic == topic)
+
+    @app.on_before_shutdown.connect
+    async def close_all(_app, **_kwargs) -> None:
+        await transactions.close()
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter, what MALLOC_ARENA_MAX sets

@@ -87,6 +87,13 @@ class Transactions:
         await asyncio.gather(*(self.commit(part, outputs.get(part, []), offset)
                                for part, offset in next_offsets.items()))
 
+    async def close(self, partitions: Iterable[int] | None = None) -> None:
+        """Stop the producers of ``partitions`` (default: all): when they are revoked (Faust has
+        waited for the batches in flight, so no transaction is open) and when the router stops.
+        A producer left open would hold its transactional id until fenced or timed out."""
+        for partition in list(self.producers if partitions is None else partitions):
+            await self.drop(partition)
+
     async def drop(self, partition: int) -> None:
         p = self.producers.pop(partition, None)
         if p is not None:

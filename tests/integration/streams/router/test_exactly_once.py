@@ -61,3 +61,46 @@ def test_a_router_killed_mid_stream_routes_each_prompt_once_read_committed(
         assert committed.routed_dupes == 0
     else:  # the case is real: the same kill duplicates without transactions
         assert committed.routed_dupes > 0
+
+
+def test_a_revocation_and_a_graceful_stop_close_the_transactional_producers(
+    kafka_bootstrap, unique, small_artifacts, zeroeval, tmp_path, monkeypatch
+):
+    """A second router joins mid-stream (the first's partitions are split: a revocation), then
+    the first stops on SIGTERM: every prompt routed once read_committed, and the first router
+    left no transactional producer open (before, one per partition it had served)."""
+    for k, v in {"IPR_KAFKA_BOOTSTRAP": kafka_bootstrap, "IPR_ROUTER_APP_ID": f"router-{unique}",
+                 "IPR_ROUTER_WEB_ENABLED": "false", "IPR_ROUTER_DATA_DIR": str(tmp_path / "faust"),
+                 "IPR_ROUTER_EXACTLY_ONCE": "true"}.items():
+        monkeypatch.setenv(k, v)
+    settings = KafkaSettings()
+    _, model_topics = system.prepare(settings, small_artifacts)
+    events = system.prompt_events(zeroeval, unique, N)
+    args = ["router", "--artifacts", str(small_artifacts)]
+    routers = [Service("router", args, {}, tmp_path / "a")]
+
+    async def scenario() -> Collected:
+        await wait_until_routing(settings, settings, unique, model_topics)
+        sending = asyncio.create_task(produce(settings, settings.prompts_in, events, RATE))
+        await seen(settings, model_topics, unique, settings, lambda c: len(c.routed) >= N // 6,
+                   f"{N // 6} prompts routed before the second router")
+        routers.append(Service("router", args, {}, tmp_path / "b"))
+        await seen(settings, model_topics, unique, settings, lambda c: len(c.routed) >= N // 2,
+                   f"{N // 2} prompts routed before the first router stops")
+        code = await asyncio.to_thread(routers[0].stop, 60.0)
+        assert code in (0, -15), routers[0].log_tail()
+        await sending
+        await routed_past(settings, model_topics, unique, "read_committed")
+        return await collected_to_end(settings, model_topics, unique, settings, "read_committed")
+
+    try:
+        committed = asyncio.run(scenario())
+        alive = routers[1].alive()
+    finally:
+        for r in routers:
+            r.stop()
+    assert alive, routers[1].log_tail()
+    assert set(committed.routed) == {k.decode() for k, _ in events}  # 0 lost
+    assert committed.routed_dupes == 0
+    first = routers[0].log_path.read_text(errors="replace")
+    assert "Unclosed AIOKafkaProducer" not in first, first[-3000:]

@@ -305,7 +305,7 @@ def test_a_health_report_that_cannot_be_sent_is_logged_and_answering_goes_on(cap
         def __init__(self) -> None:
             self.sent: list[str] = []
 
-        async def send(self, topic: str, value: bytes, key: bytes | None = None):
+        async def send(self, topic: str, value: bytes, key: bytes | None = None, headers=None):
             if topic == "control-x":
                 raise KafkaTimeoutError()
             self.sent.append(topic)

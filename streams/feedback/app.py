@@ -29,6 +29,7 @@ prompt id).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -80,13 +81,17 @@ class Feedback:
         self.dlq = self._raw_topic(settings.prompts_dlq)
         self.control = self._raw_topic(settings.control)
         # Changelog records go to the partition of their key, not of the event being processed:
-        # a key written while reading several partitions (a model's count of new labels, a label
+        # a key written while reading several partitions (a model's last recalibration, a label
         # or decision deleted while another partition's event is handled) must have one home, or
         # a restart recovers whichever of its partitions is read last.
         table = functools.partial(app.Table, key_type=str, use_partitioner=True)
         self.decision_log = table("decision-log", default=None, value_type=None)
         self.labels = table("labels", default=None, value_type=None)
-        self.pending = table("pending", default=int, value_type=int)
+        # A model's new labels are those kept after its last recalibration (by their "at"):
+        # counted from the labels table itself, so a crash between two tables' changelog writes
+        # cannot lose a count (a count table of its own lost the last label's now and then).
+        self.recalibrated = table("recalibrated", default=float, value_type=float)
+        self._new_labels: collections.Counter[str] | None = None  # once the tables are back
         self.root: Path = settings.artifacts
         self.models: frozenset[str] = frozenset()
         self.version = ""
@@ -102,7 +107,7 @@ class Feedback:
 
     def changelog_topics(self) -> list[str]:
         return [t.changelog_topic.get_topic_name()
-                for t in (self.decision_log, self.labels, self.pending)]
+                for t in (self.decision_log, self.labels, self.recalibrated)]
 
     async def load_current(self) -> None:
         """Start from ``--artifacts``, then from the latest version announced on the control
@@ -184,15 +189,18 @@ class Feedback:
         key = f"{fb.model_id}|{fb.prompt_id}"
         # A label read again (its offset was not committed before a crash) is not a new one.
         new = self.labels.get(key) is None
-        self.labels[key] = {"embedding": d["embedding"], "quality": fb.quality, "at": time.time()}
+        counts = self.new_labels()  # before this label is in the table
+        at = time.time()
+        self.labels[key] = {"embedding": d["embedding"], "quality": fb.quality, "at": at}
         if not new:
             return
-        self.pending[fb.model_id] += 1
+        counts[fb.model_id] += 1
         now = time.monotonic()
         since = now - self.last_recal.setdefault(fb.model_id, now)
-        if due(self.pending[fb.model_id], since, s.min_labels, s.recal_interval_s,
+        if due(counts[fb.model_id], since, s.min_labels, s.recal_interval_s,
                now - self.last_publish, s.min_publish_interval_s):
-            self.pending[fb.model_id] = 0
+            counts[fb.model_id] = 0
+            self.recalibrated[fb.model_id] = at
             self.last_recal[fb.model_id] = now
             try:
                 await self.recalibrate_model(fb.model_id)
@@ -200,6 +208,15 @@ class Feedback:
                 RECALIBRATIONS.labels("failed").inc()
                 log.error("recalibration of %s failed (%s: %s); its labels are kept",
                           fb.model_id, type(e).__name__, e)
+
+    def new_labels(self) -> collections.Counter[str]:
+        """Labels kept per model since its last recalibration; counted from the tables on first
+        use (a label is read after the tables are recovered), then kept up to date."""
+        if self._new_labels is None:
+            self._new_labels = collections.Counter(
+                model for key, label in self.labels.items() if label is not None
+                and label["at"] > self.recalibrated[(model := key.split("|", 1)[0])])
+        return self._new_labels
 
     async def decision_for(self, prompt_id: str, deadline: float) -> dict | None:
         """The decision of ``prompt_id``, waited for until ``deadline`` (epoch s) has passed and

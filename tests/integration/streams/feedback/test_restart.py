@@ -1,5 +1,5 @@
 """The feedback service killed (SIGKILL) after labels arrived: the restarted service recovers its
-decision log, its labels and its count of new labels from their changelogs, so labels that
+decision log, its labels and its models' last recalibrations from their changelogs, so labels that
 arrive after the restart join decisions read before it, and the next recalibration is fitted on
 the labels of both sides of the kill."""
 

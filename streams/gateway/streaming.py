@@ -84,11 +84,10 @@ class Stream:
 
     async def _next(self) -> StreamChunk | DeadLetter | ModelResponse:
         """The next chunk in order, or the outcome (TimeoutError past the deadline)."""
-        remaining = max(0.0, self.deadline - time.monotonic())
-        if self.queue is None:  # a retry that joined: the outcome only
-            return await asyncio.wait_for(asyncio.shield(self.future), remaining)
         while True:
             remaining = max(0.0, self.deadline - time.monotonic())
+            if self.queue is None:  # a retry that joined: the outcome only
+                return await asyncio.wait_for(asyncio.shield(self.future), remaining)
             item = await asyncio.wait_for(self.queue.get(), remaining)
             if not isinstance(item, StreamChunk):
                 return item
@@ -105,8 +104,7 @@ class Stream:
         return item
 
     async def events(self, first: StreamChunk) -> AsyncIterator[bytes]:
-        model = first.model_id
-        yield sse(chunk_event(self.prompt_id, model, self.created,
+        yield sse(chunk_event(self.prompt_id, first.model_id, self.created,
                               {"role": "assistant", **delta_of(first)}))
         end = self.end
         while end is None:
@@ -117,8 +115,8 @@ class Stream:
                 yield DONE
                 return
             if isinstance(item, StreamChunk):
-                model = item.model_id
-                yield sse(chunk_event(self.prompt_id, model, self.created, delta_of(item)))
+                yield sse(chunk_event(self.prompt_id, item.model_id, self.created,
+                                      delta_of(item)))
                 continue
             error = outcome_error(item, self.prompt_id)
             if error is not None:

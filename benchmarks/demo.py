@@ -28,7 +28,7 @@ from benchmarks.gateway_share import (
     split_share,
     summarize_share,
 )
-from benchmarks.processes import Service, router_env
+from benchmarks.processes import Service, check_alive, router_env
 from benchmarks.traffic import (
     Collected,
     collect,
@@ -158,9 +158,7 @@ def run_demo(
                 return await collector, over_http and await over_http
 
             got, share = asyncio.run(main())
-            for s in services:
-                if not s.alive():
-                    raise RuntimeError(f"{s.name} exited early:\n{s.log_tail()}")
+            check_alive(services)
         finally:
             for s in services:
                 s.stop()

@@ -32,7 +32,7 @@ import orjson
 from benchmarks.bench import RssSampler
 from benchmarks.cpu import Steal
 from benchmarks.gateway_share import gateway_service, wait_healthy
-from benchmarks.processes import Service, router_env
+from benchmarks.processes import Service, check_alive, router_env
 from ipr_model.artifacts.manifest import read_manifest
 from ipr_model.evaluation.stats import percentiles
 from ipr_model.training.datasets import load_dataset
@@ -207,9 +207,7 @@ def run_gateway_bench(artifacts: Path, dataset: Path, n: int, rate: float | None
         try:
             report = asyncio.run(_measure(kafka, settings, services, texts, rate, concurrency,
                                           backend_url))
-            for s in services:
-                if not s.alive():
-                    raise RuntimeError(f"{s.name} exited early:\n{s.log_tail()}")
+            check_alive(services)
         finally:
             for s in services:
                 s.stop()

@@ -57,6 +57,13 @@ class Service:
             return ""
 
 
+def check_alive(services: list[Service]) -> None:
+    """RuntimeError naming the first service that exited before its run ended, with its log."""
+    for s in services:
+        if not s.alive():
+            raise RuntimeError(f"{s.name} exited early:\n{s.log_tail()}")
+
+
 def router_env(
     bootstrap: str, app_id: str, web_port: int | None = None, **extra: str
 ) -> dict[str, str]:

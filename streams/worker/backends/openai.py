@@ -22,9 +22,11 @@ client has part of an answer, so it is an error that is neither retried nor fail
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -169,17 +171,23 @@ class OpenAIBackend:
             return self._failed(routed, f"{exc.reason} after {attempts} {noun}", began,
                                 exc.status, exc.kind, retryable=True)
 
-    async def _post(self, body: dict) -> Any:
+    @contextlib.contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """A timeout or a connection error of the call as a retriable failure."""
         try:
-            response = await self.client.post(
-                self.url, json=body, headers=self._headers, timeout=self.timeout_s
-            )
+            yield
         except httpx.TimeoutException as exc:
             raise _Retry(f"timeout ({type(exc).__name__}, {self.timeout_s:g} s)",
                          kind="timeout") from None
         except httpx.TransportError as exc:
             raise _Retry(f"connection error ({type(exc).__name__})",
                          kind="connection_error") from None
+
+    async def _post(self, body: dict) -> Any:
+        with self._transport_errors():
+            response = await self.client.post(
+                self.url, json=body, headers=self._headers, timeout=self.timeout_s
+            )
         _raise_for_status(response)
         try:
             return response.json()
@@ -194,7 +202,7 @@ class OpenAIBackend:
         content: list[str] = []
         calls: list[ToolCallDelta] = []
         finish, usage = None, None
-        try:
+        with self._transport_errors():
             async with self.client.stream("POST", self.url, json=body, headers=self._headers,
                                           timeout=self.timeout_s) as response:
                 if response.status_code >= 400:
@@ -217,12 +225,6 @@ class OpenAIBackend:
                             calls.extend(pieces)
                             await deltas.add(piece, pieces or None)
                         finish = choice.get("finish_reason") or finish
-        except httpx.TimeoutException as exc:
-            raise _Retry(f"timeout ({type(exc).__name__}, {self.timeout_s:g} s)",
-                         kind="timeout") from None
-        except httpx.TransportError as exc:
-            raise _Retry(f"connection error ({type(exc).__name__})",
-                         kind="connection_error") from None
         tool_calls = [{"id": c.id, "type": "function", "function": c.function.model_dump()}
                       for c in merge_tool_calls(calls) if c.function is not None]
         return {"choices": [{"message": {"content": "".join(content) or None,

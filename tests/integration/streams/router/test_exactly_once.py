@@ -17,20 +17,26 @@ from tests.integration.streams.kafka import system
 N, RATE = 240, 40.0
 
 
+def prepare(monkeypatch, bootstrap, unique, artifacts, data, tmp_path, **env):
+    """The router's environment (plus ``env``), its topics, the prompts and its command."""
+    for k, v in {"IPR_KAFKA_BOOTSTRAP": bootstrap, "IPR_ROUTER_APP_ID": f"router-{unique}",
+                 "IPR_ROUTER_WEB_ENABLED": "false", "IPR_ROUTER_DATA_DIR": str(tmp_path / "faust"),
+                 **env}.items():
+        monkeypatch.setenv(k, v)
+    settings = KafkaSettings()
+    _, model_topics = system.prepare(settings, artifacts)
+    return (settings, model_topics, system.prompt_events(data, unique, N),
+            ["router", "--artifacts", str(artifacts)])
+
+
 @pytest.mark.parametrize("exactly_once", [True, False])
 def test_a_router_killed_mid_stream_routes_each_prompt_once_read_committed(
     exactly_once, kafka_bootstrap, unique, small_artifacts, zeroeval, tmp_path, monkeypatch
 ):
-    for k, v in {"IPR_KAFKA_BOOTSTRAP": kafka_bootstrap, "IPR_ROUTER_APP_ID": f"router-{unique}",
-                 "IPR_ROUTER_WEB_ENABLED": "false", "IPR_ROUTER_DATA_DIR": str(tmp_path / "faust"),
-                 "IPR_ROUTER_EXACTLY_ONCE": str(exactly_once).lower(),
-                 # at-least-once: nothing committed before the kill, so the case is sure to occur
-                 "IPR_ROUTER_COMMIT_INTERVAL_S": "30"}.items():
-        monkeypatch.setenv(k, v)
-    settings = KafkaSettings()
-    _, model_topics = system.prepare(settings, small_artifacts)
-    events = system.prompt_events(zeroeval, unique, N)
-    args = ["router", "--artifacts", str(small_artifacts)]
+    # at-least-once: nothing committed before the kill, so the case is sure to occur
+    settings, model_topics, events, args = prepare(
+        monkeypatch, kafka_bootstrap, unique, small_artifacts, zeroeval, tmp_path,
+        IPR_ROUTER_EXACTLY_ONCE=str(exactly_once).lower(), IPR_ROUTER_COMMIT_INTERVAL_S="30")
     routers = [Service("router", args, {}, tmp_path / "a")]
 
     async def scenario() -> tuple[Collected, Collected]:
@@ -69,14 +75,9 @@ def test_a_revocation_and_a_graceful_stop_close_the_transactional_producers(
     """A second router joins mid-stream (the first's partitions are split: a revocation), then
     the first stops on SIGTERM: every prompt routed once read_committed, and the first router
     left no transactional producer open (before, one per partition it had served)."""
-    for k, v in {"IPR_KAFKA_BOOTSTRAP": kafka_bootstrap, "IPR_ROUTER_APP_ID": f"router-{unique}",
-                 "IPR_ROUTER_WEB_ENABLED": "false", "IPR_ROUTER_DATA_DIR": str(tmp_path / "faust"),
-                 "IPR_ROUTER_EXACTLY_ONCE": "true"}.items():
-        monkeypatch.setenv(k, v)
-    settings = KafkaSettings()
-    _, model_topics = system.prepare(settings, small_artifacts)
-    events = system.prompt_events(zeroeval, unique, N)
-    args = ["router", "--artifacts", str(small_artifacts)]
+    settings, model_topics, events, args = prepare(
+        monkeypatch, kafka_bootstrap, unique, small_artifacts, zeroeval, tmp_path,
+        IPR_ROUTER_EXACTLY_ONCE="true")
     routers = [Service("router", args, {}, tmp_path / "a")]
 
     async def scenario() -> Collected:

@@ -1,6 +1,7 @@
-"""The benchmarks' commands: ``python -m benchmarks bench | model-bench | scaling | startup |
-shadow-bench | band | winback`` (``make bench``, ``make band``, ``make winback``). Plain functions,
-registered on the lab's app by :mod:`benchmarks.cli`; the heavy imports live inside them."""
+"""The benchmarks' commands: ``python -m benchmarks bench | model-bench | scaling | knn-index |
+startup | shadow-bench | band | winback`` (``make bench``, ``make band``, ``make winback``).
+Plain functions, registered on the lab's app by :mod:`benchmarks.cli`; the heavy imports live
+inside them."""
 
 from __future__ import annotations
 
@@ -127,6 +128,23 @@ def scaling(
     typer.echo(json.dumps(out, indent=1))
 
 
+def knn_index(
+    artifacts: RequiredArtifacts,
+    dataset: RequiredData,
+    rows: Annotated[str, typer.Option(help="memory sizes, comma-separated")] = "2000,20000,"
+                                                                              "100000,1000000",
+    json_out: Annotated[Path, typer.Option("--json", help="report")] = Path(
+        "build/knn-index.json"),
+) -> None:
+    """The kNN memory's ANN index against the exact scan: recall on real rows, and scoring time \
+as the memory grows to 1M rows (build/knn-index.json)."""
+    from benchmarks.knn_index import run
+
+    out = run(artifacts, dataset, [int(r) for r in rows.split(",")])
+    write_json(out, json_out)
+    typer.echo(json.dumps(out, indent=1))
+
+
 def startup(
     artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
     dataset: Annotated[Path, typer.Option("--dataset", "-d", help="dataset folder")] = Path(
@@ -193,5 +211,5 @@ def winback(
         typer.echo(json.dumps({k: v for k, v in r.items() if k != "steps"}))
 
 
-BENCHMARKS = (bench, gateway_bench, model_bench, views, scaling, startup, shadow_bench, band,
-              winback)
+BENCHMARKS = (bench, gateway_bench, model_bench, views, scaling, knn_index, startup, shadow_bench,
+              band, winback)

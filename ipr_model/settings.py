@@ -5,6 +5,7 @@ An empty variable counts as unset."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,4 +23,23 @@ class FolderSettings(BaseSettings):
         None,
         description="what can be made again: embeddings, exported encoders, the local broker's "
         "jars (unset: ~/.cache/ipr-router)",
+    )
+
+
+class IndexSettings(BaseSettings):
+    """How a scorer (the router, the feedback service, ``ipr evaluate``) searches the kNN memory
+    when its artifact has an index (ipr_model/serving/knn_index.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="IPR_KNN_", extra="ignore",
+                                      env_ignore_empty=True)
+
+    index: Literal["on", "off"] = Field(
+        "on",
+        description="`off`: scan the whole memory even when the artifact has an index (exact; "
+        "to compare, or as an escape hatch)",
+    )
+    nprobe: int = Field(
+        32, ge=1,
+        description="clusters of the index searched per prompt: more finds more of the exact "
+        "neighbours and costs more (docs/measurements.md, \"Scoring as the memory grows\")",
     )

@@ -34,20 +34,26 @@ from pathlib import Path
 import numpy as np
 
 from ipr_model.serving.joint import PromptSide, joint_quality
+from ipr_model.serving.knn_index import TIE, KnnIndex
 
 EQUAL_PARTS = (1 / 3, 1 / 3, 1 / 3, 0.0)  # mlp, ridge, kNN, joint: files before blends
 _CHUNK = 1024
-TIE = 1e-6  # cosine similarities this close to the k-th count as tied with it
 
 
 def knn_weights(
-    memory: np.ndarray, emb: np.ndarray, ks: list[int], exclude: np.ndarray | None = None
-) -> list[np.ndarray]:
+    memory: np.ndarray, emb: np.ndarray, ks: list[int], exclude: np.ndarray | None = None,
+    index: KnnIndex | None = None,
+) -> list:
     """For each k of ``ks``, weights [n, N] that average each row of ``emb``'s k most
     cosine-similar ``memory`` rows (both unit-norm), with every row tied with the k-th
     (within ``TIE``) counted in: prompts whose encoder windows are identical (a long shared
     template, truncated) are one neighbourhood, not an arbitrary k of them. k is capped at the
-    rows available; ``exclude[i] >= 0`` drops that memory row for query i (leave-one-out)."""
+    rows available; ``exclude[i] >= 0`` drops that memory row for query i (leave-one-out).
+    With ``index`` (the memory's, knn_index.py), the rows are looked for among the index's
+    candidates and the weights are sparse (``w @ labels`` all the same)."""
+    if index is not None and exclude is None:
+        return index.weights(np.asarray(emb, dtype=np.float32),
+                             [max(1, min(int(k), len(memory))) for k in ks])
     sim = np.asarray(emb, dtype=np.float32) @ memory.T
     n_mem = len(memory)
     if exclude is not None:
@@ -73,12 +79,13 @@ class Neighbours:
         self.emb = np.asarray(emb, dtype=np.float32)
         self._w: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
-    def mean(self, memory: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    def mean(self, memory: np.ndarray, labels: np.ndarray, k: int,
+             index: KnnIndex | None = None) -> np.ndarray:
         """[n]: the mean of ``labels`` [N] over each embedding's k nearest memory rows."""
         key = (id(memory), int(k))
         hit = self._w.get(key)
         if hit is None or hit[0] is not memory:
-            hit = self._w[key] = (memory, knn_weights(memory, self.emb, [k])[0])
+            hit = self._w[key] = (memory, knn_weights(memory, self.emb, [k], index=index)[0])
         return hit[1] @ labels
 
 
@@ -108,6 +115,7 @@ class Adapter:
     ability: np.ndarray | None = None
     intercept: np.ndarray | None = None
     prompt: PromptSide | None = None
+    index: KnnIndex | None = None  # the shared memory's ANN index, when the artifact has one
 
     @property
     def dim(self) -> int:
@@ -127,7 +135,8 @@ class Adapter:
         return np.clip(emb @ self.lin_w + self.lin_b, 0.0, 1.0)
 
     def knn(self, emb: np.ndarray, neighbours: Neighbours | None = None) -> np.ndarray:
-        return (neighbours or Neighbours(emb)).mean(self.memory, self.knn_y, int(self.knn_k))
+        return (neighbours or Neighbours(emb)).mean(self.memory, self.knn_y, int(self.knn_k),
+                                                    self.index)
 
     def joint(self, emb: np.ndarray) -> np.ndarray:
         if self.prompt is None or self.ability is None or self.intercept is None:
@@ -155,9 +164,11 @@ class Adapter:
 
     @classmethod
     def load(cls, path: Path, shared_memory: Callable[[], np.ndarray] | None = None,
-             prompt: Callable[[], PromptSide | None] | None = None) -> Adapter:
+             prompt: Callable[[], PromptSide | None] | None = None,
+             index: Callable[[], KnnIndex | None] | None = None) -> Adapter:
         """``shared_memory`` gives the artifact's memory when the file has none of its own,
-        ``prompt`` the artifact's prompt side when the file has a joint ability."""
+        ``prompt`` the artifact's prompt side when the file has a joint ability, ``index`` the
+        shared memory's ANN index (None: scan it)."""
         with np.load(path, allow_pickle=False) as z:
             names = [k for k in (*_ARRAYS, "parts", "ability", "intercept") if k in z.files]
             arrays = {k: z[k].astype(np.float32) for k in names}
@@ -172,7 +183,8 @@ class Adapter:
         side = prompt() if prompt is not None and "ability" in arrays else None
         if "ability" in arrays and side is None:
             raise ValueError(f"{path}: the adapter's joint part needs the artifact's prompt side")
-        a = cls(**arrays, memory=memory, own_memory=own, prompt=side)
+        a = cls(**arrays, memory=memory, own_memory=own, prompt=side,
+                index=index() if index is not None and not own else None)
         k, d, h = a.w1.shape
         if (
             a.b1.shape != (k, h) or a.w2.shape != (k, h) or a.b2.shape != (k,)
@@ -241,22 +253,24 @@ class AdapterStack:
     def knn(self, emb: np.ndarray) -> np.ndarray:
         """[n, M]: every adapter's kNN part; one similarity matmul and partition per memory."""
         out = np.empty((len(emb), len(self.adapters)), dtype=np.float32)
-        for memory, ks, by_k in self.knn_groups:
-            for w, (cols, labels) in zip(knn_weights(memory, emb, ks), by_k, strict=True):
+        for memory, index, ks, by_k in self.knn_groups:
+            for w, (cols, labels) in zip(knn_weights(memory, emb, ks, index=index), by_k,
+                                         strict=True):
                 out[:, cols] = w @ labels
         return out
 
 
-def _knn_groups(adapters: list[Adapter]) -> list[tuple[np.ndarray, list[int], list]]:
-    """Per distinct memory: the memory, its adapters' distinct k, and for each k the adapters'
-    columns and their labels stacked [N, m_k]."""
-    by_memory: dict[int, tuple[np.ndarray, dict[int, list[int]]]] = {}
+def _knn_groups(adapters: list[Adapter]) -> list[tuple]:
+    """Per distinct memory: the memory, its index, its adapters' distinct k, and for each k the
+    adapters' columns and their labels stacked [N, m_k]."""
+    by_memory: dict[int, tuple[np.ndarray, KnnIndex | None, dict[int, list[int]]]] = {}
     for j, a in enumerate(adapters):
-        by_memory.setdefault(id(a.memory), (a.memory, {}))[1].setdefault(int(a.knn_k), []).append(j)
-    return [(memory, sorted(by_k), [(np.array(by_k[k]),
-                                     np.stack([adapters[j].knn_y for j in by_k[k]], axis=1))
-                                    for k in sorted(by_k)])
-            for memory, by_k in by_memory.values()]
+        group = by_memory.setdefault(id(a.memory), (a.memory, a.index, {}))
+        group[2].setdefault(int(a.knn_k), []).append(j)
+    return [(memory, index, sorted(by_k),
+             [(np.array(by_k[k]), np.stack([adapters[j].knn_y for j in by_k[k]], axis=1))
+              for k in sorted(by_k)])
+            for memory, index, by_k in by_memory.values()]
 
 
 def _stacked_joint(adapters: list[Adapter]) -> tuple[PromptSide, np.ndarray, np.ndarray] | None:

@@ -10,6 +10,7 @@ root; each adapter holds only its labels for those rows:
 
     memory/embeddings.npy          [N, d] float16 unit-norm embeddings of the train prompts
     memory/prompts.sha256          the sha256 of each of those prompts' text, one per line
+    memory/index.usearch           its ANN index, when it is large (knn_index.py)
 
 and the joint part's prompt side, learned from every model's outcomes (joint.py):
 
@@ -33,6 +34,7 @@ from ipr_model.serving.calibration import Calibration
 from ipr_model.serving.corrections import Correction
 from ipr_model.serving.costs import CostModel
 from ipr_model.serving.joint import PromptSide, prompt_side_loader
+from ipr_model.serving.knn_index import KnnIndex
 from ipr_model.serving.texts import text_sha256
 
 
@@ -74,17 +76,19 @@ class ModelCard:
     def load(
         cls, root: Path, model_id: str, memory: Callable[[], np.ndarray] | None = None,
         prompt: Callable[[], PromptSide | None] | None = None,
+        index: Callable[[], KnnIndex | None] | None = None,
     ) -> ModelCard:
-        """``memory`` and ``prompt`` give the artifact's shared kNN memory and the joint part's
-        prompt side (default: read them from ``root``; pass one cached loader of each to share a
-        single copy between cards)."""
+        """``memory``, ``prompt`` and ``index`` give the artifact's shared kNN memory, the joint
+        part's prompt side and the memory's index (default: read them from ``root``; pass one
+        cached loader of each to share a single copy between cards)."""
         d = Path(root) / model_dir(model_id)
         try:
             card = json.loads((d / "card.json").read_text())
             if card["id"] != model_id:
                 raise ValueError(f"card.json names {card['id']!r}")
-            adapter = Adapter.load(d / "adapter.npz", memory or (lambda: load_memory(root)),
-                                   prompt or prompt_side_loader(root))
+            memory = memory or memory_loader(root)
+            adapter = Adapter.load(d / "adapter.npz", memory, prompt or prompt_side_loader(root),
+                                   index or index_loader(root, memory))
             fix = Correction.load(d / FEEDBACK) if (d / FEEDBACK).is_file() else None
             if fix is not None and fix.emb.shape[1] != adapter.dim:
                 raise ValueError(f"{FEEDBACK} has {fix.emb.shape[1]}-d embeddings, "
@@ -141,3 +145,8 @@ def memory_hashes(root: Path) -> list[str] | None:
 def memory_loader(root: Path) -> Callable[[], np.ndarray]:
     """A loader that reads the shared memory once, on first use."""
     return cache(lambda: load_memory(root))
+
+
+def index_loader(root: Path, memory: Callable[[], np.ndarray]) -> Callable[[], KnnIndex | None]:
+    """A loader that reads the shared memory's index once, on first use (None: it has none)."""
+    return cache(lambda: KnnIndex.load(root, memory()))

@@ -19,7 +19,7 @@ from ipr_model.artifacts.manifest import ENCODER_DIR, Manifest, read_manifest
 from ipr_model.errors import ArtifactError, RoutingInputError
 from ipr_model.serving.adapters import AdapterStack
 from ipr_model.serving.calibration import Calibrations
-from ipr_model.serving.cards import ModelCard, memory_loader
+from ipr_model.serving.cards import ModelCard, index_loader, memory_loader
 from ipr_model.serving.costs import prompt_tokens
 from ipr_model.serving.joint import prompt_side_loader
 
@@ -129,7 +129,9 @@ class Scorer:
             encoder = OnnxEncoder.load(manifest.root / ENCODER_DIR, encoder_threads)
         memory = memory_loader(manifest.root)  # read once, shared by every card that uses it
         prompt = prompt_side_loader(manifest.root)  # one prompt side for the joint parts
-        cards = [ModelCard.load(manifest.root, m, memory, prompt) for m in manifest.models]
+        index = index_loader(manifest.root, memory)  # the memory's ANN index, if it has one
+        cards = [ModelCard.load(manifest.root, m, memory, prompt, index)
+                 for m in manifest.models]
         for c in cards:
             if c.adapter.dim != encoder.dim:
                 raise ArtifactError(

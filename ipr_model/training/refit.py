@@ -41,7 +41,7 @@ from ipr_model.artifacts.manifest import (
     write_manifest,
 )
 from ipr_model.errors import IprError
-from ipr_model.serving.cards import ModelCard, memory_loader
+from ipr_model.serving.cards import ModelCard, index_loader, memory_loader
 from ipr_model.serving.corrections import BAND, RADIUS, STRENGTH, Correction
 from ipr_model.serving.joint import prompt_side_loader
 from ipr_model.training.onboard import ONBOARDING, fitted_card, prior_card
@@ -121,6 +121,7 @@ def recalibrate(
     if unknown:
         raise IprError(f"feedback for model(s) not in the artifacts: {', '.join(unknown)}")
     memory, prompt = memory_loader(Path(root)), prompt_side_loader(Path(root))
+    index = index_loader(Path(root), memory)
     results, accepted = [], []
     for model_id, (x, y, *age) in sorted(labels.items()):
         x, y = np.asarray(x, np.float32), np.clip(np.asarray(y, np.float64), 0.0, 1.0)
@@ -136,7 +137,7 @@ def recalibrate(
         perm = np.random.default_rng(cfg.seed).permutation(len(y))
         cut = max(1, int(round(len(y) * HOLDOUT)))
         test, fit = perm[:cut], perm[cut:]
-        card = ModelCard.load(Path(root), model_id, memory, prompt)
+        card = ModelCard.load(Path(root), model_id, memory, prompt, index)
         cand = candidate_card(card, x[fit], y[fit], w[fit], cfg)
         b_cur = brier(yardstick(card), x[test], y[test], w[test])
         b_new = brier(cand, x[test], y[test], w[test])

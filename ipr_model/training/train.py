@@ -28,6 +28,7 @@ from ipr_model.serving.cards import ModelCard, load_memory, memory_hashes, save_
 from ipr_model.serving.costs import fit_cost_model, prompt_tokens
 from ipr_model.serving.encoder import OnnxEncoder
 from ipr_model.serving.joint import PROMPT_SIDE, PromptSide
+from ipr_model.serving.knn_index import INDEX_MIN_ROWS, KnnIndex
 from ipr_model.serving.texts import text_sha256
 from ipr_model.training.datasets import Dataset
 from ipr_model.training.export import DEFAULT_PRECISION, cached_export
@@ -243,11 +244,13 @@ def train(
     encoder_precision: str = DEFAULT_PRECISION,
     encoder_layers: tuple[int, ...] | None = None,
     encoder_tail_tokens: int | None = None,
+    knn_index: bool | None = None,
 ) -> Manifest:
     """Train every model's adapter on ``train_set`` and write a new artifact directory at ``out``
     (built beside it and renamed into place: a reader never sees a half-written directory).
     ``encoder_tail_tokens``: the encoder's cut of long prompts; None chooses it (``choose_cut``
-    among ``cut_candidates``)."""
+    among ``cut_candidates``). ``knn_index``: build the kNN memory's ANN index (None: when the
+    memory has ``INDEX_MIN_ROWS`` rows or more)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -258,6 +261,8 @@ def train(
         tail, cards, scores = choose_cut(views, train_set, cfg, progress)
         shutil.copytree(encoders[tail], tmp / ENCODER_DIR)
         save_memory(tmp, views[tail], train_set.prompts)
+        if knn_index or (knn_index is None and len(train_set) >= INDEX_MIN_ROWS):
+            KnnIndex.build(load_memory(tmp)).save(tmp)
         cards[0].adapter.prompt.save(tmp)
         for card in cards:
             card.save(tmp)

@@ -15,7 +15,7 @@ from pydantic import AliasChoices, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
-from ipr_model.settings import FolderSettings
+from ipr_model.settings import FolderSettings, IndexSettings
 from streams.feedback.settings import FeedbackSettings
 from streams.gateway.settings import GatewaySettings
 from streams.kafka.settings import KafkaSettings
@@ -57,6 +57,8 @@ SECTIONS: list[tuple[str, str, type[BaseSettings], type[BaseSettings] | None]] =
      "above.", GatewaySettings, KafkaSettings),
     ("Datasets and caches", "Training, evaluation and the lab (`ipr_model`). An empty value "
      "counts as unset.", FolderSettings, None),
+    ("Scoring", "Whatever loads an artifact with a kNN index: the router, the feedback service, "
+     "`ipr evaluate`.", IndexSettings, None),
 ]
 
 _TYPES = {int: "integer", float: "number", bool: "boolean", str: "text", Path: "path",

@@ -59,6 +59,9 @@ def _layers(text: str | None) -> tuple[int, ...] | None:
         raise UserError(f"--layers must be comma-separated layer numbers, got {text!r}") from None
 
 
+INDEX_CHOICES = {"auto": None, "always": True, "never": False}
+
+
 @app.command()
 @command
 def train(
@@ -73,6 +76,10 @@ def train(
     layers: LayersOpt = None,
     tail_tokens: TailOpt = None,
     seed: Annotated[int, typer.Option(help="seed of the MLP folds and initial weights")] = 0,
+    knn_index: Annotated[
+        str, typer.Option(help="the kNN memory's ANN index: auto (when the memory has 20,000 "
+                          "rows or more), always or never")
+    ] = "auto",
 ) -> None:
     """Train the estimators on the dataset's train split and write an artifact directory."""
     import time
@@ -80,13 +87,15 @@ def train(
     from ipr_model.training.fitting import AdapterConfig
     from ipr_model.training.train import train as run
 
+    if knn_index not in INDEX_CHOICES:
+        raise UserError(f"--knn-index must be one of {', '.join(INDEX_CHOICES)}, got {knn_index!r}")
     t0 = time.perf_counter()
     pooled = _layers(layers)
     train_set = _load(dataset).split("train")
     with progress_bar() as cb:
         manifest = run(train_set, out, encoder_source=encoder, cfg=AdapterConfig(seed=seed),
                        progress=cb, encoder_precision=precision, encoder_layers=pooled,
-                       encoder_tail_tokens=tail_tokens)
+                       encoder_tail_tokens=tail_tokens, knn_index=INDEX_CHOICES[knn_index])
     typer.echo(
         f"trained {len(manifest.models)} adapters on {len(train_set)} prompts in "
         f"{time.perf_counter() - t0:.1f}s: {out} (version {manifest.version})"

@@ -5,8 +5,9 @@ every routed prompt, decision and dead letter is sent. A batch is acknowledged o
 outputs are on Kafka, so offsets are committed only for records whose outputs were delivered
 (at-least-once). Deliveries are awaited in the background while the next batch is scored: the
 encoder never waits for the broker's round trip, and at most one batch is in flight. With
-``IPR_ROUTER_EXACTLY_ONCE`` a batch's outputs and input offsets are committed in one transaction
-per input partition instead (:mod:`streams.router.transactions`), then acknowledged.
+``IPR_ROUTER_EXACTLY_ONCE`` a batch's outputs (the shadow's decisions too) and input offsets are
+queued for its input partitions' next transactions instead (:mod:`streams.router.transactions`:
+the batches routed while one commits share the next), and acknowledged once committed.
 
 Which version a starting router serves: the one last announced on ``router.control`` (every
 router of the group serves one version, so a restart must not split the group), loaded before the
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from functools import partial
 from pathlib import Path
 
@@ -107,7 +109,9 @@ class Router:
     async def route_prompts(self, stream) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
-        in_flight: asyncio.Task | None = None
+        # Batches whose outputs are on their way; at-least-once, one while the next is scored.
+        pending: deque[asyncio.Future] = deque()
+        depth = 1 if self.transactions is None else s.max_uncommitted_batches
         await self.tenants.ready.wait()  # every policy and the spend so far, before routing
         await self.serving.wait()  # the announced version, not --artifacts for a first batch
         async for events in stream.noack_take(s.batch_size, within=s.batch_timeout_ms / 1000.0):
@@ -126,28 +130,42 @@ class Router:
                 unhealthy, s.explore_share, self.tenants, unserved, s.scored_view,
                 self.tool_calls))
             outputs = self._outputs(result)
+            shadow = self.shadow.scorer() is not None
             if self.transactions is None:  # sent now, acknowledged once delivered
                 sends = [await self.topic(t).send(key=k, value=v, force=True)
                          for _, (t, k, v) in outputs]
-                deliver = _ack_when_delivered(stream, events, sends)
-            else:  # one transaction per partition, after the previous batch's
-                deliver = self._commit_exactly_once(stream, events, records, outputs)
-            if in_flight is not None:
-                await in_flight  # raises if the previous batch failed to deliver: never acked
-            in_flight = asyncio.ensure_future(deliver)
+                pending.append(asyncio.ensure_future(_ack_when_delivered(stream, events, sends)))
+            else:  # queued for the partitions' next transactions, the shadow's decisions too
+                if shadow:
+                    outputs += await self._shadow_outputs(result, scorer, unhealthy, unserved)
+                pending.append(asyncio.ensure_future(
+                    self._commit_exactly_once(stream, events, records, outputs)))
+            while pending and (len(pending) > depth or pending[0].done()):
+                await pending.popleft()  # raises if that batch failed to deliver: never acked
             _observe(result, len(records))
-            if self.shadow.scorer() is not None:  # after the live outputs, never holding them
+            if shadow and self.transactions is None:  # after the live outputs, never holding them
                 await self._send_shadow(result, scorer, unhealthy, unserved)
+
+    async def _shadow_outputs(self, result: BatchResult, live, unhealthy,
+                              unserved) -> list[tuple[int, Output]]:
+        """The shadow version's decisions on the batch, for ``router.shadow`` (none, logged and
+        counted, when they cannot be made)."""
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(
+                None, self.shadow.decisions, result.routed, live, unhealthy, unserved)
+        except Exception as e:  # noqa: BLE001 - nothing of the shadow's may stop the agent
+            metrics.SHADOW_FAILURES.inc()
+            log.error("shadow decisions of a batch were not made: %s", type(e).__name__)
+            return []
+        return [(d.partition, (self.settings.shadow, d.key, encode(d.decision))) for d in out]
 
     async def _send_shadow(self, result: BatchResult, live, unhealthy, unserved) -> None:
         """The shadow version's decisions on the batch, to ``router.shadow`` (their delivery is
         not awaited: a failure is logged and counted, and the batch is acknowledged anyway)."""
         try:
-            out = await asyncio.get_running_loop().run_in_executor(
-                None, self.shadow.decisions, result.routed, live, unhealthy, unserved)
-            for d in out:
-                fut = await self.topic(self.settings.shadow).send(
-                    key=d.key, value=encode(d.decision), force=True)
+            for _, (topic, key, value) in await self._shadow_outputs(result, live, unhealthy,
+                                                                     unserved):
+                fut = await self.topic(topic).send(key=key, value=value, force=True)
                 fut.add_done_callback(_shadow_delivered)
         except Exception as e:  # noqa: BLE001 - nothing of the shadow's may stop the agent
             metrics.SHADOW_FAILURES.inc()

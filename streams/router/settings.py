@@ -101,6 +101,12 @@ class RouterSettings(KafkaSettings):
         "per partition of prompts.in: after a crash, read_committed consumers see every "
         "output once (IPR_ROUTER_EXACTLY_ONCE)",
     )
+    max_uncommitted_batches: int = Field(
+        32, ge=1,
+        description="exactly-once: batches routed and not yet committed, at most; the batches "
+        "routed while a transaction commits share the next one "
+        "(IPR_ROUTER_MAX_UNCOMMITTED_BATCHES)",
+    )
     artifacts_topic: str = Field(
         ARTIFACT_FILES, validation_alias=AliasChoices("IPR_ARTIFACTS_TOPIC"),
         description="the compacted topic of each version's changed files (IPR_ARTIFACTS_TOPIC)",

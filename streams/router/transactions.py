@@ -1,6 +1,14 @@
 """Exactly-once routing (``IPR_ROUTER_EXACTLY_ONCE``): a batch's outputs and the next offsets of
 the ``prompts.in`` records they came from are committed in one Kafka transaction.
 
+Group commit: each input partition has one committer, which commits everything queued for it
+since its last transaction in the next one. A lone batch is committed at once; under load, the
+batches routed while a transaction commits share the next one, so the transactions' fixed cost
+(four round trips and a commit marker in every partition they touched) is paid once per commit
+round, not once per batch of four prompts (before: 0.6 of at-least-once's throughput, with the
+broker taking a third of the cores). The router keeps up to ``IPR_ROUTER_MAX_UNCOMMITTED_BATCHES``
+batches queued or committing, so a transaction never holds more than that.
+
 One transactional producer per partition of ``prompts.in`` (transactional id
 ``<app id>.router.<partition>``: the model Kafka Streams used first). A router that starts
 serving a partition starts its producer, which fences the producer of the previous owner and
@@ -21,6 +29,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
@@ -34,12 +43,51 @@ Output = tuple[str, bytes | None, bytes]  # topic, key, value
 
 
 class Transactions:
-    """Transactional producers by partition of the input topic, started on first use."""
+    """Transactional producers by partition of the input topic, started on first use, and each
+    partition's committer (:meth:`add`)."""
 
     def __init__(self, kafka: KafkaSettings, group_id: str, topic: str,
                  owns: Callable[[int], bool] = lambda partition: True) -> None:
         self.kafka, self.group_id, self.topic, self.owns = kafka, group_id, topic, owns
         self.producers: dict[int, AIOKafkaProducer] = {}
+        self._committers: dict[int, _Committer] = {}
+
+    def add(self, partition: int, outputs: list[Output], next_offset: int) -> asyncio.Future:
+        """Queue a batch's ``outputs`` from ``partition`` for that partition's next transaction,
+        with ``next_offset``. The future is done when that transaction is: True once committed,
+        False when the partition moved to another router (its new owner routes the records),
+        or the transaction's exception."""
+        done = asyncio.get_running_loop().create_future()
+        c = self._committers.get(partition)
+        if c is None:
+            c = self._committers[partition] = _Committer()
+            c.task = asyncio.ensure_future(self._commit_queued(partition, c))
+        c.queue.append((outputs, next_offset, done))
+        c.wake.set()
+        return done
+
+    async def _commit_queued(self, partition: int, c: _Committer) -> None:
+        """The committer of ``partition``: what is queued, in one transaction, until closed."""
+        while True:
+            await c.wake.wait()
+            c.wake.clear()
+            if c.closing:  # what is queued stays, for close() to hand back
+                continue
+            taken, c.queue = c.queue, []
+            if not taken:
+                continue
+            c.idle.clear()
+            try:
+                committed = await self.commit(partition, [o for q in taken for o in q[0]],
+                                              max(q[1] for q in taken))
+            except Exception as e:  # noqa: BLE001 - handed to every batch it held
+                for *_, done in taken:
+                    done.set_exception(e)
+            else:
+                for *_, done in taken:
+                    done.set_result(committed)
+            finally:
+                c.idle.set()
 
     def transactional_id(self, partition: int) -> str:
         return f"{self.group_id}.router.{partition}"
@@ -83,15 +131,25 @@ class Transactions:
 
     async def commit_batch(self, outputs: dict[int, list[Output]],
                            next_offsets: dict[int, int]) -> None:
-        """One transaction per input partition of the batch, run side by side."""
-        await asyncio.gather(*(self.commit(part, outputs.get(part, []), offset)
+        """A batch's outputs, queued by input partition; done when all their transactions are."""
+        await asyncio.gather(*(self.add(part, outputs.get(part, []), offset)
                                for part, offset in next_offsets.items()))
 
     async def close(self, partitions: Iterable[int] | None = None) -> None:
-        """Stop the producers of ``partitions`` (default: all): when they are revoked (Faust has
-        waited for the batches in flight, so no transaction is open) and when the router stops.
-        A producer left open would hold its transactional id until fenced or timed out."""
-        for partition in list(self.producers if partitions is None else partitions):
+        """Stop the committers and producers of ``partitions`` (default: all): when they are
+        revoked and when the router stops. A transaction under way is let finish; batches still
+        queued are left to the partition's next owner (their futures say False). A producer
+        left open would hold its transactional id until fenced or timed out."""
+        chosen = set(self.producers) | set(self._committers) if partitions is None else partitions
+        for partition in list(chosen):
+            c = self._committers.pop(partition, None)
+            if c is not None:
+                c.closing = True
+                await c.idle.wait()
+                c.task.cancel()
+                for *_, done in c.queue:
+                    if not done.done():
+                        done.set_result(False)
             await self.drop(partition)
 
     async def drop(self, partition: int) -> None:
@@ -101,6 +159,20 @@ class Transactions:
                 await p.stop()
             except Exception as e:  # noqa: BLE001 - it is being replaced anyway
                 log.info("stopping the transactional producer of partition %d: %s", partition, e)
+
+
+@dataclass(eq=False)
+class _Committer:
+    """One partition's queue of (outputs, next offset, future) and its committer's state."""
+
+    queue: list[tuple[list[Output], int, asyncio.Future]] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    closing: bool = False
+    task: asyncio.Task | None = None
+
+    def __post_init__(self) -> None:
+        self.idle.set()
 
 
 def by_partition(outputs: Iterable[tuple[int, Output]]) -> dict[int, list[Output]]:

@@ -16,6 +16,7 @@ mean of the limits measured just before and after it, and the median round is re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -60,17 +61,7 @@ class EndOffsets:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
 
     async def __aenter__(self):
-        from aiokafka import TopicPartition
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await admin.start()
-        try:
-            described = await admin.describe_topics(self.topics)
-        finally:
-            await admin.close()
-        self.tps = [TopicPartition(t["topic"], p["partition"])
-                    for t in described for p in t["partitions"]]
+        self.tps = await topic_partitions(self.bootstrap, self.topics)
         await self.consumer.start()
         return self
 
@@ -84,6 +75,62 @@ class EndOffsets:
         deadline = time.monotonic() + timeout
         while await self.total() < total and time.monotonic() < deadline:
             await asyncio.sleep(every)
+
+
+async def topic_partitions(bootstrap: str, topics: list[str]) -> list:
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    return [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+
+
+class Visible:
+    """When each of a phase's outputs became visible to a ``read_committed`` reader (its receipt
+    time): exactly-once, a record is on its topic for a reader only once its transaction commits,
+    some time after the broker stamped it. Read from the outputs' ends as the phase starts; keys
+    only, to take little of the cores the router is measured on."""
+
+    def __init__(self, bootstrap: str, topics: list[str], run: str, n: int):
+        from aiokafka import AIOKafkaConsumer
+
+        self.bootstrap, self.topics = bootstrap, topics
+        self.prefix, self.n = f"{run}:".encode(), n
+        self.times: dict[bytes, float] = {}
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                         enable_auto_commit=False,
+                                         isolation_level="read_committed")
+        self.task: asyncio.Task | None = None
+
+    async def __aenter__(self):
+        tps = await topic_partitions(self.bootstrap, self.topics)
+        await self.consumer.start()
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_end(*tps)
+        self.task = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        while len(self.times) < self.n:
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=2000)
+            now = time.time()
+            for msgs in batch.values():
+                for m in msgs:
+                    if m.key is not None and m.key.startswith(self.prefix):
+                        self.times.setdefault(m.key, now)
+
+    async def all(self, timeout: float) -> dict[str, float]:
+        await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        return {k.decode(): t for k, t in self.times.items()}
+
+    async def __aexit__(self, *exc) -> None:
+        self.task.cancel()
+        await self.consumer.stop()
 
 
 class RssSampler(threading.Thread):
@@ -109,8 +156,8 @@ def run_bench(
 ) -> dict:
     """``batch_size``: the router's micro-batch (None: its default, ``IPR_ROUTER_BATCH_SIZE``);
     ``rounds``: end-to-end runs, each between two limit runs; ``exactly_once``: the router
-    commits each batch in transactions (``IPR_ROUTER_EXACTLY_ONCE``). A transactional record is
-    stamped when appended, a few milliseconds before its transaction commits. ``routers``:
+    commits its batches in transactions (``IPR_ROUTER_EXACTLY_ONCE``); an output then arrives
+    when a read_committed reader gets it (:class:`Visible`), not when it is appended. ``routers``:
     router processes in one group, each with its share of the cores as encoder threads."""
     from ipr_model.artifacts.manifest import read_manifest
     from ipr_model.serving.scorer import Scorer
@@ -144,7 +191,7 @@ def run_bench(
             if routers > 1:
                 asyncio.run(_wait_stable(bootstrap, f"ipr-router-bench-{run}", routers))
             phases = _Phases(bootstrap, settings, run, outputs, test, rows, n,
-                             [r.proc.pid for r in started])
+                             [r.proc.pid for r in started], exactly_once)
             measure_limit = functools.partial(_measure_limit, scorer, texts, limits)
             e2e_rate, lat_got, lat_steal = asyncio.run(
                 _measure(phases, model_topics, rounds, measure_limit, e2e)
@@ -226,9 +273,11 @@ class _Phases:
     """Send the bench prompts through the router at a rate and collect them off the outputs."""
 
     def __init__(self, bootstrap: str, settings: KafkaSettings, run: str, outputs: list[str],
-                 test, rows: list[int], n: int, router_pids: list[int]):
+                 test, rows: list[int], n: int, router_pids: list[int],
+                 exactly_once: bool = False):
         self.bootstrap, self.settings, self.run, self.outputs = bootstrap, settings, run, outputs
         self.test, self.rows, self.n, self.router_pids = test, rows, n, router_pids
+        self.exactly_once = exactly_once
 
     def events(self, tag: str):
         sub = self.test.subset(self.rows)
@@ -237,18 +286,28 @@ class _Phases:
 
     async def phase(self, tag: str, rate: float):
         """(collected, time of the first produce, arrival of the last output, where the CPU went
-        from the first produce until every output was on Kafka) of one phase."""
+        from the first produce until every output was on Kafka) of one phase. An output arrives
+        when the broker appends it, or, exactly-once, when a read_committed reader gets it."""
         evs = self.events(tag)
         done = lambda c: len(c.routed) + len(c.dead) >= len(evs)  # noqa: E731
-        async with EndOffsets(self.bootstrap, self.outputs) as ends:
+        async with EndOffsets(self.bootstrap, self.outputs) as ends, contextlib.AsyncExitStack() \
+                as stack:
+            visible = (await stack.enter_async_context(
+                Visible(self.bootstrap, self.outputs, f"{self.run}-{tag}", len(evs)))
+                if self.exactly_once else None)
             before = await ends.total()
             t0 = time.time()
             with CpuUse(self.router_pids) as cpu:
                 await produce(self.bootstrap, self.settings.prompts_in, restamp(evs), rate)
-                await ends.wait_for(before + len(evs), timeout=900, every=0.05)
+                if visible is None:
+                    await ends.wait_for(before + len(evs), timeout=900, every=0.05)
+                else:
+                    seen_at = await visible.all(timeout=900)
         got = await collect(self.bootstrap, self.outputs, f"{self.run}-{tag}", done, 300,
-                            self.settings)
-        if got.broker_stamped < len(got.routed):
+                            self.settings, "read_committed" if visible else "read_uncommitted")
+        if visible is not None:
+            got.arrival.update({k: seen_at[k] for k in got.arrival})
+        elif got.broker_stamped < len(got.routed):
             raise RuntimeError(f"{self.outputs[1]}...: expected broker timestamps "
                                "(LogAppendTime), found topics created with another timestamp type")
         last = max(got.arrival.values())

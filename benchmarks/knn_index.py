@@ -7,9 +7,10 @@
 - **Growth.** Memories of 2k to 1M rows resampled from the real memory with jitter (synthetic,
   fine for speed; jitter 0.05 per dimension, so a row is about as far from its source as from
   the source's neighbours: a harder neighbourhood than real prompts'), each row with its source's
-  labels, queried with the real test prompts: the time to build the index, its size, its recall,
-  how far the predicted quality and the routed model move, and the scorer's per-prompt time
-  (encoder excluded) exact and indexed, one prompt at a time and in batches of 32.
+  labels, queried with the real test prompts: the time to build the index, its size, and the
+  scorer's per-prompt time (encoder excluded) exact and indexed, one prompt at a time and in
+  batches of 32; indexed, also its recall and how far the predicted quality and the routed model
+  move, with the clusters searched (``IPR_KNN_NPROBE``) swept at the largest memory.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from ipr_model.serving.adapters import knn_weights, unit
 
 ROWS = (2_000, 20_000, 100_000, 1_000_000)
+NPROBES = (8, 16, 32, 64)  # swept at the largest memory
 JITTER = 0.05
 
 
@@ -69,6 +71,7 @@ def real_rows(scorer, emb: np.ndarray, texts: list[str]) -> dict:
 def growth(scorer, emb: np.ndarray, texts: list[str], rows=ROWS, reps: int = 100) -> list[dict]:
     from benchmarks.scaling import _time_scoring
     from ipr_model.serving.knn_index import INDEX_FILE, KnnIndex
+    from ipr_model.settings import IndexSettings
 
     base = scorer.cards[0].adapter.memory
     rng = np.random.default_rng(0)
@@ -85,12 +88,16 @@ def growth(scorer, emb: np.ndarray, texts: list[str], rows=ROWS, reps: int = 100
             size = (Path(d) / INDEX_FILE).stat().st_size
         exact = _with_memory(scorer, memory, None, source)
         fast = _with_memory(scorer, memory, index, source)
-        out.append({"rows": n, "build_s": round(built, 1), "index_mb": round(size / 1e6, 1),
-                    "recall": recall(memory, emb[:200], ks, index),
-                    **agreement(exact, fast, emb[:200], texts[:200]),
-                    "exact": _time_scoring(exact, emb[:64], texts[:64],
-                                           max(32, reps * 2000 // n)),
-                    "indexed": _time_scoring(fast, emb[:64], texts[:64], reps)})
+        row = {"rows": n, "build_s": round(built, 1), "index_mb": round(size / 1e6, 1),
+               "exact": _time_scoring(exact, emb[:64], texts[:64], max(32, reps * 2000 // n)),
+               "nprobe": IndexSettings().nprobe}
+        for nprobe in sorted({row["nprobe"], *NPROBES}) if n == max(rows) else [row["nprobe"]]:
+            index.index.nprobe = nprobe
+            row.setdefault("indexed", []).append({
+                "nprobe": nprobe, "recall": recall(memory, emb[:200], ks, index),
+                **agreement(exact, fast, emb[:200], texts[:200]),
+                **_time_scoring(fast, emb[:64], texts[:64], reps)})
+        out.append(row)
         del memory, index, exact, fast
     return out
 

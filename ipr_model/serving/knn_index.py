@@ -49,9 +49,9 @@ class KnnIndex:
         self.memory = memory
 
     @classmethod
-    def build(cls, memory: np.ndarray, threads: int = 1, nprobe: int = 32) -> KnnIndex:
+    def build(cls, memory: np.ndarray, threads: int = 1) -> KnnIndex:
         """``threads=1`` (the default) builds the same index, byte for byte, every time. It
-        searches ``nprobe`` clusters until ``load`` sets the configured number."""
+        searches ``IPR_KNN_NPROBE`` clusters."""
         import faiss
 
         faiss.omp_set_num_threads(threads)
@@ -63,7 +63,7 @@ class KnnIndex:
         sample = np.random.default_rng(0).choice(n, min(n, TRAIN_PER_LIST * lists), replace=False)
         index.train(memory[np.sort(sample)])
         index.add(memory)
-        index.nprobe = nprobe
+        index.nprobe = IndexSettings().nprobe
         faiss.omp_set_num_threads(1)  # serving asks one prompt or a few at a time
         return cls(index, memory)
 

@@ -28,6 +28,7 @@ COMMANDS = {
               "--exactly-once", "--routers", "--json"],
     "model-bench": ["--artifacts", "--dataset", "--json", "--train", "--recalibrate"],
     "scaling": ["--artifacts", "--dataset", "--json", "--plot"],
+    "knn-index": ["--artifacts", "--dataset", "--rows", "--json"],
     "startup": ["--artifacts", "--dataset", "--rate", "--restarts", "--json"],
     "shadow-bench": ["--artifacts", "--dataset", "--prompts", "--batch-size", "--rounds",
                      "--json"],

@@ -48,6 +48,7 @@ from schemas.topics import (
     SHADOW_KEY,
     is_health_key,
     is_serving_key,
+    spend_key,
 )
 from streams.control.health import HealthBoard
 from streams.control.serving import ServingBoard
@@ -90,6 +91,8 @@ class Router:
         self.tenants = Tenants(settings)  # policies and spend, followed by Tenants.follow
         self.tool_calls = ToolCalls(settings)  # which model made each tool call, followed
         self.spend_counter = SpendCounter(settings, self.tenants)
+        self._reserving: set[int] = set()  # partitions whose reservations were read when taken
+        app.on_partitions_revoked.connect(self._revoked)
         self.serving = asyncio.Event()  # set once the start-up version is chosen and loaded
         self._start_announcement: tuple[int, int] | None = None  # (partition, offset) it weighed
 
@@ -125,10 +128,13 @@ class Router:
             unserved = self._unserved(scorer.model_ids, now) if s.served_only else ()
             if any(may_answer_a_call(r.value) for r in records):
                 await self.tool_calls.caught_up(s.tool_call_wait_s)
+            await self._reservations_caught_up(records)
             result = await loop.run_in_executor(None, partial(
                 route_records, records, scorer, s.default_tolerance, s.variant, s.delta,
                 unhealthy, s.explore_share, self.tenants, unserved, s.scored_view,
-                self.tool_calls))
+                self.tool_calls, s.reserve_budgets))
+            for r in result.reservations:  # the next batch adds to them, delivered or not yet
+                self.tenants.record_spend(r)
             outputs = self._outputs(result)
             shadow = self.shadow.scorer() is not None
             if self.transactions is None:  # sent now, acknowledged once delivered
@@ -159,6 +165,14 @@ class Router:
             return []
         return [(d.partition, (self.settings.shadow, d.key, encode(d.decision))) for d in out]
 
+    async def _reservations_caught_up(self, records: list[Record]) -> None:
+        """Before a partition's first batch since it was assigned here: what its previous owner
+        reserved has been read (this router adds to the latest running sums)."""
+        new = {r.partition for r in records} - self._reserving
+        if new and self.settings.reserve_budgets:
+            await self.tenants.reservation_follower.synced()
+            self._reserving |= new
+
     async def _send_shadow(self, result: BatchResult, live, unhealthy, unserved) -> None:
         """The shadow version's decisions on the batch, to ``router.shadow`` (their delivery is
         not awaited: a failure is logged and counted, and the batch is acknowledged anyway)."""
@@ -178,6 +192,9 @@ class Router:
         for r in result.routed:
             out.append((r.partition, (r.topic, r.key, encode(r.prompt))))
             out.append((r.partition, (s.decisions, r.key, encode(r.decision))))
+        for v in result.reservations:  # in the partition's transaction, exactly-once
+            out.append((v.partition, (s.reservations, spend_key(
+                v.tenant, v.period, v.period_start, v.partition), encode(v))))
         for d in result.dead:
             key = d.key.encode() if d.key is not None else None
             out.append((d.partition, (s.prompts_dlq, key, encode(d))))
@@ -352,6 +369,12 @@ class Router:
                      report.model_id, report.worker)
         else:
             log.warning("model %s reported healthy by %s", report.model_id, report.worker)
+
+
+    async def _revoked(self, _app, revoked=(), **_kwargs) -> None:
+        """Revoked partitions of prompts.in: their reservations are read again if they return."""
+        self._reserving -= {tp.partition for tp in revoked
+                            if tp.topic == self.settings.prompts_in}
 
 
 async def _ack_when_delivered(stream, events, sends) -> None:

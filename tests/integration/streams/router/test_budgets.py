@@ -4,9 +4,10 @@ estimate, policies written with ``ipr policy set``.
 
 Tenant ``capped`` (reject) has a budget of 10.5 prompts' estimated cost and sends 30 prompts at
 10/s: only 10 go, although no answer is counted before the 20th is sent (without reservations
-all of the first two seconds go: ``IPR_ROUTER_RESERVE_BUDGETS=false`` makes this test fail, at
-about twice the budget). Tenant ``flaky`` has room for 3: its first 3 prompts fail (HTTP 400),
-their error answers release what they reserved, and its next 3 go.
+all 30 go: ``IPR_ROUTER_RESERVE_BUDGETS=false`` makes this test fail, at 2.9 times the
+budget). Tenant ``flaky`` has room for 3: its first 3 prompts fail (HTTP 400),
+their error answers release what they reserved, and its next 3 go. In both delivery modes
+(exactly-once: the reservations are written in each batch's transaction).
 """
 
 from __future__ import annotations
@@ -127,11 +128,12 @@ async def scenario(env, settings, run, services):
         return cost, held, failing, after, shown
 
 
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at_least_once", "exactly_once"])
 def test_a_budget_holds_the_prompts_in_flight_across_two_routers_and_errors_release(
-    kafka_bootstrap, unique, small_artifacts, tmp_path
+    kafka_bootstrap, unique, small_artifacts, tmp_path, exactly_once
 ):
     env = router_env(kafka_bootstrap, f"router-{unique}", **topics(unique),
-                     IPR_RESERVATIONS=f"reservations.{unique}")
+                     IPR_ROUTER_EXACTLY_ONCE=str(exactly_once).lower())
     settings = KafkaSettings(**{k[4:].lower(): v for k, v in env.items()
                                 if k.startswith("IPR_") and not k.startswith("IPR_ROUTER_")})
     asyncio.run(create_topics(kafka_bootstrap, [settings.prompts_in, settings.prompts_dlq,

@@ -91,7 +91,6 @@ class Router:
         self.tenants = Tenants(settings)  # policies and spend, followed by Tenants.follow
         self.tool_calls = ToolCalls(settings)  # which model made each tool call, followed
         self.spend_counter = SpendCounter(settings, self.tenants)
-        self._reserving: set[int] = set()  # partitions whose reservations were read when taken
         app.on_partitions_revoked.connect(self._revoked)
         self.serving = asyncio.Event()  # set once the start-up version is chosen and loaded
         self._start_announcement: tuple[int, int] | None = None  # (partition, offset) it weighed
@@ -128,7 +127,8 @@ class Router:
             unserved = self._unserved(scorer.model_ids, now) if s.served_only else ()
             if any(may_answer_a_call(r.value) for r in records):
                 await self.tool_calls.caught_up(s.tool_call_wait_s)
-            await self._reservations_caught_up(records)
+            if s.reserve_budgets:  # a partition new here: what its last owner reserved, read
+                await self.tenants.reservations_caught_up({r.partition for r in records})
             result = await loop.run_in_executor(None, partial(
                 route_records, records, scorer, s.default_tolerance, s.variant, s.delta,
                 unhealthy, s.explore_share, self.tenants, unserved, s.scored_view,
@@ -164,14 +164,6 @@ class Router:
             log.error("shadow decisions of a batch were not made: %s", type(e).__name__)
             return []
         return [(d.partition, (self.settings.shadow, d.key, encode(d.decision))) for d in out]
-
-    async def _reservations_caught_up(self, records: list[Record]) -> None:
-        """Before a partition's first batch since it was assigned here: what its previous owner
-        reserved has been read (this router adds to the latest running sums)."""
-        new = {r.partition for r in records} - self._reserving
-        if new and self.settings.reserve_budgets:
-            await self.tenants.reservation_follower.synced()
-            self._reserving |= new
 
     async def _send_shadow(self, result: BatchResult, live, unhealthy, unserved) -> None:
         """The shadow version's decisions on the batch, to ``router.shadow`` (their delivery is
@@ -372,9 +364,7 @@ class Router:
 
 
     async def _revoked(self, _app, revoked=(), **_kwargs) -> None:
-        """Revoked partitions of prompts.in: their reservations are read again if they return."""
-        self._reserving -= {tp.partition for tp in revoked
-                            if tp.topic == self.settings.prompts_in}
+        self.tenants.revoked(tp.partition for tp in revoked if tp.topic == self.settings.prompts_in)
 
 
 async def _ack_when_delivered(stream, events, sends) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -220,6 +220,7 @@ class Tenants:
         self.reservation_follower = TopicFollower(
             settings, settings.reservations, self._apply_reservation, SPEND_CONFIG,
             isolation_level="read_committed")
+        self._reserving: set[int] = set()  # partitions of prompts.in caught up with, when taken
         self._announced: set[tuple[str, float, str, int]] = set()
         self._pruned = 0.0
 
@@ -246,6 +247,18 @@ class Tenants:
         finally:
             for task in (synced, *following):
                 task.cancel()
+
+    async def reservations_caught_up(self, partitions: set[int]) -> None:
+        """Before the first batch of a partition of prompts.in assigned here: what its previous
+        owner reserved has been read, so this router adds to the latest running sums."""
+        new = partitions - self._reserving
+        if new:
+            await self.reservation_follower.synced()
+            self._reserving |= new
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        """Partitions of prompts.in revoked: their reservations are read again if they return."""
+        self._reserving -= set(partitions)
 
     def _apply_policy(self, msg) -> None:
         policy = self.policies.apply(msg.key, msg.value, msg.offset)

@@ -1,7 +1,7 @@
 """The benchmarks' commands: ``python -m benchmarks bench | model-bench | scaling | knn-index |
-startup | shadow-bench | band | winback`` (``make bench``, ``make band``, ``make winback``).
-Plain functions, registered on the lab's app by :mod:`benchmarks.cli`; the heavy imports live
-inside them."""
+startup | shadow-bench | band | winback | budget`` (``make bench``, ``make band``, ``make
+winback``). Plain functions, registered on the lab's app by :mod:`benchmarks.cli`; the heavy
+imports live inside them."""
 
 from __future__ import annotations
 
@@ -211,5 +211,28 @@ def winback(
         typer.echo(json.dumps({k: v for k, v in r.items() if k != "steps"}))
 
 
+def budget(
+    artifacts: ArtifactsOpt = DEFAULT_ARTIFACTS,
+    dataset: DataOpt = None,
+    rate: Annotated[float, typer.Option(help="prompts per second (the demo's)")] = 10.0,
+    latency_s: Annotated[float, typer.Option(help="each model call's duration")] = 2.0,
+    routers: Annotated[int, typer.Option(help="router processes in one group")] = 2,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="first the same traffic without reservations")] = False,
+    json_out: Annotated[Path, typer.Option("--json", help="report")] = Path("build/budget.json"),
+) -> None:
+    """How far budgets of 10 and 100 prompts' cost overshoot at the demo's rate while calls \
+take seconds (build/budget.json)."""
+    from benchmarks.budget import run
+    from benchmarks.processes import stop_on_sigterm
+
+    if rate <= 0 or latency_s < 0 or routers < 1:
+        raise typer.BadParameter("rate must be > 0, latency-s >= 0 and routers >= 1")
+    stop_on_sigterm()
+    report = run(artifacts, dataset_or_default(dataset), rate, latency_s, routers, compare)
+    write_json(report, json_out)
+    typer.echo(json.dumps(report, indent=1))
+
+
 BENCHMARKS = (bench, gateway_bench, model_bench, views, scaling, knn_index, startup, shadow_bench,
-              band, winback)
+              band, winback, budget)

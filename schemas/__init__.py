@@ -1,10 +1,17 @@
 """Event contracts of the IPR router: pydantic models, the codec, the JSON Schemas (`json/`)."""
 
+from schemas.budgets import AppliedPolicy, Reservation
 from schemas.chat import AssistantMessage, ChatMessage, GenerationParams, Usage
 from schemas.codec import SchemaError, decode, encode
-from schemas.control import ModelHealth, ModelUpdate, TenantPolicy, TenantSpend, WorkerServing
+from schemas.control import (
+    ModelHealth,
+    ModelUpdate,
+    TenantPolicy,
+    TenantReservation,
+    TenantSpend,
+    WorkerServing,
+)
 from schemas.events import (
-    AppliedPolicy,
     DeadLetter,
     FailedAttempt,
     ModelResponse,
@@ -29,6 +36,7 @@ EVENTS: tuple[type[Event], ...] = (
     ModelHealth,
     TenantPolicy,
     TenantSpend,
+    TenantReservation,
     WorkerServing,
 )
 
@@ -48,10 +56,12 @@ __all__ = [
     "PromptRequest",
     "QualityFeedback",
     "RoutedPrompt",
+    "Reservation",
     "RoutingDecision",
     "SchemaError",
     "StreamChunk",
     "TenantPolicy",
+    "TenantReservation",
     "TenantSpend",
     "WorkerServing",
     "decode",

@@ -108,8 +108,9 @@ class TenantPolicy(Event):
 
 class TenantSpend(Event):
     """One partition of `responses.out`'s count of a tenant's spend in one period: the sum of
-    `cost_usd` of the tenant's responses there, up to `offset`. Topic `router.spend` (compacted),
-    key `schemas.topics.spend_key`; a tenant's spend in a period is the sum over partitions."""
+    `cost_usd` of the tenant's responses there, up to `offset`, and of the reservations they
+    settled. Topic `router.spend` (compacted), key `schemas.topics.spend_key`; a tenant's spend in
+    a period is the sum over partitions."""
 
     tenant: Tenant
     period: Period
@@ -118,4 +119,23 @@ class TenantSpend(Event):
     spend_usd: NonNegative
     responses: Count = Field(description="responses counted")
     offset: Count = Field(description="the offset of the last response counted")
+    updated_at: Timestamp
+    settled_usd: NonNegative = Field(
+        default=0.0, description="the reservations (ModelResponse.reservation) its responses "
+        "settled, counted in the periods of their reservation; absent from older counters: 0")
+
+
+class TenantReservation(Event):
+    """One partition of `prompts.in`'s count of what its router reserved of a tenant's budget
+    in one period: the sum of `reserved_usd` of the tenant's prompts routed from there, up to
+    `offset`. Topic `router.reservations` (compacted), key `schemas.topics.spend_key`. A tenant's
+    committed spend in a period: its spend, plus its reservations less what answers settled."""
+
+    tenant: Tenant
+    period: Period
+    period_start: Timestamp = Field(description="the period's start (UTC), epoch seconds")
+    partition: Count = Field(description="the prompts.in partition counted")
+    reserved_usd: NonNegative
+    prompts: Count = Field(description="prompts counted")
+    offset: Count = Field(description="the offset of the last prompt counted")
     updated_at: Timestamp

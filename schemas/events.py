@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
 from schemas import limits as L
+from schemas.budgets import AppliedPolicy, Reservation
 from schemas.chat import (
     AssistantMessage,
     ChatMessage,
@@ -36,8 +37,6 @@ from schemas.fields import (
     ModelList,
     NonNegative,
     Number,
-    OnExhausted,
-    Period,
     Probability,
     PromptId,
     PromptText,
@@ -134,21 +133,6 @@ class PromptRequest(_Request):
     )
 
 
-class AppliedPolicy(BaseModel):
-    """Which tenant policy a decision applied (the `policy` of RoutedPrompt and RoutingDecision):
-    the tenant, the policy's revision (its offset on `router.policies`) and its budget's state."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    tenant: Tenant
-    revision: Count = Field(description="the policy record's offset on router.policies")
-    budget_usd: NonNegative | None = None
-    period: Period | None = None
-    on_exhausted: OnExhausted = "cheapest"
-    exhausted: StrictBool = Field(
-        default=False, description="the spend had reached the budget: routed at τ = 1")
-
-
 class _Routed(Event):
     """Fields shared by RoutedPrompt and RoutingDecision."""
 
@@ -192,9 +176,13 @@ class _Routed(Event):
     )
     tenant_spend_usd: NonNegative | None = Field(
         default=None,
-        description="the tenant's spend in its budget's current period, as known when the "
-        "decision was made; absent without a budget",
+        description="the tenant's committed spend in its budget's current period when the "
+        "decision was made (answered: their cost_usd; in flight: their reserved_usd); absent "
+        "without a budget",
     )
+    reserved_usd: NonNegative | None = Field(
+        default=None, description="what this prompt reserved of its tenant's budget (its "
+        "model's estimated cost), until its answer settles it; absent without a budget")
     scored_view: Label | None = Field(
         default=None,
         description="which view of the conversation the estimators scored (e.g. last_user: the "
@@ -383,6 +371,9 @@ class ModelResponse(Event):
         default=None, description="the models that failed the prompt before this one answered, "
         "with their errors; their cost is not counted (cost_usd is this model's call)",
     )
+    reservation: Reservation | None = Field(
+        default=None, description="what the router reserved of the tenant's budget for this "
+        "prompt: this answer settles it (an error releases it); absent without a budget")
 
     @model_validator(mode="after")
     def _attempts_add_up(self) -> Self:

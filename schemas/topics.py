@@ -25,6 +25,8 @@ ROUTER_SHADOW = "router.shadow"
 ROUTER_POLICIES = "router.policies"
 # Compacted (and deleted after two months): TenantSpend records, key = spend_key(...).
 ROUTER_SPEND = "router.spend"
+# Compacted (and deleted after two months): TenantReservation records, key = spend_key(...).
+ROUTER_RESERVATIONS = "router.reservations"
 TOOL_CALLS = "router.tool_calls"  # compacted: tool call id -> the model that made the call
 
 # The record header that names the event of a reply channel's record (a gateway.replies.* topic
@@ -106,5 +108,6 @@ def parse_file_chunk_key(key: bytes | None) -> tuple[str, int, int] | None:
 
 def spend_key(tenant: str, period: str, period_start: float, partition: int) -> bytes:
     """The ROUTER_SPEND key of one responses.out partition's count of a tenant's spend in one
-    period (the tenant last: it may hold any character)."""
+    period, and the ROUTER_RESERVATIONS key of one prompts.in partition's count of its
+    reservations (the tenant last: it may hold any character)."""
     return f"{period}:{int(period_start)}:{partition}:{tenant}".encode()

@@ -117,17 +117,19 @@ async def _write(s, tenant: str, value: bytes | None) -> int:
 
 
 async def _current(s, tenant: str | None) -> list[dict[str, Any]]:
-    from schemas import SchemaError, TenantSpend, decode
+    from schemas import SchemaError, TenantReservation, TenantSpend, decode
+    from streams.router.policy import period_start
     from streams.router.tenants import Policies, Spend
 
     policies, spend = Policies(log_changes=False), Spend()
     for msg in await _read(s, s.policies):
         policies.apply(msg.key, msg.value, msg.offset)
-    for msg in await _read(s, s.spend):
-        try:
-            spend.apply(decode(TenantSpend, msg.value))
-        except SchemaError:
-            continue
+    for topic, event in ((s.spend, TenantSpend), (s.reservations, TenantReservation)):
+        for msg in await _read(s, topic):
+            try:
+                spend.apply(decode(event, msg.value))
+            except SchemaError:
+                continue
     rows = []
     for name in sorted(policies.tenants()) if tenant is None else [tenant]:
         found = policies.get(name)
@@ -137,7 +139,10 @@ async def _current(s, tenant: str | None) -> list[dict[str, Any]]:
         rows.append({
             "tenant": name, "revision": revision,
             "policy": policy.model_dump(exclude={"schema_version", "tenant"}),
-            "spend_usd": None if policy.period is None else spend.current(name, policy.period),
+            "spend_usd": None if policy.period is None else spend.total(
+                name, policy.period, period_start(policy.period, time.time())),
+            # answered and in flight: what the routers weigh the budget against
+            "committed_usd": None if policy.period is None else spend.current(name, policy.period),
         })
     return rows
 
@@ -149,7 +154,8 @@ async def _read(settings, topic: str, wait_s: float = 10.0) -> list:
     from streams.kafka.clients import aiokafka_config
 
     consumer = AIOKafkaConsumer(**aiokafka_config(settings), group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                isolation_level="read_committed")  # reservations: transactions
     try:  # closed even when it cannot start
         await consumer.start()
         if topic not in await consumer.topics():

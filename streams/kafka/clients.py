@@ -107,11 +107,13 @@ async def start_reader(make: Callable[[], Any], timeout: float = 60.0) -> Any:
             f"topics {topics} not in the cluster's metadata after {timeout:.0f} s") from e
 
 
-async def start_topic_reader(kafka: Kafka, topic: str) -> Any:
+async def start_topic_reader(kafka: Kafka, topic: str,
+                             isolation_level: str = "read_uncommitted") -> Any:
     """A started group-less consumer of every partition of ``topic``, from its start, committing
-    nothing (what the compacted topics are read whole, then followed, with)."""
+    nothing (what the compacted topics are read whole, then followed, with); ``read_committed``
+    for a topic written in transactions."""
     from aiokafka import AIOKafkaConsumer
 
     return await start_reader(lambda: AIOKafkaConsumer(
-        topic, **aiokafka_config(kafka), group_id=None,
+        topic, **aiokafka_config(kafka), group_id=None, isolation_level=isolation_level,
         auto_offset_reset="earliest", enable_auto_commit=False))

@@ -23,6 +23,7 @@ from schemas.topics import (
     ROUTER_CONTROL,
     ROUTER_DECISIONS,
     ROUTER_POLICIES,
+    ROUTER_RESERVATIONS,
     ROUTER_SHADOW,
     ROUTER_SPEND,
     TOOL_CALLS,
@@ -130,6 +131,12 @@ class KafkaSettings(BaseSettings):
         ROUTER_SPEND,
         validation_alias=_env("spend"),
         description="the tenants' spend per period, compacted (IPR_SPEND)",
+    )
+    reservations: str = Field(
+        ROUTER_RESERVATIONS,
+        validation_alias=_env("reservations"),
+        description="what the routers reserved of the tenants' budgets for the prompts in "
+        "flight, per period, compacted (IPR_RESERVATIONS)",
     )
     tool_calls: str = Field(
         TOOL_CALLS,

@@ -48,6 +48,7 @@ from schemas.topics import (
     SHADOW_KEY,
     is_health_key,
     is_serving_key,
+    spend_key,
 )
 from streams.control.health import HealthBoard
 from streams.control.serving import ServingBoard
@@ -90,6 +91,7 @@ class Router:
         self.tenants = Tenants(settings)  # policies and spend, followed by Tenants.follow
         self.tool_calls = ToolCalls(settings)  # which model made each tool call, followed
         self.spend_counter = SpendCounter(settings, self.tenants)
+        app.on_partitions_revoked.connect(self._revoked)
         self.serving = asyncio.Event()  # set once the start-up version is chosen and loaded
         self._start_announcement: tuple[int, int] | None = None  # (partition, offset) it weighed
 
@@ -125,10 +127,14 @@ class Router:
             unserved = self._unserved(scorer.model_ids, now) if s.served_only else ()
             if any(may_answer_a_call(r.value) for r in records):
                 await self.tool_calls.caught_up(s.tool_call_wait_s)
+            if s.reserve_budgets:  # a partition new here: what its last owner reserved, read
+                await self.tenants.reservations_caught_up({r.partition for r in records})
             result = await loop.run_in_executor(None, partial(
                 route_records, records, scorer, s.default_tolerance, s.variant, s.delta,
                 unhealthy, s.explore_share, self.tenants, unserved, s.scored_view,
-                self.tool_calls))
+                self.tool_calls, s.reserve_budgets))
+            for r in result.reservations:  # the next batch adds to them, delivered or not yet
+                self.tenants.record_spend(r)
             outputs = self._outputs(result)
             shadow = self.shadow.scorer() is not None
             if self.transactions is None:  # sent now, acknowledged once delivered
@@ -178,6 +184,9 @@ class Router:
         for r in result.routed:
             out.append((r.partition, (r.topic, r.key, encode(r.prompt))))
             out.append((r.partition, (s.decisions, r.key, encode(r.decision))))
+        for v in result.reservations:  # in the partition's transaction, exactly-once
+            out.append((v.partition, (s.reservations, spend_key(
+                v.tenant, v.period, v.period_start, v.partition), encode(v))))
         for d in result.dead:
             key = d.key.encode() if d.key is not None else None
             out.append((d.partition, (s.prompts_dlq, key, encode(d))))
@@ -352,6 +361,10 @@ class Router:
                      report.model_id, report.worker)
         else:
             log.warning("model %s reported healthy by %s", report.model_id, report.worker)
+
+
+    async def _revoked(self, _app, revoked=(), **_kwargs) -> None:
+        self.tenants.revoked(tp.partition for tp in revoked if tp.topic == self.settings.prompts_in)
 
 
 async def _ack_when_delivered(stream, events, sends) -> None:

@@ -9,9 +9,10 @@ A policy (``schemas.TenantPolicy``) is narrowed by its prompts, never widened:
 - allowed models: the prompt's and the policy's are intersected (models the router does not
   know are dropped from the policy's: ``ipr_model.serving.candidates.tenant_allowed``, where the
   rest of a prompt's candidates are narrowed); nothing left is dead-lettered as ``not_allowed``.
-- the budget: once the tenant's spend in the current period (a UTC calendar hour, day or month)
-  has reached ``budget_usd``, ``cheapest`` routes at τ = 1 among the allowed models (the prompt's
-  own τ no longer counts), ``reject`` dead-letters as ``budget_exceeded``.
+- the budget: once the tenant's committed spend in the current period (a UTC calendar hour, day
+  or month; answered and in flight: :mod:`streams.router.budget`) has reached ``budget_usd``, or
+  the prompt's choice would take it past, ``cheapest`` routes at τ = 1 among the allowed models
+  (the prompt's own τ no longer counts), ``reject`` dead-letters as ``budget_exceeded``.
 """
 
 from __future__ import annotations
@@ -89,10 +90,20 @@ def apply_policy(
     if not exhausted:
         return Verdict(tau, models, applied, spend)
     if policy.on_exhausted == "reject":
-        return Verdict(tau, models, applied, spend, dead=("budget_exceeded", (
-            f"tenant {policy.tenant!r} has spent {spend_usd:.6f} USD this {policy.period}, its "
-            f"budget being {budget} USD (policy revision {revision}, on_exhausted=reject)")))
+        return Verdict(tau, models, applied, spend,
+                       dead=("budget_exceeded", budget_exceeded(applied, spend_usd)))
     return Verdict(1.0, models, applied, spend, reason="budget_exhausted")
+
+
+def budget_exceeded(policy: AppliedPolicy, committed: float,
+                    estimate: float | None = None) -> str:
+    """The reason of a ``budget_exceeded`` dead letter: the committed spend, the budget and,
+    when the budget had room left, the estimate that did not fit."""
+    room = "" if estimate is None or committed >= (policy.budget_usd or 0.0) else (
+        f", and this prompt's model is estimated at {estimate:.6f} USD")
+    return (f"tenant {policy.tenant!r} has committed {committed:.6f} USD this {policy.period} "
+            f"(answered and in flight), its budget being {policy.budget_usd} USD{room} (policy "
+            f"revision {policy.revision}, on_exhausted=reject)")
 
 
 def _narrow_tolerance(own: float | None, tenant: float | None, default: float) -> float:

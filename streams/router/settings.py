@@ -107,6 +107,13 @@ class RouterSettings(KafkaSettings):
         "routed while a transaction commits share the next one "
         "(IPR_ROUTER_MAX_UNCOMMITTED_BATCHES)",
     )
+    reserve_budgets: bool = Field(
+        True,
+        description="hold a budgeted tenant's prompts in flight against its budget: each reserves "
+        "its model's estimated cost when routed, until its answer settles it; false: a budget "
+        "sees only the answers' cost, and overshoots by what is in flight "
+        "(IPR_ROUTER_RESERVE_BUDGETS)",
+    )
     artifacts_topic: str = Field(
         ARTIFACT_FILES, validation_alias=AliasChoices("IPR_ARTIFACTS_TOPIC"),
         description="the compacted topic of each version's changed files (IPR_ARTIFACTS_TOPIC)",

@@ -1,5 +1,6 @@
 """Counting the tenants' spend: the real ``cost_usd`` of every response on ``responses.out``, into
-``router.spend``, the changelog of a table keyed by (tenant, period, period start, partition).
+``router.spend``, the changelog of a table keyed by (tenant, period, period start, partition),
+and the reservations the responses settle (``settled_usd``: :mod:`streams.router.budget`).
 
 Every router process runs a counter; the counters share the consumer group ``<app id>.spend``,
 so each partition of ``responses.out`` is counted by one process at a time and scale-out does not
@@ -42,9 +43,10 @@ def count_responses(messages: Iterable[Any], partition: int, known: Lookup,
                     now: float) -> list[TenantSpend]:
     """The spend records that ``messages`` (one partition of responses.out, in offset order)
     move: for each response with a tenant, its hour, day and month, each the running sum from
-    the record ``known`` has for that key. A response at or below a record's offset was counted
-    already; periods before the previous one are not counted; a malformed response is skipped
-    (only workers write the topic) and logged."""
+    the record ``known`` has for that key; the reservation it settles counts in the periods of
+    its reservation (where it was reserved). A response at or below a record's offset was
+    counted already; periods before the previous one are not counted; a malformed response is
+    skipped (only workers write the topic) and logged."""
     moved: dict[tuple[str, str, float], TenantSpend] = {}
     for msg in messages:
         try:
@@ -56,21 +58,36 @@ def count_responses(messages: Iterable[Any], partition: int, known: Lookup,
         if response.tenant is None:
             continue
         at = msg.timestamp / 1000.0 if msg.timestamp is not None and msg.timestamp >= 0 else now
-        for period in PERIODS:
-            start = period_start(period, at)
-            if start < oldest_kept(period, now):
-                continue
-            key = (response.tenant, period, start)
-            base = moved.get(key) or known(response.tenant, period, start, partition)
+        for key, (cost, settled, n) in _moves(response, at, now).items():
+            base = moved.get(key) or known(*key, partition)
             if base is not None and msg.offset <= base.offset:
                 continue
             moved[key] = TenantSpend(
-                tenant=response.tenant, period=period, period_start=start, partition=partition,
-                spend_usd=(0.0 if base is None else base.spend_usd) + response.cost_usd,
-                responses=(0 if base is None else base.responses) + 1,
+                tenant=key[0], period=key[1], period_start=key[2], partition=partition,
+                spend_usd=(0.0 if base is None else base.spend_usd) + cost,
+                responses=(0 if base is None else base.responses) + n,
                 offset=msg.offset, updated_at=now,
+                settled_usd=(0.0 if base is None else base.settled_usd) + settled,
             )
     return list(moved.values())
+
+
+def _moves(response: ModelResponse, at: float,
+           now: float) -> dict[tuple[str, str, float], tuple[float, float, int]]:
+    """What one response adds to each (tenant, period, start) it moves: cost, settled, count."""
+    tenant = response.tenant
+    assert tenant is not None
+    out: dict[tuple[str, str, float], tuple[float, float, int]] = {}
+    for period in PERIODS:
+        start = period_start(period, at)
+        if start >= oldest_kept(period, now):
+            out[(tenant, period, start)] = (response.cost_usd, 0.0, 1)
+        r = response.reservation
+        if r is not None and period_start(period, r.at) >= oldest_kept(period, now):
+            key = (tenant, period, period_start(period, r.at))
+            cost, _, n = out.get(key, (0.0, 0.0, 0))
+            out[key] = (cost, r.usd, n)
+    return out
 
 
 class SpendCounter:

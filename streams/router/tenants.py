@@ -6,14 +6,19 @@ spend per period (``router.spend``), each topic read whole from its start and th
   tenant's previous policy stays (the CLI validates what it writes, so only another writer can
   put one there). A tombstone removes the tenant's policy.
 - :class:`Spend`: the tenants' spend, one record per (tenant, period, period start, partition of
-  ``responses.out``), summed over partitions. A record replaces the one it has only when it
-  counted further (a higher offset): a record that arrives late, from a counter that lost its
-  partition, cannot take spend back. Periods before the previous one are dropped.
+  ``responses.out``), summed over partitions, and what the routers reserved for the prompts in
+  flight, one record per (tenant, period, period start, partition of ``prompts.in``). A record
+  replaces the one it has only when it counted further (a higher offset): a record that arrives
+  late, from a counter that lost its partition, cannot take spend back. Periods before the
+  previous one are dropped. A tenant's committed spend is its spend plus its reservations less
+  what its answers settled (:mod:`streams.router.budget`).
 - :class:`TopicFollower`: reads a topic from the start, then follows it; ``synced()`` returns once
   what was on the topic when it was called has been applied.
 
-:mod:`streams.router.spend` counts the spend into ``router.spend``; the router's agent waits until
-both topics have been read to their end before it routes its first batch.
+:mod:`streams.router.spend` counts the spend into ``router.spend``, the router's agent the
+reservations into ``router.reservations`` (read ``read_committed``: in exactly-once mode they are
+written in the batch's transaction); it waits until the three topics have been read to their end
+before it routes its first batch.
 """
 
 from __future__ import annotations
@@ -21,12 +26,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas import SchemaError, TenantPolicy, TenantSpend, decode
+from schemas import SchemaError, TenantPolicy, TenantReservation, TenantSpend, decode
 from streams.kafka.admin import KafkaAdminError, create_topics
 from streams.kafka.clients import start_topic_reader
 from streams.kafka.settings import KafkaSettings
@@ -97,13 +102,28 @@ SpendKey = tuple[str, str, float]  # tenant, period, period start
 
 
 class Spend:
-    """The tenants' spend per period, per partition of responses.out."""
+    """The tenants' spend per period, per partition of responses.out, and their reservations,
+    per partition of prompts.in."""
 
     def __init__(self) -> None:
         self._counts: dict[SpendKey, dict[int, TenantSpend]] = {}
+        self._reserved: dict[SpendKey, dict[int, TenantReservation]] = {}
 
     def get(self, tenant: str, period: str, start: float, partition: int) -> TenantSpend | None:
         return self._counts.get((tenant, period, start), {}).get(partition)
+
+    def reservation(self, tenant: str, period: str, start: float,
+                    partition: int) -> TenantReservation | None:
+        return self._reserved.get((tenant, period, start), {}).get(partition)
+
+    def committed(self, tenant: str, period: str, start: float) -> float:
+        """The tenant's spend in the period starting at ``start`` plus what is in flight: its
+        reservations less what answers settled (not below 0: an answer may be counted before its
+        reservation is read)."""
+        spent = list(self._counts.get((tenant, period, start), {}).values())
+        reserved = list(self._reserved.get((tenant, period, start), {}).values())
+        in_flight = sum(r.reserved_usd for r in reserved) - sum(r.settled_usd for r in spent)
+        return sum(r.spend_usd for r in spent) + max(0.0, in_flight)
 
     def total(self, tenant: str, period: str, start: float) -> float:
         """The tenant's spend in the period starting at ``start``, over every partition (safe
@@ -112,16 +132,18 @@ class Spend:
                                              .values()))
 
     def current(self, tenant: str, period: str, now: float | None = None) -> float:
+        """The tenant's committed spend in the current period."""
         now = time.time() if now is None else now
-        return self.total(tenant, period, period_start(period, now))
+        return self.committed(tenant, period, period_start(period, now))
 
-    def apply(self, record: TenantSpend, now: float | None = None) -> bool:
+    def apply(self, record: TenantSpend | TenantReservation, now: float | None = None) -> bool:
         """Keep ``record`` unless what is kept for its key counted as far or further, or its
         period is older than the previous one; True when kept."""
         now = time.time() if now is None else now
         if record.period_start < oldest_kept(record.period, now):
             return False
-        counts = self._counts.setdefault((record.tenant, record.period, record.period_start), {})
+        table: dict = self._counts if isinstance(record, TenantSpend) else self._reserved
+        counts = table.setdefault((record.tenant, record.period, record.period_start), {})
         kept = counts.get(record.partition)
         if kept is not None and kept.offset >= record.offset:
             return False
@@ -132,8 +154,9 @@ class Spend:
         """Drop the periods before the previous one."""
         now = time.time() if now is None else now
         oldest = {p: oldest_kept(p, now) for p in PERIODS}
-        for key in [k for k in self._counts if k[2] < oldest[k[1]]]:
-            del self._counts[key]
+        for table in (self._counts, self._reserved):
+            for key in [k for k in table if k[2] < oldest[k[1]]]:
+                del table[key]
 
 
 class TopicFollower:
@@ -141,8 +164,9 @@ class TopicFollower:
     each record in offset order per partition."""
 
     def __init__(self, settings: KafkaSettings, topic: str, apply: Callable[[Any], None],
-                 configs: dict[str, str]) -> None:
+                 configs: dict[str, str], isolation_level: str = "read_uncommitted") -> None:
         self.settings = settings
+        self.isolation_level = isolation_level
         self.topic = topic
         self.apply = apply
         self.configs = configs
@@ -155,7 +179,7 @@ class TopicFollower:
             await create_topics(self.settings, [self.topic], partitions=1, configs=self.configs)
         except KafkaAdminError as e:  # it may exist already, created with other settings
             log.warning("could not create topic %s: %s", self.topic, e)
-        consumer = await start_topic_reader(self.settings, self.topic)
+        consumer = await start_topic_reader(self.settings, self.topic, self.isolation_level)
         try:
             while not consumer.assignment():  # no group: every partition, once known
                 await asyncio.sleep(_POLL_S)
@@ -193,32 +217,48 @@ class Tenants:
                                              POLICIES_CONFIG)
         self.spend_follower = TopicFollower(settings, settings.spend, self._apply_spend,
                                             SPEND_CONFIG)
+        self.reservation_follower = TopicFollower(
+            settings, settings.reservations, self._apply_reservation, SPEND_CONFIG,
+            isolation_level="read_committed")
+        self._reserving: set[int] = set()  # partitions of prompts.in caught up with, when taken
         self._announced: set[tuple[str, float, str, int]] = set()
         self._pruned = 0.0
 
     async def follow(self) -> None:
-        """Read both topics to their end (then ``ready``), and keep following them."""
-        following = [asyncio.ensure_future(f.run())
-                     for f in (self.policy_follower, self.spend_follower)]
-        synced = asyncio.ensure_future(asyncio.gather(self.policy_follower.synced(),
-                                                      self.spend_follower.synced()))
+        """Read the three topics to their end (then ``ready``), and keep following them."""
+        followers = (self.policy_follower, self.spend_follower, self.reservation_follower)
+        following = [asyncio.ensure_future(f.run()) for f in followers]
+        synced = asyncio.ensure_future(asyncio.gather(*(f.synced() for f in followers)))
         try:
             await asyncio.wait([synced, *following], return_when=asyncio.FIRST_COMPLETED)
             for task in following:
                 if task.done():  # a follower that failed before its topic was read: say why
                     task.result()
-                    raise RuntimeError(f"stopped following {self.settings.policies} and "
-                                       f"{self.settings.spend}")
+                    names = ", ".join(f.topic for f in followers)
+                    raise RuntimeError(f"stopped following {names}")
             self.spend.prune()
             self.ready.set()
-            log.warning("tenants: %d policies from %s, spend from %s", len(self.policies),
-                        self.settings.policies, self.settings.spend)
+            log.warning("tenants: %d policies from %s, spend from %s, reservations from %s",
+                        len(self.policies), self.settings.policies, self.settings.spend,
+                        self.settings.reservations)
             for tenant in self.policies.tenants():
                 self._announce_if_spent(tenant)
             await asyncio.gather(*following)
         finally:
             for task in (synced, *following):
                 task.cancel()
+
+    async def reservations_caught_up(self, partitions: set[int]) -> None:
+        """Before the first batch of a partition of prompts.in assigned here: what its previous
+        owner reserved has been read, so this router adds to the latest running sums."""
+        new = partitions - self._reserving
+        if new:
+            await self.reservation_follower.synced()
+            self._reserving |= new
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        """Partitions of prompts.in revoked: their reservations are read again if they return."""
+        self._reserving -= set(partitions)
 
     def _apply_policy(self, msg) -> None:
         policy = self.policies.apply(msg.key, msg.value, msg.offset)
@@ -233,14 +273,23 @@ class Tenants:
             return
         self.record_spend(record)
 
-    def record_spend(self, record: TenantSpend) -> None:
-        """Apply a spend record (read back, or just written by this process's counter)."""
+    def _apply_reservation(self, msg) -> None:
+        try:
+            record = decode(TenantReservation, msg.value)
+        except SchemaError as e:
+            log.error("ignored a malformed reservation record at offset %d: %s", msg.offset, e)
+            return
+        self.record_spend(record)
+
+    def record_spend(self, record: TenantSpend | TenantReservation) -> None:
+        """Apply a spend or reservation record (read back, or just written by this process's
+        counter or agent)."""
         now = time.time()
         if period_start("hour", now) != self._pruned:  # drop what ended, once an hour
             self._pruned = period_start("hour", now)
             self.spend.prune(now)
             self._announced = {a for a in self._announced if a[1] >= oldest_kept(a[2], now)}
-        if self.spend.apply(record, now):
+        if self.spend.apply(record, now) and isinstance(record, TenantSpend):
             self._announce_if_spent(record.tenant)
 
     def _announce_if_spent(self, tenant: str) -> None:

@@ -20,6 +20,7 @@ from schemas import (
     ModelHealth,
     ModelResponse,
     QualityFeedback,
+    Reservation,
     RoutedPrompt,
     SchemaError,
     Usage,
@@ -271,6 +272,9 @@ class ModelLoop:
             tenant=routed.tenant,
             attempt=routed.attempt,
             failed=routed.failed,
+            # settles what the router reserved of the tenant's budget (an error releases it)
+            reservation=None if routed.reserved_usd is None else Reservation(
+                usd=routed.reserved_usd, at=routed.routed_at),
         )
         if c.message is not None and c.message.tool_calls:  # known to routers before the answer
             await asyncio.gather(*[await out.send(self.settings.tool_calls, v, k) for k, v in

@@ -37,6 +37,8 @@ COMMANDS = {
     "gateway-bench": ["--artifacts", "--dataset", "--prompts", "--rate", "--concurrency",
                       "--json"],
     "views": ["--artifacts", "--dataset", "--json"],
+    "budget": ["--artifacts", "--dataset", "--rate", "--latency-s", "--routers", "--compare",
+               "--json"],
 }
 
 

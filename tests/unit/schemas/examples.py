@@ -13,6 +13,7 @@ from schemas import (
     RoutedPrompt,
     StreamChunk,
     TenantPolicy,
+    TenantReservation,
     TenantSpend,
     WorkerServing,
 )
@@ -41,6 +42,7 @@ def routed(**overrides):
         tenant="acme",
         policy={"tenant": "acme", "revision": 3, "budget_usd": 0.05, "period": "day"},
         tenant_spend_usd=0.012,
+        reserved_usd=0.0001,
     )
     return RoutedPrompt(**(fields | overrides))
 
@@ -123,4 +125,13 @@ EXAMPLES = [
                  period="day", on_exhausted="reject", updated_at=4.0),
     TenantSpend(tenant="acme", period="day", period_start=86_400.0, partition=1, spend_usd=0.02,
                 responses=4, offset=41, updated_at=5.0),
+    # a budgeted tenant's answer settles what its routing reserved, counted on both sides
+    ModelResponse(
+        prompt_id="p-3", model_id="small", text="4", tokens_in=7, tokens_out=1, cost_usd=0.00012,
+        latency_ms=900.0, tenant="acme", reservation={"usd": 0.0001, "at": 1_700_000_000.5},
+    ),
+    TenantSpend(tenant="acme", period="day", period_start=86_400.0, partition=1, spend_usd=0.02,
+                responses=5, offset=42, updated_at=6.0, settled_usd=0.0001),
+    TenantReservation(tenant="acme", period="day", period_start=86_400.0, partition=3,
+                      reserved_usd=0.0003, prompts=3, offset=17, updated_at=6.0),
 ]

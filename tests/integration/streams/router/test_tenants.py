@@ -64,7 +64,8 @@ def topics(unique: str) -> dict[str, str]:
     return {"IPR_PROMPTS_IN": f"prompts.in.{unique}", "IPR_PROMPTS_DLQ": f"dlq.{unique}",
             "IPR_DECISIONS": f"decisions.{unique}", "IPR_RESPONSES": f"responses.{unique}",
             "IPR_POLICIES": f"policies.{unique}", "IPR_SPEND": f"spend.{unique}",
-            "IPR_CONTROL": f"control.{unique}", "IPR_FEEDBACK": f"feedback.{unique}"}
+            "IPR_CONTROL": f"control.{unique}", "IPR_FEEDBACK": f"feedback.{unique}",
+            "IPR_RESERVATIONS": f"reservations.{unique}"}
 
 
 def ipr(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -250,7 +251,13 @@ def check_decisions(records, revs: dict[str, int]) -> None:
             assert d.tenant == tenant and set(d.predicted_quality) == set(MODELS)
             assert d.allowed_models == MODELS and d.policy.tenant == tenant
             assert d.policy.revision == revs[tenant]
-            assert d.policy.exhausted == (d.tenant_spend_usd >= d.policy.budget_usd)
+            # exhausted: the committed spend reached the budget, or the choice at the prompt's
+            # own τ would pass it (streams.router.budget.over_budget)
+            own = d.estimated_cost_usd[expected_model(d, 0.0 if tenant == "thrifty"
+                                                      else STEADY_TAU)]
+            assert d.policy.exhausted == (d.tenant_spend_usd >= d.policy.budget_usd
+                                          or d.tenant_spend_usd + own > d.policy.budget_usd)
+            assert d.reserved_usd == pytest.approx(d.estimated_cost_usd[d.model_id])
             if tenant == "steady":  # its own policy: τ ≤ 0.3, never exhausted
                 assert not d.policy.exhausted and d.reason is None
                 assert d.tolerance == STEADY_TAU and d.model_id == expected_model(d, STEADY_TAU)

@@ -89,6 +89,7 @@ def test_a_spent_budget_under_reject_is_dead_lettered_as_budget_exceeded():
     v = apply_policy(None, None, 0.2, p, revision=2, spend_usd=0.0312)
     assert v.dead is not None and v.dead[0] == "budget_exceeded"
     assert "0.031200 USD this hour" in v.dead[1] and "0.03 USD" in v.dead[1]
+    assert "committed" in v.dead[1] and "revision 2" in v.dead[1]
     # a zero budget is spent from the start
     assert apply_policy(None, None, 0.2, policy(budget_usd=0, period="day",
                                                 on_exhausted="reject")).dead[0] == "budget_exceeded"
@@ -208,10 +209,17 @@ def test_a_batch_is_routed_under_each_tenants_policy_and_spend():
     c1 = routed["c1"]
     assert (c1.prompt.model_id, c1.decision.policy, c1.decision.tenant_spend_usd) == (
         "big", None, None)
-    # within budget: the tenant's τ = 0 picks the best
-    view = tenants((acme, 11), spent={"acme": 0.01})
+    # within budget: the tenant's τ = 0 picks the best (10 USD, 20 budgeted)
+    view = tenants((acme.model_copy(update={"budget_usd": 20.0}), 11), spent={"acme": 0.01})
     out = route_records([rec(0, req("a3", tenant="acme"))], TableScorer(), 1.0, tenants=view)
     (r,) = out.routed
     assert (r.prompt.model_id, r.prompt.tolerance, r.decision.policy.exhausted) == (
         "big", 0.0, False)
-    assert r.decision.reason is None
+    assert r.decision.reason is None and r.prompt.reserved_usd == 10.0
+    # the budget has room (0.04 USD) but not for the best model (10 USD): the cheapest allowed
+    view = tenants((acme, 11), spent={"acme": 0.01})
+    out = route_records([rec(0, req("a4", tenant="acme"))], TableScorer(), 1.0, tenants=view)
+    (r,) = out.routed
+    assert (r.prompt.model_id, r.prompt.tolerance, r.decision.policy.exhausted) == (
+        "mid", 1.0, True)
+    assert r.decision.reason == "budget_exhausted" and r.prompt.reserved_usd == 1.0

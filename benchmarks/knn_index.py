@@ -63,9 +63,9 @@ def real_rows(scorer, emb: np.ndarray, texts: list[str]) -> dict:
     memory = scorer.cards[0].adapter.memory
     index = KnnIndex.build(memory)
     ks = sorted({int(c.adapter.knn_k) for c in scorer.cards})
-    indexed = _with_memory(scorer, memory, index)
+    exact, indexed = _with_memory(scorer, memory, None), _with_memory(scorer, memory, index)
     return {"rows": len(memory), "queries": len(emb), "recall": recall(memory, emb, ks, index),
-            **agreement(scorer, indexed, emb, texts)}
+            **agreement(exact, indexed, emb, texts)}
 
 
 def growth(scorer, emb: np.ndarray, texts: list[str], rows=ROWS, reps: int = 100) -> list[dict]:

@@ -104,6 +104,9 @@ class Router:
             self._topics[name] = self._topic(name)
         return self._topics[name]
 
+    async def _revoked(self, _app, revoked=(), **_kwargs) -> None:
+        self.tenants.revoked(tp.partition for tp in revoked if tp.topic == self.settings.prompts_in)
+
     def owns(self, partition: int) -> bool:
         """Whether this router is assigned ``partition`` of ``prompts.in`` now."""
         return TP(self.settings.prompts_in, partition) in self.app.consumer.assignment()
@@ -361,10 +364,6 @@ class Router:
                      report.model_id, report.worker)
         else:
             log.warning("model %s reported healthy by %s", report.model_id, report.worker)
-
-
-    async def _revoked(self, _app, revoked=(), **_kwargs) -> None:
-        self.tenants.revoked(tp.partition for tp in revoked if tp.topic == self.settings.prompts_in)
 
 
 async def _ack_when_delivered(stream, events, sends) -> None:

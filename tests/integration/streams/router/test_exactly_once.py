@@ -14,8 +14,8 @@ from collections import Counter
 import pytest
 
 from benchmarks.processes import Service
-from ipr_model.artifacts.manifest import read_manifest, write_manifest
 from benchmarks.traffic import Collected, produce, wait_until_routing
+from ipr_model.artifacts.manifest import read_manifest, write_manifest
 from streams.kafka.settings import KafkaSettings
 from tests.integration.kafka_waits import collected_to_end, routed_past, seen
 from tests.integration.streams.kafka import system

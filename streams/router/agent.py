@@ -81,8 +81,10 @@ class Router:
         self._topics: dict[str, faust.TopicT] = {}
         for name in (settings.decisions, settings.prompts_dlq):
             self.topic(name)
-        self.transactions = (Transactions(settings, settings.app_id, settings.prompts_in,
-                                          owns=self.owns) if settings.exactly_once else None)
+        self.transactions = (Transactions(
+            settings, settings.app_id, settings.prompts_in, owns=self.owns,
+            interval_s=settings.transaction_interval_ms / 1000.0)
+            if settings.exactly_once else None)
         self.scorers = ScorerHolder(settings.artifacts, settings.encoder_threads)
         self.health = HealthBoard()  # updated by follow_control, read between batches
         self.workers = ServingBoard()  # what live workers serve, likewise

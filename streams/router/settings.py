@@ -101,6 +101,11 @@ class RouterSettings(KafkaSettings):
         "per partition of prompts.in: after a crash, read_committed consumers see every "
         "output once (IPR_ROUTER_EXACTLY_ONCE)",
     )
+    transaction_interval_ms: float = Field(
+        50.0, ge=0,
+        description="exactly-once: a partition's transactions start at most this often; what "
+        "is routed meanwhile joins the next (IPR_ROUTER_TRANSACTION_INTERVAL_MS)",
+    )
     max_uncommitted_batches: int = Field(
         32, ge=1,
         description="exactly-once: batches routed and not yet committed, at most; the batches "

@@ -2,12 +2,15 @@
 the ``prompts.in`` records they came from are committed in one Kafka transaction.
 
 Group commit: each input partition has one committer, which commits everything queued for it
-since its last transaction in the next one. A lone batch is committed at once; under load, the
-batches routed while a transaction commits share the next one, so the transactions' fixed cost
-(four round trips and a commit marker in every partition they touched) is paid once per commit
-round, not once per batch of four prompts (before: 0.6 of at-least-once's throughput, with the
-broker taking a third of the cores). The router keeps up to ``IPR_ROUTER_MAX_UNCOMMITTED_BATCHES``
-batches queued or committing, so a transaction never holds more than that.
+since its last transaction in the next one, and starts a partition's transactions at most every
+``IPR_ROUTER_TRANSACTION_INTERVAL_MS`` (50 ms; Kafka Streams commits every 100 ms under
+exactly-once). A batch after a quiet spell is committed at once; under load, the batches routed
+meanwhile share a transaction, so its fixed cost (four round trips, the coordinator's log, a
+commit marker in every partition it touched) is paid per interval, not per batch of four prompts.
+The router keeps up to ``IPR_ROUTER_MAX_UNCOMMITTED_BATCHES`` batches queued or committing.
+Measured (docs/measurements.md): 0.71-0.72 of at-least-once's end-to-end throughput, before
+0.59-0.63; the rest is the broker's work per transaction, four producers' worth of them, since
+aiokafka cannot fence a single producer per process by the group's generation (KIP-447).
 
 One transactional producer per partition of ``prompts.in`` (transactional id
 ``<app id>.router.<partition>``: the model Kafka Streams used first). A router that starts
@@ -47,8 +50,10 @@ class Transactions:
     partition's committer (:meth:`add`)."""
 
     def __init__(self, kafka: KafkaSettings, group_id: str, topic: str,
-                 owns: Callable[[int], bool] = lambda partition: True) -> None:
+                 owns: Callable[[int], bool] = lambda partition: True,
+                 interval_s: float = 0.0) -> None:
         self.kafka, self.group_id, self.topic, self.owns = kafka, group_id, topic, owns
+        self.interval_s = interval_s  # a partition's transactions start at most this often
         self.producers: dict[int, AIOKafkaProducer] = {}
         self._committers: dict[int, _Committer] = {}
 
@@ -68,8 +73,10 @@ class Transactions:
 
     async def _commit_queued(self, partition: int, c: _Committer) -> None:
         """The committer of ``partition``: what is queued, in one transaction, until closed."""
+        loop = asyncio.get_running_loop()
         while True:
             await c.wake.wait()
+            await asyncio.sleep(c.started + self.interval_s - loop.time())  # what comes, joins
             c.wake.clear()
             if c.closing:  # what is queued stays, for close() to hand back
                 continue
@@ -77,6 +84,7 @@ class Transactions:
             if not taken:
                 continue
             c.idle.clear()
+            c.started = loop.time()
             try:
                 committed = await self.commit(partition, [o for q in taken for o in q[0]],
                                               max(q[1] for q in taken))
@@ -169,6 +177,7 @@ class _Committer:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     closing: bool = False
+    started: float = float("-inf")  # when its last transaction started (the loop's clock)
     task: asyncio.Task | None = None
 
     def __post_init__(self) -> None:

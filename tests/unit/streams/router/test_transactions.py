@@ -102,3 +102,19 @@ def test_closing_an_idle_committer_stops_it(partitions):
         return t._committers
 
     assert asyncio.run(scenario()) == {}
+
+
+def test_a_partitions_transactions_start_at_most_once_per_interval():
+    async def scenario():
+        t = Recording()
+        t.interval_s = 3600.0  # the next may not start within the test
+        t.release.set()
+        assert await t.add(0, [out(b"a")], 1) is True  # the first starts at once
+        waiting = t.add(0, [out(b"b")], 2)
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await t.close()
+        return await waiting, t.commits
+
+    waiting, commits = asyncio.run(scenario())
+    assert waiting is False and commits == [(0, [b"a"], 1)]

@@ -55,7 +55,8 @@ test-unit: $(STAMP)
 # in exactly-once mode, build/bench-exactly-once.json, and as two router processes,
 # build/bench-2-routers.json), then what `ipr gateway` adds over a direct call to a backend that
 # answers at once (build/bench-gateway.json), then the model's single-prompt latency, batched throughput and training times, then the machine's limit,
-# the encoder's profile and how scoring grows with models and memory, then how long a router
+# the encoder's profile and how scoring grows with models and memory (and with the kNN index, to
+# 1M rows: build/knn-index.json), then how long a router
 # takes to route after a start, a SIGTERM restart and a SIGKILL restart (build/startup.json).
 bench: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(PY) -m benchmarks bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/bench.json
@@ -69,6 +70,8 @@ bench: $(STAMP) $(ARTIFACTS)/manifest.json
 		--json build/bench-model.json
 	$(PY) -m benchmarks scaling --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/scaling.json \
 		--plot build/scaling.png
+	$(PY) -m benchmarks knn-index --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval \
+		--json build/knn-index.json
 	$(PY) -m benchmarks startup --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --json build/startup.json
 
 # The feedback loop on a real drift (build/drift.json, build/drift.png); about 8 minutes.

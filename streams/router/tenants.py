@@ -27,6 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -215,11 +216,11 @@ class Tenants:
         self.ready = asyncio.Event()  # both topics read to their end once
         self.policy_follower = TopicFollower(settings, settings.policies, self._apply_policy,
                                              POLICIES_CONFIG)
-        self.spend_follower = TopicFollower(settings, settings.spend, self._apply_spend,
-                                            SPEND_CONFIG)
+        self.spend_follower = TopicFollower(
+            settings, settings.spend, partial(self._apply_count, TenantSpend), SPEND_CONFIG)
         self.reservation_follower = TopicFollower(
-            settings, settings.reservations, self._apply_reservation, SPEND_CONFIG,
-            isolation_level="read_committed")
+            settings, settings.reservations, partial(self._apply_count, TenantReservation),
+            SPEND_CONFIG, isolation_level="read_committed")
         self._reserving: set[int] = set()  # partitions of prompts.in caught up with, when taken
         self._announced: set[tuple[str, float, str, int]] = set()
         self._pruned = 0.0
@@ -265,19 +266,12 @@ class Tenants:
         if policy is not None:
             self._announce_if_spent(policy.tenant)
 
-    def _apply_spend(self, msg) -> None:
+    def _apply_count(self, kind: type[TenantSpend | TenantReservation], msg) -> None:
         try:
-            record = decode(TenantSpend, msg.value)
+            record = decode(kind, msg.value)
         except SchemaError as e:
-            log.error("ignored a malformed spend record at offset %d: %s", msg.offset, e)
-            return
-        self.record_spend(record)
-
-    def _apply_reservation(self, msg) -> None:
-        try:
-            record = decode(TenantReservation, msg.value)
-        except SchemaError as e:
-            log.error("ignored a malformed reservation record at offset %d: %s", msg.offset, e)
+            log.error("ignored a malformed %s record at offset %d: %s", kind.__name__,
+                      msg.offset, e)
             return
         self.record_spend(record)
 

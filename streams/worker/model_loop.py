@@ -158,6 +158,12 @@ class ModelLoop:
 
     async def _commit(self) -> None:
         assert self.consumer is not None
+        for tp in self.consumer.assignment():  # past a transaction's markers, once idle
+            try:
+                position = await self.consumer.position(tp)
+            except KafkaError:  # revoked meanwhile (IllegalStateError): its next owner's
+                continue
+            self.offsets.setdefault(tp, PartitionOffsets()).caught_up_to(position)
         due = {
             tp: o.commit_at for tp, o in self.offsets.items()
             if o.commit_at is not None and o.commit_at != o.committed

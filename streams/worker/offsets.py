@@ -1,7 +1,11 @@
 """Committable offsets of one partition while calls finish out of order.
 
 Up to `concurrency` records per model are in flight, so they finish out of order: per partition
-the committed offset is the highest contiguous completed offset + 1.
+the committed offset is the highest contiguous completed offset + 1. Once nothing is pending, it is
+the consumer's position: read `read_committed`, a topic written in transactions (an exactly-once
+router's) ends in commit markers and may hold aborted records, which the consumer steps over and
+never returns, and a group that committed only past its last record would lag behind the end for
+ever.
 """
 
 from __future__ import annotations
@@ -27,3 +31,8 @@ class PartitionOffsets:
             head = self._pending.popleft()
             self._done.discard(head)
             self.commit_at = head + 1
+
+    def caught_up_to(self, position: int) -> None:
+        """The consumer's ``position`` in the partition, once every record it returned is done."""
+        if not self._pending and position > (self.commit_at or 0):
+            self.commit_at = position

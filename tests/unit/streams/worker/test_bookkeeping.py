@@ -55,6 +55,19 @@ def test_commit_point_is_the_highest_contiguous_completed_offset() -> None:
     assert offsets.commit_at == 9
 
 
+def test_once_idle_the_commit_point_passes_a_transactions_markers() -> None:
+    offsets = PartitionOffsets()
+    offsets.add(5)
+    offsets.caught_up_to(8)  # 5 in flight: its offset is not committable yet
+    assert offsets.commit_at is None
+    offsets.done(5)
+    assert offsets.commit_at == 6
+    offsets.caught_up_to(8)  # the consumer stepped over a commit marker and aborted records
+    assert offsets.commit_at == 8
+    offsets.caught_up_to(7)  # never back
+    assert offsets.commit_at == 8
+
+
 def test_answered_ids_are_a_bounded_lru() -> None:
     answered = Answered(size=2)
     assert [answered.check_and_add(i) for i in ("a", "b", "a", "c")] == [False, False, True, False]
@@ -74,6 +87,9 @@ def test_a_partition_revoked_while_its_commit_is_in_flight_does_not_stop_the_wor
     loop.offsets[tp].done(0)
 
     class Consumer:  # a broker restart: the group rebalances while the commit is answered
+        def assignment(self):
+            return set()
+
         async def commit(self, due) -> None:
             assert due == {tp: 1}
             loop.offsets.pop(tp)

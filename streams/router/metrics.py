@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Histogram
 
 ROUTED = Counter("ipr_router_routed_total", "prompts routed, by chosen model", ["model"])
@@ -49,3 +51,19 @@ SHADOW_SECONDS = Histogram(
     "ipr_router_shadow_seconds", "shadow scoring time per batch, after the live routing",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+
+
+def observe(result, n: int) -> None:
+    """A routed batch (a ``streams.router.routing.BatchResult`` of ``n`` records), counted."""
+    now = time.time()
+    BATCH_SIZE.observe(n)
+    SCORING_SECONDS.observe(result.scoring_ms / 1000.0)
+    for r in result.routed:
+        ROUTED.labels(r.prompt.model_id).inc()
+        for m in r.prompt.unhealthy_models or ():
+            UNHEALTHY_LEFT_OUT.labels(m).inc()
+        ROUTING_SECONDS.observe(r.prompt.routing_latency_ms / 1000.0)
+        if r.prompt.sent_at:
+            E2E_SECONDS.observe(max(0.0, now - r.prompt.sent_at))
+    for d in result.dead:
+        DEAD_LETTERS.labels(d.error_kind).inc()

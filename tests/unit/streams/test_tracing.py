@@ -1,0 +1,139 @@
+"""streams.tracing: when the OTEL_* variables turn tracing on, that off it makes no span and
+parses no header, and that a record's traceparent is continued and carried on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from schemas import RoutedPrompt
+from streams import tracing
+from streams.worker import traces
+from streams.worker.backends.base import Completion
+
+TRACE, PARENT = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+HEADERS = [("traceparent", f"00-{TRACE}-{PARENT}-01".encode()), ("other", b"x")]
+
+
+OTEL = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME")
+
+
+@pytest.fixture(autouse=True)
+def no_otel(monkeypatch):
+    for k in OTEL:
+        monkeypatch.delenv(k, raising=False)
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, None),
+    ({"OTEL_TRACES_EXPORTER": "zipkin"}, "zipkin"),
+    ({"OTEL_TRACES_EXPORTER": "otlp,console"}, "otlp"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, "otlp"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, "otlp"),
+    ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, None),
+    ({"OTEL_TRACES_EXPORTER": "zipkin", "OTEL_SDK_DISABLED": "true"}, None),
+])
+def test_the_otel_variables_say_whether_and_where(env, expected, monkeypatch):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert tracing.TracingSettings().exporter() == expected
+
+
+def test_an_unknown_exporter_is_an_error_naming_the_choices(monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "jaeger")
+    with pytest.raises(tracing.TracingError, match="expected one of otlp, zipkin, console"):
+        tracing.setup("ipr-router")
+
+
+def test_off_it_makes_no_span_and_no_header():
+    assert tracing.setup("ipr-router") is False
+    assert tracing.TRACER is None
+    assert tracing.parent(HEADERS) is None
+    assert tracing.consumed("t", 0, 1, "g", b"k", HEADERS) is None
+    assert tracing.headers_of(None) is None
+    assert tracing.record_headers() is None and tracing.http_headers() == {}
+
+
+@pytest.fixture
+def spans():
+    exporter = InMemorySpanExporter()
+    assert tracing.setup("ipr-test", exporter=exporter)
+    yield exporter
+    tracing.shutdown()
+
+
+def test_a_record_s_trace_is_continued_and_carried_on(spans):
+    span = tracing.consumed("prompts.in", 3, 42, "router", b"p-1", HEADERS,
+                            attributes={"ipr.model": "m", "ipr.tenant": None})
+    out = dict(tracing.headers_of(span))
+    span.end()
+    tracing.shutdown()
+    (done,) = spans.get_finished_spans()
+    assert format(done.context.trace_id, "032x") == TRACE
+    assert format(done.parent.span_id, "016x") == PARENT
+    assert done.name == "process prompts.in" and done.kind.name == "CONSUMER"
+    assert done.attributes["messaging.destination.partition.id"] == "3"
+    assert done.attributes["messaging.kafka.offset"] == 42
+    assert done.attributes["messaging.kafka.message.key"] == "p-1"
+    assert done.attributes["ipr.model"] == "m" and "ipr.tenant" not in done.attributes
+    assert out["traceparent"].decode() == f"00-{TRACE}-{done.context.span_id:016x}-01"
+
+
+def test_without_a_traceparent_a_trace_begins(spans):
+    span = tracing.consumed("prompts.in", 0, 0, "router", None, [("other", b"x")])
+    span.end()
+    tracing.shutdown()
+    (done,) = spans.get_finished_spans()
+    assert done.parent is None and format(done.context.trace_id, "032x") != TRACE
+
+
+def test_the_model_call_span_has_the_genai_attributes_and_no_text(spans):
+    routed = RoutedPrompt.model_validate({
+        "prompt_id": "p-1", "text": "a secret question", "model_id": "m-small",
+        "tolerance": 0.1, "threshold": 0.7, "predicted_quality": {"m-small": 0.8},
+        "estimated_cost_usd": {"m-small": 0.001}, "router_version": "v1",
+        "routing_latency_ms": 3.0, "routed_at": 1.0, "params": {"max_tokens": 64,
+                                                                "temperature": 0.2}})
+    record = tracing.consumed("prompts.routed.m-small", 0, 7, "worker", b"p-1", HEADERS)
+    with tracing.active(call := traces.call_span(record, routed, "openai")):
+        assert tracing.http_headers()["traceparent"].split("-")[2] == \
+            format(call.get_span_context().span_id, "016x")  # what an HTTP backend sends on
+    traces.call_ended(call, Completion("a secret answer", 12, 5, 0.002, 40.0,
+                                       finish_reason="stop", response_model="m-small-2025"))
+    record.end()
+    tracing.shutdown()
+    done = {s.kind.name: s for s in spans.get_finished_spans()}
+    a = done["CLIENT"].attributes
+    assert done["CLIENT"].parent.span_id == done["CONSUMER"].context.span_id
+    assert (a["gen_ai.request.model"], a["gen_ai.response.model"]) == ("m-small", "m-small-2025")
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (12, 5)
+    assert a["gen_ai.response.finish_reasons"] == ("stop",)
+    assert (a["gen_ai.request.max_tokens"], a["gen_ai.request.temperature"]) == (64, 0.2)
+    assert "secret" not in repr(dict(a))
+
+
+def test_a_failed_call_is_an_error_span(spans):
+    routed_span = tracing.consumed("t", 0, 0, "g", None, HEADERS)
+    call = tracing.child(routed_span, "chat m", "CLIENT")
+    traces.call_ended(call, Completion("", 3, 0, 0.0, 5.0, error="HTTP 429",
+                                       error_status=429, error_type="rate_limit"))
+    routed_span.end()
+    tracing.shutdown()
+    failed = next(s for s in spans.get_finished_spans() if s.name == "chat m")
+    assert failed.status.status_code.name == "ERROR"
+    assert failed.attributes["error.type"] == "rate_limit"
+    assert failed.attributes["http.response.status_code"] == 429
+
+
+def test_off_the_services_load_nothing_of_opentelemetry():
+    code = ("import sys, streams.router.agent, streams.worker.model_loop, streams.feedback.app; "
+            "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, env={k: v for k, v in os.environ.items()
+                                           if not k.startswith("OTEL_")})
+    assert done.stdout.strip() == "[]"

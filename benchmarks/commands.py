@@ -43,6 +43,8 @@ def bench(
         help="the router in exactly-once mode (IPR_ROUTER_EXACTLY_ONCE)")] = False,
     routers: Annotated[int, typer.Option(
         help="router processes in one group, the cores shared among them")] = 1,
+    traced: Annotated[bool, typer.Option(
+        "--traced", help="every prompt traced, its spans sent to a Zipkin server")] = False,
     json_out: Annotated[Path, typer.Option("--json", help="report")] = Path("build/bench.json"),
 ) -> None:
     """The router's throughput and latency through a real Kafka, against its limit \
@@ -52,7 +54,7 @@ def bench(
 
     stop_on_sigterm()
     report = run_bench(artifacts, dataset_or_default(dataset), prompts, batch_size, rounds,
-                       json_out, exactly_once, routers)
+                       json_out, exactly_once, routers, traced)
     typer.echo(json.dumps(report, indent=1))
 
 

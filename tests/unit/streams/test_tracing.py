@@ -3,9 +3,11 @@ parses no header, and that a record's traceparent is continued and carried on.""
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -137,3 +139,62 @@ def test_off_the_services_load_nothing_of_opentelemetry():
                           check=True, env={k: v for k, v in os.environ.items()
                                            if not k.startswith("OTEL_")})
     assert done.stdout.strip() == "[]"
+
+
+def test_the_gateway_continues_the_http_request_s_trace_onto_the_record(spans):
+    span = tracing.received({"traceparent": f"00-{TRACE}-{PARENT}-01"}, "POST",
+                            "/v1/chat/completions")
+    with tracing.active(span):
+        (header,) = tracing.record_headers()  # what ReplyChannel.submit puts on prompts.in
+        tracing.annotate({"gen_ai.response.model": "m-small", "gen_ai.usage.input_tokens": None})
+    tracing.responded(span, 200)
+    span.end()
+    tracing.shutdown()
+    (done,) = spans.get_finished_spans()
+    assert done.kind.name == "SERVER" and done.name == "POST /v1/chat/completions"
+    assert format(done.parent.span_id, "016x") == PARENT
+    assert header == ("traceparent", f"00-{TRACE}-{done.context.span_id:016x}-01".encode())
+    assert done.attributes["gen_ai.response.model"] == "m-small"
+    assert done.attributes["http.response.status_code"] == 200
+    assert "gen_ai.usage.input_tokens" not in done.attributes
+
+
+class _OtlpReceiver(http.server.BaseHTTPRequestHandler):
+    """OTLP over HTTP, the protobuf body decoded with OpenTelemetry's own messages."""
+
+    got: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        self.got.append((self.path, request))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *_args):
+        pass
+
+
+def test_an_otlp_endpoint_alone_exports_otlp_over_http(monkeypatch):
+    server = http.server.HTTPServer(("127.0.0.1", 0), _OtlpReceiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    try:
+        assert tracing.setup("ipr-worker")
+        tracing.consumed("prompts.routed.m", 0, 5, "worker", b"p-1", HEADERS).end()
+        tracing.shutdown()  # flushes
+    finally:
+        server.shutdown()
+    ((path, request),) = _OtlpReceiver.got
+    assert path == "/v1/traces"
+    resource = request.resource_spans[0]
+    service = {a.key: a.value.string_value for a in resource.resource.attributes}
+    assert service["service.name"] == "ipr-worker"
+    (span,) = resource.scope_spans[0].spans
+    assert span.name == "process prompts.routed.m" and span.trace_id.hex() == TRACE

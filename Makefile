@@ -66,7 +66,7 @@ bench: $(STAMP) $(ARTIFACTS)/manifest.json
 	$(PY) -m benchmarks bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --routers 2 \
 		--rounds 3 --json build/bench-2-routers.json
 	$(PY) -m benchmarks bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --traced \
-		--rounds 3 --json build/bench-traced.json
+		--baseline build/bench.json --json build/bench-traced.json
 	$(PY) -m benchmarks gateway-bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval \
 		--json build/bench-gateway.json
 	$(PY) -m benchmarks model-bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train --recalibrate \

@@ -3,6 +3,7 @@ parses no header, and that a record's traceparent is continued and carried on.""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import os
 import subprocess
@@ -16,6 +17,7 @@ from schemas import RoutedPrompt
 from streams import tracing
 from streams.worker import traces
 from streams.worker.backends.base import Completion
+from streams.worker.backends.openai import OpenAIBackend
 
 TRACE, PARENT = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 HEADERS = [("traceparent", f"00-{TRACE}-{PARENT}-01".encode()), ("other", b"x")]
@@ -198,3 +200,28 @@ def test_an_otlp_endpoint_alone_exports_otlp_over_http(monkeypatch):
     assert service["service.name"] == "ipr-worker"
     (span,) = resource.scope_spans[0].spans
     assert span.name == "process prompts.routed.m" and span.trace_id.hex() == TRACE
+
+
+def test_the_openai_backend_sends_the_call_s_traceparent_to_the_server(spans):
+    from aiohttp import web
+
+    from tests.unit.streams.worker.test_backends import FAST, ChatServer, routed
+
+    async def handler(body: dict, n: int) -> web.Response:
+        return web.json_response({"model": "served-2025", "choices": [
+            {"message": {"content": "4"}, "finish_reason": "stop"}]})
+
+    async def main():
+        async with ChatServer(handler) as server:
+            backend = OpenAIBackend(server.base_url, **FAST)
+            record = tracing.consumed("prompts.routed.m", 0, 1, "worker", b"p", HEADERS)
+            call = tracing.child(record, "chat m", "CLIENT")
+            with tracing.active(call):
+                c = await backend.complete(routed("p", "m", text="2+2?"))
+            await backend.aclose()
+            return c, server, call
+
+    c, server, call = asyncio.run(main())
+    sent = server.headers[0]["traceparent"]
+    assert sent == f"00-{TRACE}-{call.get_span_context().span_id:016x}-01"
+    assert c.response_model == "served-2025"

@@ -47,10 +47,10 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     A hot swap frees a version's arrays (the kNN memory alone is 3.4 MB); from then on every array
     below that size came from the arenas, where the next version's long-lived arrays land among
     the batches' short-lived buffers on the executor threads, and the holes the freed version
-    leaves are not returned: a router grew 357 -> 420 MB over 120 swaps in 6 minutes, about 0.5 MB
-    a swap (docs/measurements.md, "Soak"). Fixed (which also stops the adjustment), each block of
-    256 KiB or more is a mapping of its own, given back whole when freed: 332 -> 337 MB over the
-    same swaps. False where it does not apply.
+    leaves are not returned: a router grew 341 -> 373 MB (+9%) over 91 swaps in 6 minutes
+    (docs/measurements.md, "Soak"). Fixed (which also stops the adjustment), each block of 256 KiB
+    or more is a mapping of its own, given back whole when freed: +1.9% over 101 swaps, and +2.0%
+    from minute 10 to 30 of a 30-minute soak with 57. False where it does not apply.
     """
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False

@@ -2,24 +2,31 @@
 behind?
 
 Starts a broker (or uses ``IPR_KAFKA_BOOTSTRAP``), a router, a replay worker for every model and
-the feedback service (recalibration on, so versions are published and hot-swapped during the run),
-and produces the dataset's test prompts, cycled under unique ids, at a fixed rate: half the
-end-to-end limit measured at the start with the whole system up (the test prompts produced as fast
-as possible, first produce -> last on its model topic, as ``make bench`` measures it), or
-``--rate``. The router's in-process limit (``make bench``'s) is measured before, for the record.
+the feedback service (recalibration on, with its own default settings: a version published at
+most every 30 s, so 40-60 are hot-swapped in 30 minutes), and produces the dataset's test
+prompts, cycled under unique ids, at a fixed rate: half the end-to-end limit measured at the start
+with the whole system up (the test prompts produced as fast as possible, first produce -> last on
+its model topic, as ``make bench`` measures it), or ``--rate``. The router's in-process limit
+(``make bench``'s) is measured before, for the record. Half way through, a broker the soak
+started itself is stopped (SIGTERM) and started again on its port and data folder (a cluster
+named by ``IPR_KAFKA_BOOTSTRAP`` is left alone); when, and how long it was down, is reported.
 
 Every 5 s: the RSS and CPU time of each service's process tree (/proc), each consumer group's lag
 (committed offsets against end offsets: the router's on prompts.in, each worker group's on its
-model topic, the feedback service's on its inputs), the load average and CPU steal. Per minute:
-those, prompts sent / routed / answered, versions published, and the routing latency (``sent_at``
-stamped by the producer -> the broker's append time on the model topic) p50 and p99 of the
-prompts sent in it. Written to ``build/soak.json`` and ``build/soak.png``.
+model topic, the feedback service's on its inputs; none while the broker is down), the load
+average and CPU steal. Per minute: those, prompts sent / routed / answered, versions published,
+and the routing latency (``sent_at`` stamped by the producer -> the broker's append time on the
+model topic) p50 and p99 of the prompts sent in it. Written to ``build/soak.json`` and
+``build/soak.png``.
 
-The bar (``soak_bar``): the router's and the worker's mean RSS in the last minute within 10% of
-minute 2's; lag bounded: each router and worker group's highest lag in the second half of the run
-at most its highest in the first half plus 5 s of traffic; after the producer stops every one of
-those groups drains to 0 within 120 s; no prompt lost (every prompt sent is routed or
-dead-lettered, every routed one answered); every service still running. Exit 1 when it fails.
+The bar (``soak_bar``): the router's and the worker's mean RSS in the last minute at most 3% above
+their mean at the end of warm-up, minute ⌈minutes/3⌉ (minute 10 of 30); at least 20 hot swaps
+adopted per 30 minutes (pro rata: versions this run published that routed a prompt); lag bounded:
+each router and worker group's highest lag in the second half of the run at most its highest in
+the first half plus 5 s of traffic (the broker restart's minute and the next left out); after the
+producer stops every one of those groups drains to 0 within 120 s; no prompt lost (every prompt
+sent is routed or dead-lettered, every routed one answered); the broker back; every service still
+running. Exit 1 when it fails.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -44,7 +52,7 @@ from ipr_model.evaluation.stats import percentiles
 from schemas.topics import ROUTED_PREFIX, model_topic
 from streams.kafka.admin import create_topics
 from streams.kafka.clients import aiokafka_config
-from streams.kafka.local import kafka_bootstrap
+from streams.kafka.local import LocalKafka, free_port
 from streams.kafka.settings import KafkaSettings
 
 SAMPLE_EVERY = 5.0
@@ -143,19 +151,28 @@ async def _sample(lag: Lag, services: list[Service], tracker: Tracker,
         usage = {s.name: tree_usage(s.proc.pid) for s in services}
         tracker.samples.append({
             "t": time.time(), "rss_mb": {k: u[0] for k, u in usage.items()},
-            "cpu_s": {k: u[1] for k, u in usage.items()}, "lag": await lag.sample(),
+            "cpu_s": {k: u[1] for k, u in usage.items()}, "lag": await _lag_or_none(lag),
             "load1": os.getloadavg()[0], "ticks": cpu_ticks(),
         })
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), SAMPLE_EVERY)
 
 
+async def _lag_or_none(lag: Lag) -> dict[str, int]:
+    """Each group's lag, {} when it cannot be read now (the broker restarting)."""
+    try:
+        return await asyncio.wait_for(lag.sample(), SAMPLE_EVERY)
+    except Exception as e:  # noqa: BLE001 - aiokafka's errors and timeouts alike: no sample
+        print(f"lag not sampled: {type(e).__name__}", flush=True)
+        return {}
+
+
 async def _drain(lag: Lag, tracker: Tracker, bar_groups: list[str]) -> dict:
     """After the producer stopped: until every bar group's lag is 0 and every prompt is back."""
     t0 = time.monotonic()
     while True:
-        now = await lag.sample()
-        drained = all(now[g] == 0 for g in bar_groups) and tracker.complete()
+        now = await _lag_or_none(lag)
+        drained = bool(now) and all(now[g] == 0 for g in bar_groups) and tracker.complete()
         if drained or time.monotonic() - t0 > DRAIN_TIMEOUT:
             return {"drained": drained, "seconds": round(time.monotonic() - t0, 1), "lag": now}
         await asyncio.sleep(1.0)
@@ -176,10 +193,42 @@ async def _e2e_limit(bootstrap: str, settings: KafkaSettings, run: str, model_to
     return {"prompts_per_s": round(rate, 2), "prompts": len(rows), "steal_percent": steal.percent}
 
 
+@contextlib.contextmanager
+def _broker():
+    """(bootstrap, the soak's own broker or None): the cluster ``IPR_KAFKA_BOOTSTRAP`` names is
+    not restarted; a local broker is, in place, so it gets a fixed port and data folder."""
+    given = KafkaSettings().given_bootstrap
+    if given:
+        yield given, None
+        return
+    with tempfile.TemporaryDirectory(prefix="ipr-soak-kafka-") as d, \
+            LocalKafka(port=free_port(), data_dir=Path(d)) as broker:
+        yield broker.bootstrap, broker
+
+
+async def _restart_broker(broker: LocalKafka, t0: float, seconds: float) -> dict:
+    """Half way through the run: stop the broker (SIGTERM) and start it again on its port and
+    data; when (seconds from the producer's start, and the 1-based minute) and how long it was
+    down."""
+    await asyncio.sleep(max(0.0, t0 + seconds / 2 - time.time()))
+    began = time.time()
+    out = {"at_s": round(began - t0, 1), "minute": int((began - t0) // MINUTE) + 1}
+    print(f"broker restart at {out['at_s']} s (minute {out['minute']})", flush=True)
+    try:
+        await asyncio.to_thread(broker.stop)
+        await asyncio.to_thread(broker.start)
+    except Exception as e:  # noqa: BLE001 - reported and failed in the bar, not raised
+        return {**out, "ok": False, "error": repr(e)}
+    out.update(ok=True, down_s=round(time.time() - began, 1))
+    print(f"broker back after {out['down_s']} s", flush=True)
+    return out
+
+
 async def _soak(kafka, settings: KafkaSettings, tracker: Tracker, texts: list[str],
                 rate: float | None, measured: dict, seconds: float, groups: dict,
-                services: list[Service], outputs: list[str]):
-    """(start of the producer, the drain's dict, the run's steal %, the rate offered)."""
+                services: list[Service], outputs: list[str], broker: LocalKafka | None):
+    """(start of the producer, the drain's dict, the run's steal %, the rate offered, the
+    broker's restart or None)."""
     model_topics = [t for t in outputs if t.startswith(ROUTED_PREFIX)]
     await wait_until_routing(kafka, settings, tracker.run, model_topics)
     if rate is None:
@@ -194,14 +243,17 @@ async def _soak(kafka, settings: KafkaSettings, tracker: Tracker, texts: list[st
         sampler = asyncio.create_task(_sample(lag, services, tracker, stop))
         await asyncio.sleep(1.0)
         t0 = time.time()
+        restart = (asyncio.create_task(_restart_broker(broker, t0, seconds))
+                   if broker is not None else None)
         with Steal() as steal:
             await produce(kafka, settings.prompts_in,
                           tracker.events(texts, time.monotonic() + seconds), rate)
         print(f"producer stopped after {len(tracker.sent)} prompts; draining", flush=True)
+        restarted = await restart if restart is not None else None
         drain = await _drain(lag, tracker, [g for g in groups if g != "feedback"])
         stop.set()
         await asyncio.gather(collector, sampler)
-    return t0, drain, steal.percent, rate
+    return t0, drain, steal.percent, rate, restarted
 
 
 def _services(artifacts: Path, dataset: Path, env: dict, run: str, models: list[str],
@@ -257,7 +309,7 @@ def run_soak(artifacts: Path, dataset: Path, minutes: int = 10, rate: float | No
     measured = {} if rate else {"in_process": _measure_rate(artifacts, texts), "test": test}
     run, settings = uuid.uuid4().hex[:8], KafkaSettings()
     load_start = os.getloadavg()
-    with kafka_bootstrap() as bootstrap:
+    with _broker() as (bootstrap, broker):
         kafka = settings.model_copy(update={"kafka_bootstrap": bootstrap})
         model_topics = sorted({model_topic(m) for m in manifest.models})
         outputs = [settings.prompts_dlq, *model_topics]
@@ -270,14 +322,14 @@ def run_soak(artifacts: Path, dataset: Path, minutes: int = 10, rate: float | No
         services = _services(artifacts, dataset, env, run, list(manifest.models), min_labels)
         tracker, groups = Tracker(run), _groups(settings, run, model_topics)
         try:
-            t0, drain, steal, rate = asyncio.run(_soak(
+            t0, drain, steal, rate, restart = asyncio.run(_soak(
                 kafka, settings, tracker, texts, rate, measured, minutes * MINUTE, groups,
-                services, [*outputs, settings.responses]))
+                services, [*outputs, settings.responses], broker))
             alive = all(s.alive() for s in services)
         finally:
             for s in services:
                 s.stop()
-    report = _report(tracker, t0, minutes, drain, rate, measured, alive, groups)
+    report = _report(tracker, t0, minutes, drain, rate, measured, alive, groups, restart)
     report.update(dataset=data.name, models=len(manifest.models), run=run, cpus=os.cpu_count(),
                   broker="IPR_KAFKA_BOOTSTRAP" if settings.given_bootstrap else "local",
                   steal_percent=steal, load_at_start=[round(x, 2) for x in load_start])
@@ -288,13 +340,14 @@ def run_soak(artifacts: Path, dataset: Path, minutes: int = 10, rate: float | No
 
 
 def _report(tracker: Tracker, t0: float, minutes: int, drain: dict, rate: float,
-            measured: dict | None, alive: bool, groups: dict) -> dict:
+            measured: dict | None, alive: bool, groups: dict, restart: dict | None) -> dict:
     rows = minute_rows(t0, minutes, tracker.sent, list(tracker.routed.values()),
                        list(tracker.answered.values()), tracker.published, tracker.samples)
     not_back = len(tracker.sent) - len(set(tracker.routed) | tracker.dead)
     unanswered = sum(1 for k in tracker.routed if k not in tracker.answered)
     lost = not_back + unanswered
-    bar = soak_bar(rows, drain, lost, rate, alive, [g for g in groups if g != "feedback"])
+    bar = soak_bar(rows, drain, lost, rate, alive, [g for g in groups if g != "feedback"],
+                   tracker.adopted(), restart)
     loads = [s["load1"] for s in tracker.samples]
     return {
         "minutes": minutes,
@@ -308,6 +361,8 @@ def _report(tracker: Tracker, t0: float, minutes: int, drain: dict, rate: float,
         "lost": lost, "not_routed": not_back, "unanswered": unanswered,
         "versions_published": len(tracker.published),
         "router_versions_seen": len(tracker.versions_seen),
+        "versions_adopted": tracker.adopted(),
+        "broker_restart": restart,
         "latency_ms": percentiles([(a - s) * 1000.0 for s, a in tracker.routed.values()]),
         "load1_mean": round(float(np.mean(loads)), 2) if loads else None,
         "load1_max": round(max(loads), 2) if loads else None,

@@ -41,8 +41,9 @@ does not fit its field stops the service with one line naming the field. Lists a
 FOOTER = """\
 ## Not settings
 
-`MALLOC_ARENA_MAX` is glibc's own: the router caps its malloc arenas at 2 unless it is set
-(`streams/router/app.py`, `cap_malloc_arenas`), and leaves the value to glibc.
+`MALLOC_ARENA_MAX` and `MALLOC_MMAP_THRESHOLD_` are glibc's own: the router caps its malloc
+arenas at 2 and fixes its mmap threshold at 256 KiB unless they are set
+(`streams/router/malloc.py`), and leaves the values to glibc.
 """
 
 # (title, what reads it, the class, the class whose fields another section lists)

@@ -135,10 +135,11 @@ def router(
     """Run a router process (Faust worker) over prompts.in. Settings: IPR_ROUTER_*, IPR_KAFKA_*."""
     from ipr_model.artifacts.manifest import read_manifest
     from ipr_model.serving.rule import check_tolerance
-    from streams.router.app import cap_malloc_arenas, create_app
+    from streams.router.app import cap_malloc_arenas, create_app, fix_mmap_threshold
     from streams.router.settings import RouterSettings
 
     cap_malloc_arenas()
+    fix_mmap_threshold()
     s = RouterSettings(**_given(
         artifacts=artifacts, web_port=web_port,
         default_tolerance=None if tolerance is None else check_tolerance(tolerance)))

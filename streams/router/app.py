@@ -6,16 +6,15 @@ starts (``Router.load_scorer``).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
-
 import faust
 from aiohttp.web import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.kafka.clients import faust_config
 from streams.router.agent import Router
+from streams.router.malloc import cap_malloc_arenas, fix_mmap_threshold
+
+__all__ = ["cap_malloc_arenas", "create_app", "fix_mmap_threshold", "prometheus_metrics"]
 from streams.router.settings import RouterSettings
 
 
@@ -67,27 +66,6 @@ def _close_transactions(app: faust.App, router: Router, topic: str) -> None:
     @app.on_before_shutdown.connect
     async def close_all(_app, **_kwargs) -> None:
         await transactions.close()
-
-
-M_ARENA_MAX = -8  # glibc's mallopt parameter, what MALLOC_ARENA_MAX sets
-
-
-def cap_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's malloc arenas for this process, unless ``MALLOC_ARENA_MAX`` already says.
-
-    Each thread that scores (the event loop's executor, the encoder's pool) would get an arena of
-    its own, and each batch's buffers of other sizes fragment them: a 10-minute ``make soak``
-    router grew 347 -> 400 MB (+15%) at 19.5 prompts/s without a cap, 339 -> 377 MB (+11%) at
-    21.9/s with two (docs/measurements.md, "Soak"). False where it does not apply (another libc,
-    or the user's setting).
-    """
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):
-        return False
 
 
 async def prometheus_metrics(web, request) -> Response:

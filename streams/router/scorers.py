@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ipr_model.errors import IprError
 from ipr_model.serving.scorer import Scorer
-from streams.router import metrics
+from streams.router import malloc, metrics
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ class ScorerHolder:
         self._swaps.labels("loaded").inc()
         (log.info if quiet else log.warning)("swapped %s %s -> %s", self._what,
                                              old.version if old else None, new.version)
+        del old
+        malloc.trim()  # what the versions replaced before freed (docs/measurements.md, "Soak")
         return True
 
     def _artifact(self) -> str:

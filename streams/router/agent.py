@@ -153,7 +153,7 @@ class Router:
                     self._commit_exactly_once(stream, events, records, outputs)))
             while pending and (len(pending) > depth or pending[0].done()):
                 await pending.popleft()  # raises if that batch failed to deliver: never acked
-            _observe(result, len(records))
+            metrics.observe(result, len(records), scorer.reference)
             if shadow and self.transactions is None:  # after the live outputs, never holding them
                 await self._send_shadow(result, scorer, unhealthy, unserved)
 
@@ -380,18 +380,3 @@ def _shadow_delivered(fut) -> None:
         metrics.SHADOW_FAILURES.inc()
         log.error("a shadow decision was not delivered: %r", None if fut.cancelled()
                   else fut.exception())
-
-
-def _observe(result: BatchResult, n: int) -> None:
-    now = time.time()
-    metrics.BATCH_SIZE.observe(n)
-    metrics.SCORING_SECONDS.observe(result.scoring_ms / 1000.0)
-    for r in result.routed:
-        metrics.ROUTED.labels(r.prompt.model_id).inc()
-        for m in r.prompt.unhealthy_models or ():
-            metrics.UNHEALTHY_LEFT_OUT.labels(m).inc()
-        metrics.ROUTING_SECONDS.observe(r.prompt.routing_latency_ms / 1000.0)
-        if r.prompt.sent_at:
-            metrics.E2E_SECONDS.observe(max(0.0, now - r.prompt.sent_at))
-    for d in result.dead:
-        metrics.DEAD_LETTERS.labels(d.error_kind).inc()

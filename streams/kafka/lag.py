@@ -20,7 +20,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 from prometheus_client import Gauge
 
 from streams.kafka.clients import aiokafka_config
@@ -75,7 +74,7 @@ async def watch_lag(kafka: KafkaSettings, groups: Groups) -> None:
                 if failing:
                     log.info("consumer lag measured again")
                 failing = False
-            except (KafkaError, OSError, TimeoutError) as e:
+            except Exception as e:  # noqa: BLE001 - the lag is for operators; the service goes on
                 if not failing:
                     log.warning("could not measure consumer lag (%s: %s); trying every %.0f s",
                                 type(e).__name__, e, every)

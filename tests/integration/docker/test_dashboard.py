@@ -26,7 +26,7 @@ from pathlib import Path
 from benchmarks.processes import Service, router_env
 from benchmarks.traffic import produce
 from schemas import PromptRequest, QualityFeedback, TenantPolicy, encode
-from schemas.topics import model_topic
+from schemas.topics import ROUTED_PREFIX, model_topic
 from streams.kafka.admin import create_topics
 from streams.kafka.local import free_port
 from streams.kafka.settings import KafkaSettings
@@ -189,6 +189,11 @@ def run(prometheus, services, settings, u, zeroeval, queries) -> None:
 
     wait_until(every_panel_has_data, timeout=150, interval=1.0,
                why=lambda: f"panels without data: {missing}\n{services['feedback'].log_tail()}")
+    groups = {f"router-{u}", f"router-{u}.spend", f"fb-{u}",
+              *(f"worker-{u}.{model_topic(m).removeprefix(ROUTED_PREFIX)}"
+                for m in [*SERVED, UNHEALTHY])}
+    lagging = prometheus.api("query", query="count by (group) (ipr_kafka_consumer_lag_records)")
+    assert {r["metric"]["group"] for r in lagging["result"]} == groups  # each service's own
     assert "swapped artifacts" in router.log_tail(10**7)  # the recalibrated version is served
 
 

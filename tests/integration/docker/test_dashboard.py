@@ -188,7 +188,8 @@ def run(prometheus, services, settings, u, zeroeval, queries) -> None:
         return not missing
 
     wait_until(every_panel_has_data, timeout=150, interval=1.0,
-               why=lambda: f"panels without data: {missing}\n{services['feedback'].log_tail()}")
+               why=lambda: f"panels without data: {missing}\n" + "\n".join(
+                   s.log_tail(1500) for s in services.values()))
     groups = {f"router-{u}", f"router-{u}.spend", f"fb-{u}",
               *(f"worker-{u}.{model_topic(m).removeprefix(ROUTED_PREFIX)}"
                 for m in [*SERVED, UNHEALTHY])}

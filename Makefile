@@ -52,8 +52,9 @@ test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration and not model" tests
 
 # Speed (benchmarks, not tests): the router through Kafka against its in-process limit (and again
-# in exactly-once mode, build/bench-exactly-once.json, and as two router processes,
-# build/bench-2-routers.json), then what `ipr gateway` adds over a direct call to a backend that
+# in exactly-once mode, build/bench-exactly-once.json, as two router processes,
+# build/bench-2-routers.json, and with every prompt traced into a Zipkin server,
+# build/bench-traced.json), then what `ipr gateway` adds over a direct call to a backend that
 # answers at once (build/bench-gateway.json), then the model's single-prompt latency, batched throughput and training times, then the machine's limit,
 # the encoder's profile and how scoring grows with models and memory (and with the kNN index, to
 # 1M rows: build/knn-index.json), then how long a router
@@ -64,6 +65,8 @@ bench: $(STAMP) $(ARTIFACTS)/manifest.json
 		--rounds 3 --json build/bench-exactly-once.json
 	$(PY) -m benchmarks bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --routers 2 \
 		--rounds 3 --json build/bench-2-routers.json
+	$(PY) -m benchmarks bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --traced \
+		--baseline build/bench.json --json build/bench-traced.json
 	$(PY) -m benchmarks gateway-bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval \
 		--json build/bench-gateway.json
 	$(PY) -m benchmarks model-bench --artifacts $(ARTIFACTS) --dataset $(DATA)/zeroeval --train --recalibrate \

@@ -21,7 +21,6 @@ import functools
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,8 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.cpu import CpuUse, Steal
-from benchmarks.processes import Service, router_env
+from benchmarks.processes import RssSampler, Service, router_env
 from benchmarks.traffic import collect, produce, prompt_events, restamp, wait_until_routing
+from benchmarks.zipkin import Zipkin
 from ipr_model.evaluation.stats import percentiles
 from schemas.topics import model_topic
 from streams.kafka.admin import create_topics, group_state
@@ -133,32 +133,17 @@ class Visible:
         await self.consumer.stop()
 
 
-class RssSampler(threading.Thread):
-    """Peak resident memory of a process, sampled from /proc every 0.2 s."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        self.pid, self.peak_kb, self.stopped = pid, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.2):
-            try:
-                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        self.peak_kb = max(self.peak_kb, int(line.split()[1]))
-            except OSError:
-                return
-
-
 def run_bench(
     artifacts: Path, dataset: Path, n: int, batch_size: int | None, rounds: int, out: Path,
-    exactly_once: bool = False, routers: int = 1,
+    exactly_once: bool = False, routers: int = 1, traced: bool = False,
 ) -> dict:
     """``batch_size``: the router's micro-batch (None: its default, ``IPR_ROUTER_BATCH_SIZE``);
     ``rounds``: end-to-end runs, each between two limit runs; ``exactly_once``: the router
     commits its batches in transactions (``IPR_ROUTER_EXACTLY_ONCE``); an output then arrives
     when a read_committed reader gets it (:class:`Visible`), not when it is appended. ``routers``:
-    router processes in one group, each with its share of the cores as encoder threads."""
+    router processes in one group, each with its share of the cores as encoder threads;
+    ``traced``: every prompt traced, its spans exported to a Zipkin server of the bench's
+    (:mod:`benchmarks.zipkin`), which counts what it took in."""
     from ipr_model.artifacts.manifest import read_manifest
     from ipr_model.serving.scorer import Scorer
     from ipr_model.training.datasets import load_dataset
@@ -178,13 +163,15 @@ def run_bench(
 
     settings = KafkaSettings()
     run = uuid.uuid4().hex[:8]
-    with kafka_bootstrap() as bootstrap:
+    with kafka_bootstrap() as bootstrap, contextlib.ExitStack() as stack:
+        zipkin = (stack.enter_context(Zipkin(Path("build") / "logs" / f"bench-{run}" /
+                                             "zipkin.log")) if traced else None)
         model_topics = sorted({model_topic(m) for m in manifest.models})
         outputs = [settings.prompts_dlq, *model_topics]
         _create_bench_topics(bootstrap, settings, outputs)
         batch_size = batch_size or RouterSettings().batch_size
-        started = [_start_router(artifacts, bootstrap, run, batch_size, exactly_once, i, routers)
-                   for i in range(routers)]
+        started = [_start_router(artifacts, bootstrap, run, batch_size, exactly_once, i, routers,
+                                 zipkin.env() if zipkin else {}) for i in range(routers)]
         rss = RssSampler(started[0].proc.pid)
         rss.start()
         try:
@@ -199,13 +186,16 @@ def run_bench(
         finally:
             rss.stopped.set()
             for router in started:
-                router.stop()
+                router.stop()  # its spans are flushed as it stops
+        spans = zipkin.span_count() if zipkin else None
     report = {
         "dataset": data.name,
         "prompts": n,
         "batch_size": batch_size,
         "exactly_once": exactly_once,
         "routers": routers,
+        "traced": traced,
+        **({"spans_exported": spans} if traced else {}),
         **_throughput(limits, e2e, e2e_rate),
         **_latency(lat_got, e2e_rate, lat_steal),
         "router_peak_rss_mb": round(rss.peak_kb / 1024, 1),
@@ -241,13 +231,15 @@ def _create_bench_topics(bootstrap: str, settings: KafkaSettings, outputs: list[
 
 
 def _start_router(artifacts: Path, bootstrap: str, run: str, batch_size: int,
-                  exactly_once: bool, index: int = 0, of: int = 1) -> Service:
+                  exactly_once: bool, index: int = 0, of: int = 1,
+                  extra: dict[str, str] | None = None) -> Service:
     """Router process ``index`` of ``of`` under test (the run's app id, a data dir and a share of
     the cores of its own), logging under build/logs."""
     app_id = f"ipr-router-bench-{run}"
     env = router_env(bootstrap, app_id, IPR_ROUTER_BATCH_SIZE=str(batch_size),
                      IPR_ROUTER_EXACTLY_ONCE=str(exactly_once).lower(),
-                     IPR_ROUTER_DATA_DIR=str(Path("build") / "faust" / f"{app_id}-{index}"))
+                     IPR_ROUTER_DATA_DIR=str(Path("build") / "faust" / f"{app_id}-{index}"),
+                     **(extra or {}))
     if of > 1:
         env["IPR_ROUTER_ENCODER_THREADS"] = str(max(1, (os.cpu_count() or 1) // of))
     return Service(f"router{index or ''}", ["router", "--artifacts", str(artifacts)], env,

@@ -43,6 +43,11 @@ def bench(
         help="the router in exactly-once mode (IPR_ROUTER_EXACTLY_ONCE)")] = False,
     routers: Annotated[int, typer.Option(
         help="router processes in one group, the cores shared among them")] = 1,
+    traced: Annotated[bool, typer.Option(
+        "--traced", help="every prompt traced, its spans sent to a Zipkin server")] = False,
+    baseline: Annotated[Path | None, typer.Option(
+        help="an untraced run's report: the traced one says what tracing costs against it")]
+    = None,
     json_out: Annotated[Path, typer.Option("--json", help="report")] = Path("build/bench.json"),
 ) -> None:
     """The router's throughput and latency through a real Kafka, against its limit \
@@ -52,8 +57,21 @@ def bench(
 
     stop_on_sigterm()
     report = run_bench(artifacts, dataset_or_default(dataset), prompts, batch_size, rounds,
-                       json_out, exactly_once, routers)
+                       json_out, exactly_once, routers, traced)
+    if baseline is not None:
+        report["against"] = against(json.loads(baseline.read_text()), report, str(baseline))
+        write_json(report, json_out)
     typer.echo(json.dumps(report, indent=1))
+
+
+def against(base: dict, run: dict, name: str) -> dict:
+    """What a variant of the bench costs against a baseline run: throughput lost (each as its
+    ratio to the limit measured around it, so a machine that slowed between the two runs does not
+    count) and the router's CPU per prompt added."""
+    cpu = "router_e2e_ms_per_prompt"
+    return {"baseline": name,
+            "throughput_lost": round(1 - run["ratio"] / base["ratio"], 3),
+            "router_cpu_per_prompt_added": round(run["cpu"][cpu] / base["cpu"][cpu] - 1, 3)}
 
 
 def model_bench(

@@ -29,10 +29,9 @@ from pathlib import Path
 import httpx
 import orjson
 
-from benchmarks.bench import RssSampler
 from benchmarks.cpu import Steal
 from benchmarks.gateway_share import gateway_service, wait_healthy
-from benchmarks.processes import Service, check_alive, router_env
+from benchmarks.processes import RssSampler, Service, check_alive, router_env
 from ipr_model.artifacts.manifest import read_manifest
 from ipr_model.evaluation.stats import percentiles
 from ipr_model.training.datasets import load_dataset

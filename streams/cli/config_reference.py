@@ -20,6 +20,7 @@ from streams.feedback.settings import FeedbackSettings
 from streams.gateway.settings import GatewaySettings
 from streams.kafka.settings import KafkaSettings
 from streams.router.settings import RouterSettings
+from streams.tracing import TracingSettings
 from streams.worker.settings import WorkerSettings
 
 HEADER = """\
@@ -31,9 +32,10 @@ two differ.
 
 Every service reads its settings from the environment when it starts, never at import; an option
 on the command line (`--artifacts`, `--tolerance`, `--backend`, ...) wins over its variable. Only
-`IPR_` variables are read: Faust's own unprefixed ones (`BROKER_URL`, ...) are not, every value it
-needs is passed to it. A value that does not fit its field stops the service with one line naming
-the field. Lists are JSON (`["a", "b"]`); booleans `true`/`false` (or `1`/`0`).
+`IPR_` variables are read, and OpenTelemetry's standard `OTEL_*` ones for traces: Faust's own
+unprefixed ones (`BROKER_URL`, ...) are not, every value it needs is passed to it. A value that
+does not fit its field stops the service with one line naming the field. Lists are JSON (`["a",
+"b"]`); booleans `true`/`false` (or `1`/`0`).
 """
 
 FOOTER = """\
@@ -55,6 +57,11 @@ SECTIONS: list[tuple[str, str, type[BaseSettings], type[BaseSettings] | None]] =
      KafkaSettings),
     ("Gateway", "`ipr gateway`, the OpenAI-compatible HTTP front door; and the Kafka settings "
      "above.", GatewaySettings, KafkaSettings),
+    ("Traces", "Every service (`streams/tracing.py`): OpenTelemetry's standard variables, not "
+     "`IPR_` ones. Unset, nothing is traced, and the router, the workers and the feedback "
+     "service load nothing of OpenTelemetry's. The "
+     "exporters read their own too (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_ZIPKIN_ENDPOINT`,"
+     " `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_TRACES_SAMPLER`, ...).", TracingSettings, None),
     ("Datasets and caches", "Training, evaluation and the lab (`ipr_model`). An empty value "
      "counts as unset.", FolderSettings, None),
     ("Scoring", "Whatever loads an artifact with a kNN index: the router, the feedback service, "

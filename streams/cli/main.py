@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 
+from streams import tracing
 from streams.cli import model as model_cli
 from streams.cli.console import (
     DEFAULT_ARTIFACTS,
@@ -119,6 +120,7 @@ def worker(
         raise UserError(f"--backend must be openai or replay, got {backend!r}")
     if backend == "openai" and artifacts is None and settings.known_models is None:
         artifacts = DEFAULT_ARTIFACTS
+    tracing.setup("ipr-worker")
     run_worker(settings, list(model or []), backend, dataset, artifacts)
 
 
@@ -141,6 +143,7 @@ def router(
         artifacts=artifacts, web_port=web_port,
         default_tolerance=None if tolerance is None else check_tolerance(tolerance)))
     read_manifest(s.artifacts)  # a clear error now rather than inside the worker
+    tracing.setup("ipr-router")
     faust_app, _ = create_app(s)
     _run_faust(faust_app, s, [s.prompts_in, s.prompts_dlq, s.decisions, s.control, s.shadow])
 
@@ -164,6 +167,7 @@ def feedback(
         from prometheus_client import start_http_server
 
         start_http_server(s.metrics_port, addr=s.metrics_bind)
+    tracing.setup("ipr-feedback")
     faust_app, service = create_app(s)
     s.versions_dir.mkdir(parents=True, exist_ok=True)
     # The tables' changelogs exist before the first write: Faust would create them lazily and
@@ -193,6 +197,7 @@ def gateway(
     from streams.kafka.admin import KafkaAdminError
 
     s = GatewaySettings(**_given(host=host, port=port, artifacts=artifacts, keys_file=keys_file))
+    tracing.setup("ipr-gateway")
     try:
         serve(s)
     except (KafkaAdminError, KeysFileError) as e:

@@ -58,6 +58,7 @@ from schemas import (
 from schemas.codec import ERROR_KINDS
 from schemas.topics import CONTROL_KEY
 from schemas.vectors import unpack
+from streams import tracing
 from streams.control.topic import read_control
 from streams.control.versions import ensure_topic, send_records
 from streams.feedback.labels import due, judge, versions_to_remove
@@ -170,28 +171,42 @@ class Feedback:
                     del self.decision_log[key]
 
     async def collect_labels(self, stream) -> None:
-        s = self.settings
         self.started = time.time()  # a backlog's labels wait for their decisions from now
         async for event in stream.events():
             msg = event.message
+            span = tracing.consumed(msg.topic, msg.partition, msg.offset, self.app.conf.id,
+                                    event.key, msg.headers)
             try:
-                fb = decode(QualityFeedback, event.value)
-                produced = msg.timestamp or time.time()  # seconds (Faust)
-                decision = await self.decision_for(
-                    fb.prompt_id, max(produced, self.started) + s.label_wait_s)
-                problem = judge(fb, decision, self.models, self.version)
-            except SchemaError as e:
-                fb, problem = None, (e.kind, str(e))
-            if problem:
-                dead = DeadLetter.build(
-                    source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                    key=event.key, value=event.value, error=problem[1], error_kind=problem[0])
-                await self.dlq.send(key=event.key, value=encode(dead), force=True)
-                DEAD_LETTERS.labels(problem[0]).inc()
-                log.warning("dead letter %s: key %s at %s[%d]@%d", problem[0], dead.key,
-                            msg.topic, msg.partition, msg.offset)
-                continue
-            await self._keep(fb)
+                with tracing.active(span):  # a recalibration it sets off is its child
+                    await self._label(event, span)
+            finally:
+                if span is not None:
+                    span.end()
+
+    async def _label(self, event, span) -> None:
+        """One label: kept (and a recalibration when one is due), or dead-lettered."""
+        s, msg = self.settings, event.message
+        try:
+            fb = decode(QualityFeedback, event.value)
+            produced = msg.timestamp or time.time()  # seconds (Faust)
+            decision = await self.decision_for(
+                fb.prompt_id, max(produced, self.started) + s.label_wait_s)
+            problem = judge(fb, decision, self.models, self.version)
+        except SchemaError as e:
+            fb, problem = None, (e.kind, str(e))
+        if problem:
+            dead = DeadLetter.build(
+                source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                key=event.key, value=event.value, error=problem[1], error_kind=problem[0])
+            await self.dlq.send(key=event.key, value=encode(dead), force=True)
+            DEAD_LETTERS.labels(problem[0]).inc()
+            log.warning("dead letter %s: key %s at %s[%d]@%d", problem[0], dead.key,
+                        msg.topic, msg.partition, msg.offset)
+            tracing.failed(span, problem[0])
+            return
+        if span is not None:
+            span.set_attribute("ipr.model", fb.model_id)
+        await self._keep(fb)
 
     async def _keep(self, fb: QualityFeedback) -> None:
         s = self.settings
@@ -213,7 +228,8 @@ class Feedback:
             self.recalibrated[fb.model_id] = at
             self.last_recal[fb.model_id] = now
             try:
-                await self.recalibrate_model(fb.model_id)
+                with tracing.span(f"recalibrate {fb.model_id}", {"ipr.model": fb.model_id}):
+                    await self.recalibrate_model(fb.model_id)
             except Exception as e:  # noqa: BLE001 - the labels stay; the next one is due later
                 RECALIBRATIONS.labels("failed").inc()
                 log.error("recalibration of %s failed (%s: %s); its labels are kept",

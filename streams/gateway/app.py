@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas import ModelResponse, PromptRequest, QualityFeedback, StreamChunk, encode
 from schemas.fields import Label, Probability, PromptId
+from streams import tracing
 from streams.gateway.channel import Pending, ReplyChannel
 from streams.gateway.errors import ApiError, timeout_error
 from streams.gateway.keys import tenant_of
@@ -188,6 +189,9 @@ async def _complete(request: Request, body: Any, tenant: str | None, channel: Re
             metrics.in_flight.dec()
     if isinstance(outcome, ModelResponse):
         headers = ipr_headers(prompt_id, outcome, prompt.tolerance)
+        tracing.annotate({"gen_ai.response.model": outcome.model_id,
+                          "gen_ai.usage.input_tokens": outcome.tokens_in,
+                          "gen_ai.usage.output_tokens": outcome.tokens_out})
     error = outcome_error(outcome, prompt_id, headers)
     if error is not None:
         raise error
@@ -223,8 +227,16 @@ def _handlers(app: FastAPI, metrics: GatewayMetrics) -> None:
     @app.middleware("http")
     async def observe(request: Request, call_next):
         began = time.perf_counter()
-        response = await call_next(request)
         route = request.url.path if request.url.path in _ROUTES else "other"
+        span = tracing.received(request.headers, request.method, route) if route in _TRACED \
+            else None
+        try:
+            with tracing.active(span):  # what the request sends to Kafka continues its trace
+                response = await call_next(request)
+            tracing.responded(span, response.status_code)
+        finally:
+            if span is not None:
+                span.end()
         metrics.requests.labels(route=route, status=str(response.status_code)).inc()
         metrics.latency.labels(route=route).observe(time.perf_counter() - began)
         return response
@@ -249,3 +261,4 @@ def _handlers(app: FastAPI, metrics: GatewayMetrics) -> None:
 
 _ROUTES = frozenset({"/v1/chat/completions", "/v1/models", "/v1/feedback", "/health",
                      "/metrics"})
+_TRACED = frozenset({"/v1/chat/completions", "/v1/feedback"})

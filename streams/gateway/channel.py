@@ -40,6 +40,7 @@ from schemas import (
     encode,
 )
 from schemas.topics import EVENT_HEADER
+from streams import tracing
 from streams.gateway.settings import GatewaySettings
 from streams.kafka.admin import create_topics, describe_partitions
 from streams.kafka.clients import aiokafka_config
@@ -152,7 +153,8 @@ class ReplyChannel:
         self.pending[pid] = pending
         try:
             await self.producer.send_and_wait(self.settings.prompts_in, encode(request),
-                                              key=pid.encode("utf-8"))
+                                              key=pid.encode("utf-8"),
+                                              headers=tracing.record_headers())
         except BaseException:
             self.pending.pop(pid, None)
             raise
@@ -160,7 +162,8 @@ class ReplyChannel:
 
     async def send(self, topic: str, value: bytes, key: str) -> None:
         assert self.producer is not None, "the channel is not started"
-        await self.producer.send_and_wait(topic, value, key=key.encode("utf-8"))
+        await self.producer.send_and_wait(topic, value, key=key.encode("utf-8"),
+                                          headers=tracing.record_headers())
 
     # ---------------------------------------------------------------------------- replies
 

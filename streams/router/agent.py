@@ -55,7 +55,7 @@ from streams.control.serving import ServingBoard
 from streams.control.topic import control_history, read_control
 from streams.control.versions import can_read, ensure_topic, local_versions, prune_received, receive
 from streams.kafka.admin import KafkaAdminError
-from streams.router import metrics
+from streams.router import metrics, traces
 from streams.router.routing import BatchResult, Record, route_records
 from streams.router.scorers import ScorerHolder
 from streams.router.settings import RouterSettings
@@ -122,6 +122,7 @@ class Router:
         await self.tenants.ready.wait()  # every policy and the spend so far, before routing
         await self.serving.wait()  # the announced version, not --artifacts for a first batch
         async for events in stream.noack_take(s.batch_size, within=s.batch_timeout_ms / 1000.0):
+            taken_ns = time.time_ns()
             records = [
                 Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
                 for e in events
@@ -140,11 +141,12 @@ class Router:
                 self.tool_calls, s.reserve_budgets))
             for r in result.reservations:  # the next batch adds to them, delivered or not yet
                 self.tenants.record_spend(r)
-            outputs = self._outputs(result)
+            spans = traces.start(events, result, taken_ns, s.app_id)
+            outputs = self._outputs(result, spans)
             shadow = self.shadow.scorer() is not None
             if self.transactions is None:  # sent now, acknowledged once delivered
-                sends = [await self.topic(t).send(key=k, value=v, force=True)
-                         for _, (t, k, v) in outputs]
+                sends = [await self.topic(t).send(key=k, value=v, headers=h, force=True)
+                         for _, (t, k, v, h) in outputs]
                 pending.append(asyncio.ensure_future(_ack_when_delivered(stream, events, sends)))
             else:  # queued for the partitions' next transactions, the shadow's decisions too
                 if shadow:
@@ -153,6 +155,7 @@ class Router:
                     self._commit_exactly_once(stream, events, records, outputs)))
             while pending and (len(pending) > depth or pending[0].done()):
                 await pending.popleft()  # raises if that batch failed to deliver: never acked
+            traces.end(spans)
             metrics.observe(result, len(records), scorer.reference)
             if shadow and self.transactions is None:  # after the live outputs, never holding them
                 await self._send_shadow(result, scorer, unhealthy, unserved)
@@ -168,13 +171,14 @@ class Router:
             metrics.SHADOW_FAILURES.inc()
             log.error("shadow decisions of a batch were not made: %s", type(e).__name__)
             return []
-        return [(d.partition, (self.settings.shadow, d.key, encode(d.decision))) for d in out]
+        return [(d.partition, (self.settings.shadow, d.key, encode(d.decision), None))
+                for d in out]
 
     async def _send_shadow(self, result: BatchResult, live, unhealthy, unserved) -> None:
         """The shadow version's decisions on the batch, to ``router.shadow`` (their delivery is
         not awaited: a failure is logged and counted, and the batch is acknowledged anyway)."""
         try:
-            for _, (topic, key, value) in await self._shadow_outputs(result, live, unhealthy,
+            for _, (topic, key, value, _) in await self._shadow_outputs(result, live, unhealthy,
                                                                      unserved):
                 fut = await self.topic(topic).send(key=key, value=value, force=True)
                 fut.add_done_callback(_shadow_delivered)
@@ -182,19 +186,22 @@ class Router:
             metrics.SHADOW_FAILURES.inc()
             log.error("shadow decisions of a batch were not sent: %s", type(e).__name__)
 
-    def _outputs(self, result: BatchResult) -> list[tuple[int, Output]]:
-        """Every record the batch produces, with the partition of the input it came from."""
+    def _outputs(self, result: BatchResult, spans: traces.Spans) -> list[tuple[int, Output]]:
+        """Every record the batch produces, with the partition of the input it came from (and
+        its prompt's trace in its headers)."""
         s = self.settings
         out: list[tuple[int, Output]] = []
         for r in result.routed:
-            out.append((r.partition, (r.topic, r.key, encode(r.prompt))))
-            out.append((r.partition, (s.decisions, r.key, encode(r.decision))))
+            h = traces.headers(spans, r.partition, r.offset)
+            out.append((r.partition, (r.topic, r.key, encode(r.prompt), h)))
+            out.append((r.partition, (s.decisions, r.key, encode(r.decision), h)))
         for v in result.reservations:  # in the partition's transaction, exactly-once
             out.append((v.partition, (s.reservations, spend_key(
-                v.tenant, v.period, v.period_start, v.partition), encode(v))))
+                v.tenant, v.period, v.period_start, v.partition), encode(v), None)))
         for d in result.dead:
             key = d.key.encode() if d.key is not None else None
-            out.append((d.partition, (s.prompts_dlq, key, encode(d))))
+            h = traces.headers(spans, d.partition, d.offset)
+            out.append((d.partition, (s.prompts_dlq, key, encode(d), h)))
             # The codec's reasons name fields, never values; a scoring error's may quote the text.
             reason = "" if d.error_kind == "routing_error" else f": {d.error}"
             log.warning("dead letter %s: key %s at %s[%d]@%d%s", d.error_kind, d.key,

@@ -42,7 +42,8 @@ from streams.kafka.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-Output = tuple[str, bytes | None, bytes]  # topic, key, value
+# topic, key, value, headers (a trace's context: streams.tracing)
+Output = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]
 
 
 class Transactions:
@@ -118,8 +119,8 @@ class Transactions:
             p = await self.producer(partition)
             try:
                 async with p.transaction():
-                    sends = [await p.send(topic, key=key, value=value)
-                             for topic, key, value in outputs]
+                    sends = [await p.send(topic, key=key, value=value, headers=headers)
+                             for topic, key, value, headers in outputs]
                     await asyncio.gather(*sends)
                     await p.send_offsets_to_transaction(
                         {TopicPartition(self.topic, partition): next_offset}, self.group_id)

@@ -29,9 +29,11 @@ from schemas import (
 )
 from schemas import limits as L
 from schemas.topics import ROUTED_PREFIX, health_key, model_topic
+from streams import tracing
 from streams.control.health import ErrorStreak
 from streams.control.tool_calls import tool_call_records
 from streams.kafka.clients import aiokafka_config
+from streams.worker import traces
 from streams.worker.backends.base import Backend, Completion
 from streams.worker.chunks import ChunkSink
 from streams.worker.failover import next_attempt
@@ -70,6 +72,7 @@ class ModelLoop:
         # a backend written before streaming answers a streamed request whole (one chunk)
         complete = getattr(backend, "complete", None)
         self.streams = complete is not None and "deltas" in inspect.signature(complete).parameters
+        self.provider = traces.provider(backend)  # gen_ai.provider.name on its calls' spans
         self.topic = model_topic(model_id)
         self.group = f"{self.settings.group_prefix}.{self.topic[len(ROUTED_PREFIX):]}"
         self.stats = WorkerStats()
@@ -184,17 +187,27 @@ class ModelLoop:
     # ------------------------------------------------------------------------- one record
 
     async def _handle(self, record: Any) -> None:
+        span = tracing.consumed(record.topic, record.partition, record.offset, self.group,
+                                record.key, record.headers, attributes={"ipr.model": self.model_id})
+        try:
+            await self._process(record, span)
+        finally:
+            if span is not None:
+                span.end()
+
+    async def _process(self, record: Any, span) -> None:
+        h = tracing.headers_of(span)  # what is written for the record continues its trace
         try:
             routed = decode(RoutedPrompt, record.value)
         except SchemaError as exc:
-            await self._dead_letter(record, str(exc), exc.kind)
+            await self._dead_letter(record, str(exc), exc.kind, span)
             return
         if routed.model_id != self.model_id:
             await self._dead_letter(
                 record,
                 f"model_id {routed.model_id!r} on topic {record.topic!r}, whose worker serves "
                 f"{self.model_id!r} (two model ids share the topic)",
-                "wrong_model",
+                "wrong_model", span,
             )
             return
         asked = routed.params.requested_tokens() if routed.params is not None else None
@@ -202,22 +215,25 @@ class ModelLoop:
             await self._dead_letter(
                 record, f"the request asks for {asked} output tokens; this worker's cap is "
                 f"{self.settings.max_tokens_cap} (IPR_WORKER_MAX_TOKENS_CAP)",
-                "max_tokens_above_cap")
+                "max_tokens_above_cap", span)
             return
         if self.publisher.seen(routed.prompt_id, routed.attempt):
             self._count("duplicates_skipped")
             self._count("processed")
             return
         sink = self._chunk_sink(routed)
+        call = traces.call_span(span, routed, self.provider)
         try:
-            completion = await (self.backend.complete(routed) if sink is None
-                                else self.backend.complete(routed, sink))
+            with tracing.active(call):  # an HTTP backend sends its traceparent on
+                completion = await (self.backend.complete(routed) if sink is None
+                                    else self.backend.complete(routed, sink))
         except Exception as exc:  # noqa: BLE001 - a backend bug must not lose the prompt
             log.error("model %s prompt %s: backend raised %s",
                       self.model_id, routed.prompt_id, type(exc).__name__)
             completion = Completion(
                 "", 0, 0, 0.0, 0.0, error=f"backend raised {type(exc).__name__}"
             )
+        traces.call_ended(call, completion)
         if sink is not None:
             await sink.close()  # the chunks leave before the answer
         # failover only before the first streamed piece: after it, the client has part of this
@@ -225,9 +241,9 @@ class ModelLoop:
         forward = None if completion.error is None or (sink and sink.started) else next_attempt(
             routed, completion.error, completion.retryable, self.settings.failover_attempts)
         if forward is None:
-            await self._publish(routed, completion)
+            await self._publish(routed, completion, h)
         else:
-            await self._forward(routed, forward, completion.error or "")
+            await self._forward(routed, forward, completion.error or "", h)
 
     def _chunk_sink(self, routed: RoutedPrompt) -> ChunkSink | None:
         """Where a streamed request's pieces go: its reply channel (None: not streamed)."""
@@ -242,12 +258,13 @@ class ModelLoop:
         if health is not None:
             await self._report(health)
 
-    async def _forward(self, routed: RoutedPrompt, forward: RoutedPrompt, error: str) -> None:
+    async def _forward(self, routed: RoutedPrompt, forward: RoutedPrompt, error: str,
+                       headers=None) -> None:
         """Failover: the prompt to its next model's topic, acknowledged (with the answered
         record of this attempt) before this record's offset may be committed."""
         out = self.publisher
         key = routed.prompt_id.encode("utf-8")
-        sent = [await out.send(model_topic(forward.model_id), encode(forward), key)]
+        sent = [await out.send(model_topic(forward.model_id), encode(forward), key, headers)]
         sent += await out.answered_record(routed.prompt_id, routed.attempt, self.model_id)
         await asyncio.gather(*sent)
         log.info("worker %s: prompt %s failed on %s (attempt %d); forwarded to %s", self.group,
@@ -256,7 +273,7 @@ class ModelLoop:
         self._count("processed")
         await self._observe(error)  # a failed call, forwarded or not
 
-    async def _publish(self, routed: RoutedPrompt, c: Completion) -> None:
+    async def _publish(self, routed: RoutedPrompt, c: Completion, headers=None) -> None:
         out = self.publisher
         key = routed.prompt_id.encode("utf-8")
         response = ModelResponse(
@@ -287,7 +304,7 @@ class ModelLoop:
             await asyncio.gather(*[await out.send(self.settings.tool_calls, v, k) for k, v in
                                    tool_call_records(self.model_id,
                                                      [t.id for t in c.message.tool_calls])])
-        sent = [await out.send(self.settings.responses, encode(response), key)]
+        sent = [await out.send(self.settings.responses, encode(response), key, headers)]
         with_feedback = c.quality is not None and c.error is None
         if with_feedback:
             feedback = QualityFeedback(
@@ -297,7 +314,7 @@ class ModelLoop:
                 source="replay",
                 task=c.task or None,
             )
-            sent.append(await out.send(self.settings.feedback, encode(feedback), key))
+            sent.append(await out.send(self.settings.feedback, encode(feedback), key, headers))
         sent += await out.answered_record(routed.prompt_id, routed.attempt, self.model_id)
         if routed.reply_to is not None:  # the waiting client need not wait for the acks too
             self._reply(routed.reply_to.topic, encode(response), key)
@@ -349,14 +366,16 @@ class ModelLoop:
         log.warning("worker %s: model %s reported %s (%d errors in a row)", self.group,
                     self.model_id, state, health.consecutive_errors)
 
-    async def _dead_letter(self, record: Any, error: str, kind: str) -> None:
+    async def _dead_letter(self, record: Any, error: str, kind: str, span=None) -> None:
         letter = DeadLetter.build(
             source_topic=record.topic, partition=record.partition, offset=record.offset,
             key=record.key, value=record.value, error=error, error_kind=kind,
         )
         log.warning("worker %s: dead letter %s at %s[%d]@%d",
                     self.group, kind, record.topic, record.partition, record.offset)
-        fut = await self.publisher.send(self.settings.prompts_dlq, encode(letter), record.key)
+        tracing.failed(span, kind)
+        fut = await self.publisher.send(self.settings.prompts_dlq, encode(letter), record.key,
+                                        tracing.headers_of(span))
         await fut
         DEAD_LETTERS.labels(kind).inc()
         self._count("dead_lettered")

@@ -45,6 +45,7 @@ class Completion:
     usage_reported: bool = False  # tokens_in/out are the backend's own count
     error_status: int | None = None  # the backend's HTTP status of a failure (0: no answer)
     error_type: str | None = None  # the backend's error type (rate_limit, timeout, ...)
+    response_model: str | None = None  # the model the backend says answered (its "model")
 
 
 class Deltas(Protocol):

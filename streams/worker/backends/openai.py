@@ -37,6 +37,7 @@ from ipr_model.serving.costs import Prices
 from schemas import RoutedPrompt
 from schemas import limits as L
 from schemas.chat import AssistantMessage, FinishReason, ToolCallDelta, merge_tool_calls
+from streams import tracing
 from streams.retry import Backoff, retry
 from streams.worker.backends.base import (
     Completion,
@@ -186,7 +187,8 @@ class OpenAIBackend:
     async def _post(self, body: dict) -> Any:
         with self._transport_errors():
             response = await self.client.post(
-                self.url, json=body, headers=self._headers, timeout=self.timeout_s
+                self.url, json=body, headers={**self._headers, **tracing.http_headers()},
+                timeout=self.timeout_s,
             )
         _raise_for_status(response)
         try:
@@ -201,9 +203,10 @@ class OpenAIBackend:
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         content: list[str] = []
         calls: list[ToolCallDelta] = []
-        finish, usage = None, None
+        finish, usage, model = None, None, None
+        headers = {**self._headers, **tracing.http_headers()}
         with self._transport_errors():
-            async with self.client.stream("POST", self.url, json=body, headers=self._headers,
+            async with self.client.stream("POST", self.url, json=body, headers=headers,
                                           timeout=self.timeout_s) as response:
                 if response.status_code >= 400:
                     await response.aread()
@@ -216,6 +219,7 @@ class OpenAIBackend:
                         break
                     doc = _stream_event(data)
                     usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else usage
+                    model = doc.get("model") or model
                     for choice in doc.get("choices") or ():
                         delta = choice.get("delta") or {}
                         piece = delta.get("content")
@@ -230,7 +234,7 @@ class OpenAIBackend:
         return {"choices": [{"message": {"content": "".join(content) or None,
                                          "tool_calls": tool_calls},
                              "finish_reason": finish}],
-                "usage": usage}
+                "usage": usage, "model": model}
 
     def _parse(self, routed: RoutedPrompt, doc: Any, began: float) -> Completion:
         try:
@@ -257,6 +261,7 @@ class OpenAIBackend:
             message=message,
             finish_reason=finish if finish in FINISH_REASONS else None,
             usage_reported=reported,
+            response_model=str(doc["model"])[: L.MAX_LABEL_CHARS] if doc.get("model") else None,
         )
 
     def _failed(self, routed: RoutedPrompt, error: str, began: float, status: int, kind: str,

@@ -35,7 +35,7 @@ class Recording(Transactions):
 
 
 def out(value: bytes):
-    return ("prompts.routed.m", b"k", value)
+    return ("prompts.routed.m", b"k", value, None)
 
 
 def test_batches_queued_during_a_commit_share_the_next_transaction():

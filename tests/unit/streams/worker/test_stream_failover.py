@@ -50,7 +50,7 @@ def handle(pieces: int) -> list[tuple[str, bytes]]:
     prompt = routed(model_id="small", ranking=["small", "large"], stream=True,
                     reply_to={"topic": "gateway.replies.g1"})
     record = SimpleNamespace(value=encode(prompt), topic=model_topic("small"), partition=0,
-                             offset=1, key=b"p-1")
+                             offset=1, key=b"p-1", headers=())
     out = Sent()
     settings = WorkerSettings(kafka_bootstrap="127.0.0.1:1", failover_attempts=2,
                               unhealthy_after=0, stream_flush_ms=0)

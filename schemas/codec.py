@@ -43,6 +43,11 @@ _LONE_SURROGATE = "a lone UTF-16 surrogate escape (\\uD800-\\uDFFF outside a hig
 _TYPE_ERRORS = {"float_type", "int_type", "bool_type", "string_type", "list_type", "dict_type"}
 
 
+# Every kind a decode fails with (what each means: above), for counters that start at zero.
+ERROR_KINDS = ("empty", "too_large", "invalid_unicode", "too_deep", "invalid_json", "validation",
+               UNSUPPORTED)
+
+
 class SchemaError(IprError, ValueError):
     """A payload could not be decoded into the expected event."""
 

@@ -94,8 +94,20 @@ def encoder_files(manifest: Manifest) -> dict[str, str]:
     return {k: v for k, v in manifest.data["files"].items() if k.startswith(f"{ENCODER_DIR}/")}
 
 
+def reference_model(cards: Sequence[ModelCard]) -> str | None:
+    """The version's reference model: the one with the highest mean recorded quality on its
+    train split (its card's ``train.mean_quality``; ties to the smaller id), the model ``ipr
+    evaluate`` and the demo weigh savings against (an onboarding model, with no outcomes yet, is
+    never it). None when no card records one."""
+    known = [(-float(c.info["train"]["mean_quality"]), c.id) for c in cards
+             if isinstance(c.info.get("train"), dict) and not c.info.get("onboarding")
+             and c.info["train"].get("mean_quality") is not None]
+    return min(known)[1] if known else None
+
+
 class Scorer:
     onboarding: frozenset[str] = frozenset()
+    reference: str | None = None  # what always routing there would cost: reference_model
 
     def __init__(self, manifest: Manifest, encoder, cards: list[ModelCard]):
         self.manifest = manifest
@@ -105,6 +117,7 @@ class Scorer:
         # Models with prices and no outcomes yet: left out of the rule's candidates, routed to only
         # by exploration (candidates.py).
         self.onboarding = frozenset(c.id for c in cards if c.info.get("onboarding"))
+        self.reference = reference_model(cards)
 
     @property
     def version(self) -> str:

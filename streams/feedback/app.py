@@ -55,6 +55,7 @@ from schemas import (
     decode,
     encode,
 )
+from schemas.codec import ERROR_KINDS
 from schemas.topics import CONTROL_KEY
 from schemas.vectors import unpack
 from streams import tracing
@@ -65,11 +66,19 @@ from streams.feedback.settings import FeedbackSettings
 from streams.feedback.waiting import caught_up, wait_for_decision
 from streams.kafka.admin import KafkaAdminError, committed_offsets
 from streams.kafka.clients import faust_config
+from streams.kafka.lag import watch_lag
 
 log = logging.getLogger(__name__)
 
 RECALIBRATIONS = Counter("ipr_feedback_recalibrations_total",
                          "recalibrations run, by result (published, kept, failed)", ["result"])
+DEAD_LETTERS = Counter("ipr_feedback_dead_letters_total", "labels dead-lettered, by reason",
+                       ["reason"])
+# at zero from the start: a rate over a series' first increment would not show it
+for _result in ("published", "kept", "failed"):
+    RECALIBRATIONS.labels(_result)
+for _kind in (*ERROR_KINDS, "unknown_model", "wrong_model", "unknown_prompt"):
+    DEAD_LETTERS.labels(_kind)
 
 
 class Feedback:
@@ -190,6 +199,7 @@ class Feedback:
                 source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
                 key=event.key, value=event.value, error=problem[1], error_kind=problem[0])
             await self.dlq.send(key=event.key, value=encode(dead), force=True)
+            DEAD_LETTERS.labels(problem[0]).inc()
             log.warning("dead letter %s: key %s at %s[%d]@%d", problem[0], dead.key,
                         msg.topic, msg.partition, msg.offset)
             tracing.failed(span, problem[0])
@@ -367,4 +377,10 @@ def create_app(settings: FeedbackSettings) -> tuple[faust.App, Feedback]:
     app.task(service.log_start)  # load_current runs before the app starts
     app.agent(service.decisions, name="remember_decisions")(service.remember_decisions)
     app.agent(service.feedback, name="collect_labels")(service.collect_labels)
+    if settings.metrics_port is not None:
+        groups = {settings.app_id: [settings.decisions, settings.feedback]}
+
+        @app.task
+        async def measure_lag() -> None:
+            await watch_lag(settings, lambda: groups)
     return app, service

@@ -87,6 +87,11 @@ class KafkaSettings(BaseSettings):
         "killed process) before its partitions move: what a restart after a crash waits "
         "(IPR_KAFKA_SESSION_TIMEOUT_S; the broker allows 6 to 300 by default)",
     )
+    kafka_lag_interval_s: float = Field(
+        15.0, ge=0, validation_alias=_env("kafka_lag_interval_s"),
+        description="how often a service measures its consumer groups' lag for /metrics "
+        "(ipr_kafka_consumer_lag_records; IPR_KAFKA_LAG_INTERVAL_S, 0: never)",
+    )
     prompts_in: str = Field(
         PROMPTS_IN,
         validation_alias=_env("prompts_in"),

@@ -156,7 +156,7 @@ class Router:
             while pending and (len(pending) > depth or pending[0].done()):
                 await pending.popleft()  # raises if that batch failed to deliver: never acked
             traces.end(spans)
-            metrics.observe(result, len(records))
+            metrics.observe(result, len(records), scorer.reference)
             if shadow and self.transactions is None:  # after the live outputs, never holding them
                 await self._send_shadow(result, scorer, unhealthy, unserved)
 

@@ -6,16 +6,20 @@ starts (``Router.load_scorer``).
 
 from __future__ import annotations
 
+import time
+
 import faust
 from aiohttp.web import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.kafka.clients import faust_config
+from streams.kafka.lag import watch_lag
+from streams.router import metrics
 from streams.router.agent import Router
 from streams.router.malloc import cap_malloc_arenas, fix_mmap_threshold
+from streams.router.settings import RouterSettings
 
 __all__ = ["cap_malloc_arenas", "create_app", "fix_mmap_threshold", "prometheus_metrics"]
-from streams.router.settings import RouterSettings
 
 
 def create_app(settings: RouterSettings) -> tuple[faust.App, Router]:
@@ -41,6 +45,7 @@ def create_app(settings: RouterSettings) -> tuple[faust.App, Router]:
         value_serializer="raw",
     )
     router = Router(app, settings)
+    _state_metrics(router)
     app.agent(router.prompts_in, name="route_prompts")(router.route_prompts)
     app.task(router.load_scorer)
     app.task(router.follow_control)
@@ -48,9 +53,24 @@ def create_app(settings: RouterSettings) -> tuple[faust.App, Router]:
     app.task(router.tool_calls.follower.run)
     app.task(router.spend_counter.run)
     app.page("/metrics")(prometheus_metrics)
+    if settings.web_enabled:
+        groups = {settings.app_id: [settings.prompts_in],
+                  router.spend_counter.group: [settings.responses]}
+
+        @app.task
+        async def measure_lag() -> None:
+            await watch_lag(settings, lambda: groups)
     if router.transactions is not None:
         _close_transactions(app, router, settings.prompts_in)
     return app, router
+
+
+def _state_metrics(router: Router) -> None:
+    """The gauges /metrics reads from this router's state when scraped (on the event loop, where
+    that state changes)."""
+    metrics.STATE.models = lambda: (s.model_ids if (s := router.scorers.loaded()) else ())
+    metrics.STATE.unhealthy = lambda: router.health.unhealthy(time.time())
+    metrics.STATE.budgets = lambda: [metrics.Budget(*b) for b in router.tenants.budgets()]
 
 
 def _close_transactions(app: faust.App, router: Router, topic: str) -> None:

@@ -68,6 +68,9 @@ class Routed:
     # scores it again without encoding: streams.router.shadow)
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
     offset: int = -1  # of the prompts.in record it came from
+    # what the prompt would cost on the version's reference model (``Scorer.reference``,
+    # allowed or not), for the estimated saving; None when the version names no reference
+    reference_cost_usd: float | None = None
 
 
 @dataclass
@@ -212,8 +215,11 @@ def _route(valid, *, scorer, variant, delta, unhealthy, explore_share, unserved,
                                                           dead)
     now = time.time()
     routed = []
-    for (rec, req, v), d, emb, (pin, why), usd in zip(valid, decisions, scores.embeddings, pins,
-                                                       reserved, strict=True):
+    ref = scorer.reference
+    ref_costs = (scores.cost[:, scorer.model_ids.index(ref)].tolist()
+                 if ref in scorer.model_ids else [None] * len(scores.cost))
+    for (rec, req, v), d, emb, (pin, why), usd, ref_usd in zip(
+            valid, decisions, scores.embeddings, pins, reserved, ref_costs, strict=True):
         if d is None:  # dead-lettered: its budget could not hold it
             continue
         prompt = RoutedPrompt(
@@ -239,6 +245,7 @@ def _route(valid, *, scorer, variant, delta, unhealthy, explore_share, unserved,
                                         embedding=pack(emb)),
             embedding=emb,
             offset=rec.offset,
+            reference_cost_usd=ref_usd,
         ))
     if budgets is not None and added is not None:  # the next prompts see these reservations
         budgets.added = added

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from ipr_model.errors import IprError
@@ -25,9 +26,11 @@ log = logging.getLogger(__name__)
 class ScorerHolder:
     def __init__(self, root: Path, encoder_threads: int | None = None, *,
                  partner: ScorerHolder | None = None, what: str = "artifacts",
-                 swaps=metrics.ARTIFACT_SWAPS):
+                 swaps=metrics.ARTIFACT_SWAPS,
+                 on_load: Callable[[Scorer], None] | None = metrics.serving):
         """``partner``: a holder whose scorer's encoder may be reused (the shadow's: the live
-        one); ``what`` names the holder in its log lines, ``swaps`` counts its loads."""
+        one); ``what`` names the holder in its log lines, ``swaps`` counts its loads,
+        ``on_load`` is told of each scorer it loads (the live one's models' counters)."""
         self._root = Path(root)
         self._encoder_threads = encoder_threads
         self._scorer: Scorer | None = None
@@ -35,10 +38,15 @@ class ScorerHolder:
         self._partner = partner
         self._what = what
         self._swaps = swaps
+        self._on_load = on_load
 
     def _load(self, root: Path) -> Scorer:
         reuse = (self._partner.loaded() if self._partner else None) or self._scorer
         return Scorer.load(root, encoder_threads=self._encoder_threads, reuse=reuse)
+
+    def _loaded(self, scorer: Scorer) -> None:
+        if self._on_load is not None:
+            self._on_load(scorer)
 
     def loaded(self) -> Scorer | None:
         """The current scorer, None before one is loaded (loads nothing)."""
@@ -54,6 +62,7 @@ class ScorerHolder:
         with self._lock:
             if self._scorer is None:
                 self._scorer = self._load(self._root)
+                self._loaded(self._scorer)
                 log.info("loaded artifacts %s version %s", self._root, self._scorer.version)
             return self._scorer
 
@@ -84,6 +93,7 @@ class ScorerHolder:
         except (IprError, OSError, ValueError) as e:
             self.refuse(root, e)
             return False
+        self._loaded(new)
         with self._lock:
             old, self._scorer, self._root = self._scorer, new, Path(root)
         self._swaps.labels("loaded").inc()

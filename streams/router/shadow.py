@@ -87,7 +87,8 @@ class Shadow:
         self.settings = settings
         self.live = live
         self.holder = ScorerHolder(settings.artifacts, settings.encoder_threads, partner=live,
-                                   what="shadow artifacts", swaps=metrics.SHADOW_LOADS)
+                                   what="shadow artifacts", swaps=metrics.SHADOW_LOADS,
+                                   on_load=None)
 
     def scorer(self) -> Scorer | None:
         """The shadow scorer, None when none runs or it is the live version (promoted)."""

@@ -249,6 +249,20 @@ class Tenants:
             for task in (synced, *following):
                 task.cancel()
 
+    def budgets(self, now: float | None = None) -> list[tuple[str, str, float, float]]:
+        """(tenant, period, spend this period, budget) of each tenant whose policy has a budget
+        (its metrics)."""
+        now = time.time() if now is None else now
+        out = []
+        for tenant in self.policies.tenants():
+            found = self.policies.get(tenant)
+            if found is None or found[0].budget_usd is None or found[0].period is None:
+                continue
+            period = found[0].period
+            out.append((tenant, period, self.spend.total(tenant, period, period_start(period, now)),
+                        found[0].budget_usd))
+        return out
+
     async def reservations_caught_up(self, partitions: set[int]) -> None:
         """Before the first batch of a partition of prompts.in assigned here: what its previous
         owner reserved has been read, so this router adds to the latest running sums."""

@@ -40,7 +40,7 @@ from streams.worker.failover import next_attempt
 from streams.worker.offsets import PartitionOffsets
 from streams.worker.publisher import Publisher
 from streams.worker.settings import WorkerSettings
-from streams.worker.stats import WorkerStats, counters
+from streams.worker.stats import DEAD_LETTERS, END_TO_END_SECONDS, WorkerStats, counters
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class ModelLoop:
         self.replies: set[asyncio.Task[None]] = set()  # best-effort sends to reply channels
         self.failure: BaseException | None = None
         self.consumer: AIOKafkaConsumer | None = None
+        END_TO_END_SECONDS.labels(model_id)  # at zero, before its first answer
         self.streak = ErrorStreak(model_id, worker_id, self.settings.unhealthy_after,
                                   self.settings.health_ttl_s)
 
@@ -318,6 +319,8 @@ class ModelLoop:
         if routed.reply_to is not None:  # the waiting client need not wait for the acks too
             self._reply(routed.reply_to.topic, encode(response), key)
         await asyncio.gather(*sent)  # acknowledged (acks=all) before the offset may be committed
+        if routed.sent_at:
+            END_TO_END_SECONDS.labels(self.model_id).observe(max(0.0, time.time() - routed.sent_at))
         self._count("responses")
         if c.error:
             self._count("errors")
@@ -374,5 +377,6 @@ class ModelLoop:
         fut = await self.publisher.send(self.settings.prompts_dlq, encode(letter), record.key,
                                         tracing.headers_of(span))
         await fut
+        DEAD_LETTERS.labels(kind).inc()
         self._count("dead_lettered")
         self._count("processed")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from schemas.topics import model_topic
 from streams.control.tool_calls import TOPIC_CONFIG as TOOL_CALLS_CONFIG
+from streams.kafka.lag import watch_lag
 from streams.worker.dedupe import TOPIC_CONFIG, answered_topic
 from streams.worker.service import BackendFactory, Worker, WorkerConfigError
 from streams.worker.settings import WorkerSettings
@@ -133,7 +134,13 @@ async def serve(
                 settings, [settings.tool_calls], 1, configs=TOOL_CALLS_CONFIG), 60)
         except Exception as exc:  # noqa: BLE001 - no admin rights, or the cluster makes them
             log.warning("could not create topics (%s: %s); continuing", type(exc).__name__, exc)
-        await worker.run(stop_event)
+        lag = None if settings.metrics_port is None else asyncio.ensure_future(watch_lag(
+            settings, lambda: {worker.group_of(m): [model_topic(m)] for m in worker.models}))
+        try:
+            await worker.run(stop_event)
+        finally:
+            if lag is not None:
+                lag.cancel()
     finally:
         if cleanup is not None:
             await cleanup()

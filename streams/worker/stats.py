@@ -1,11 +1,24 @@
 """Per-model counters of a worker, also exported to Prometheus as
-`ipr_worker_<name>_total{model}`."""
+`ipr_worker_<name>_total{model}`; its dead letters by reason and the end-to-end latency of its
+answers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
+
+from schemas.codec import ERROR_KINDS
+
+DEAD_LETTERS = Counter("ipr_worker_dead_letters_total", "records dead-lettered, by reason",
+                       ["reason"])
+for _kind in (*ERROR_KINDS, "wrong_model", "max_tokens_above_cap"):
+    DEAD_LETTERS.labels(_kind)  # at zero: a rate over a series' first increment would not show it
+END_TO_END_SECONDS = Histogram(
+    "ipr_worker_end_to_end_seconds",
+    "from the producer's sent_at to the answer on responses.out (acknowledged), by model",
+    ["model"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
 
 
 @dataclass

@@ -68,12 +68,42 @@ def test_once_idle_the_commit_point_passes_a_transactions_markers() -> None:
     assert offsets.commit_at == 8
 
 
-def test_answered_ids_are_a_bounded_lru() -> None:
+def test_answered_ids_are_the_last_size_ids() -> None:
     answered = Answered(size=2)
     assert [answered.check_and_add(i) for i in ("a", "b", "a", "c")] == [False, False, True, False]
     assert len(answered) == 2
-    assert answered.check_and_add("b") is False  # evicted: "a" was used more recently
-    assert answered.check_and_add("a") is False  # evicted by "b"
+    assert answered.check_and_add("a") is False  # the oldest, forgotten when "c" came
+    assert answered.check_and_add("c") is True
+    assert Answered(size=0).check_and_add("a") is False  # off
+
+
+def test_answered_ids_agree_with_a_plain_model_through_many_evictions() -> None:
+    """Random ids, many repeated, through a small table (every run of probes and every
+    backward shift of a deletion exercised), against a set and a queue of the same ids."""
+    import random
+    from collections import deque
+
+    rng = random.Random(7)
+    answered, kept, order = Answered(size=50), set(), deque()
+    for _ in range(20_000):
+        pid = f"p-{rng.randrange(400)}"
+        expected = pid in kept
+        if not expected:
+            kept.add(pid)
+            order.append(pid)
+            if len(order) > 50:
+                kept.discard(order.popleft())
+        assert answered.check_and_add(pid) is expected
+    assert len(answered) == 50
+
+
+def test_answered_ids_take_their_memory_up_front() -> None:
+    answered = Answered(size=1000)
+    before = (answered._table.buffer_info(), answered._ring.buffer_info())
+    for i in range(5000):
+        answered.check_and_add(f"soak-{i}:{i * 7919}")
+    assert (answered._table.buffer_info(), answered._ring.buffer_info()) == before
+    assert answered.check_and_add(f"soak-4999:{4999 * 7919}") is True
 
 
 def test_a_partition_revoked_while_its_commit_is_in_flight_does_not_stop_the_worker() -> None:

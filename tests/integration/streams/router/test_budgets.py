@@ -3,7 +3,8 @@ one group (``ipr router``), a worker whose calls take two seconds and cost exact
 estimate, policies written with ``ipr policy set``.
 
 Tenant ``capped`` (reject) has a budget of 10.5 prompts' estimated cost and sends 30 prompts at
-10/s: only 10 go, although no answer is counted before the 20th is sent (without reservations
+10/s: only 10 go (11 when a reservation had not yet reached the other router), although no
+answer is counted before the 20th is sent (without reservations
 all 30 go: ``IPR_ROUTER_RESERVE_BUDGETS=false`` makes this test fail, at 2.9 times the
 budget). Tenant ``flaky`` has room for 3: its first 3 prompts fail (HTTP 400),
 their error answers release what they reserved, and its next 3 go. In both delivery modes
@@ -119,8 +120,11 @@ async def scenario(env, settings, run, services):
                                                      f"{revs[1]}", 60)
         held = await send(settings, run, events(run, capped, "ok", 30))
         spent = sum(r.cost_usd for r in held.responses.values())
-        assert spent <= 10.5 * cost, (f"{capped} spent {spent / cost:.1f} prompts' cost, its "
-                                      f"budget being 10.5 ({len(held.responses)} answered)")
+        # one prompt over at most: a reservation reaches the other router once read back (in
+        # exactly-once mode once committed, up to the transaction interval later), and a prompt
+        # it routes in that window sees the budget without it (docs/design.md, budgets)
+        assert spent <= 11 * cost, (f"{capped} spent {spent / cost:.1f} prompts' cost, its "
+                                    f"budget being 10.5 ({len(held.responses)} answered)")
         failing = await send(settings, run, events(run, flaky, "fail", 3))
         await settled(settings, flaky, 3 * cost)
         after = await send(settings, run, events(run, flaky, "ok", 3))
@@ -153,8 +157,8 @@ def test_a_budget_holds_the_prompts_in_flight_across_two_routers_and_errors_rele
             s.stop()
     # the reservations were written per partition of prompts.in, by the router that owns it
     assert len({r.partition for r in reserved if r.tenant.startswith("capped-")}) >= 2
-    # capped: 10 answered at their estimate, within 10.5 prompts' cost; the rest rejected
-    assert len(capped.responses) == 10 and len(capped.dead) == 20
+    # capped: 10 answered at their estimate (11 when the two routers crossed), the rest rejected
+    assert len(capped.responses) in (10, 11) and len(capped.dead) == 30 - len(capped.responses)
     assert {d.error_kind for d in capped.dead.values()} == {"budget_exceeded"}
     assert all(r.reserved_usd == pytest.approx(cost) for r in capped.routed.values())
     assert all(r.reservation is not None and r.reservation.usd == pytest.approx(cost)
